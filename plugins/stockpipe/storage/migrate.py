@@ -1,0 +1,119 @@
+"""Roles, database and ordered-SQL migrations for the market schema.
+
+``python -m stockpipe.storage.migrate [--database NAME] [--wait SECONDS]``
+
+As the admin role: create (or re-password) the writer and read-only roles, create the database
+owned by the writer, then apply ``migrations/NNN_*.sql`` in order, each in its own transaction, as
+the writer (so it owns what the pipeline writes to), recording each in ``public.schema_migrations``.
+Applying twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from stockpipe.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def wait_for_postgres(settings: Settings, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(settings.pg_dsn("admin", "postgres"), connect_timeout=3):
+                return
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"PostgreSQL at {settings.pg_host}:{settings.pg_port} is unreachable ({error}); "
+                    "start it with `make up`."
+                ) from None
+            time.sleep(0.5)
+
+
+def _ensure_role(cur: psycopg.Cursor, name: str, password: str) -> None:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    verb = "ALTER" if cur.fetchone() else "CREATE"
+    cur.execute(
+        sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(sql.SQL(verb), sql.Identifier(name), sql.Literal(password))
+    )
+
+
+def ensure_roles_and_database(settings: Settings, database: str) -> None:
+    with psycopg.connect(settings.pg_dsn("admin", "postgres"), autocommit=True) as conn:
+        cur = conn.cursor()
+        _ensure_role(cur, settings.pg_writer_user, settings.pg_writer_password.get_secret_value())
+        _ensure_role(cur, settings.pg_reader_user, settings.pg_reader_password.get_secret_value())
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        if not cur.fetchone():
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(settings.pg_writer_user)
+                )
+            )
+            log.info("created database %s", database)
+
+
+def migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("stockpipe.storage") / "migrations"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
+
+
+def apply_migrations(settings: Settings, database: str) -> list[str]:
+    applied: list[str] = []
+    with psycopg.connect(settings.pg_dsn("writer", database)) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS public.schema_migrations "
+            "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.commit()
+        done = {row[0] for row in conn.execute("SELECT version FROM public.schema_migrations")}
+        for version, body in migration_files():
+            if version in done:
+                continue
+            with conn.transaction():
+                conn.execute(body)
+                conn.execute("INSERT INTO public.schema_migrations (version) VALUES (%s)", (version,))
+            applied.append(version)
+            log.info("applied migration %s", version)
+        # Read-only role: everything in market/ops, now and later (the writer creates partitions).
+        reader = sql.Identifier(settings.pg_reader_user)
+        for schema in ("market", "ops"):
+            ident = sql.Identifier(schema)
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, reader))
+            conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, reader))
+            conn.execute(
+                sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(ident, reader)
+            )
+        conn.commit()
+    return applied
+
+
+def migrate(settings: Settings | None = None, database: str | None = None, wait_s: float = 0) -> list[str]:
+    settings = settings or get_settings()
+    database = database or settings.pg_database
+    wait_for_postgres(settings, wait_s)
+    ensure_roles_and_database(settings, database)
+    return apply_migrations(settings, database)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", help="database name (default: STOCKPIPE_PG_DATABASE)")
+    parser.add_argument("--wait", type=float, default=0, help="seconds to wait for PostgreSQL")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    applied = migrate(database=args.database, wait_s=args.wait)
+    print(f"migrations: {len(applied)} applied" + (f" ({', '.join(applied)})" if applied else ", schema up to date"))
+
+
+if __name__ == "__main__":
+    main()
