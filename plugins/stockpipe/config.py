@@ -94,6 +94,37 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = Field("stock-prices.dlq", description="Dead-letter topic.")
     kafka_partitions: int = Field(6, ge=1, description="Partitions of the bars topic when created.")
 
+    # --- spark streaming / backfill ----------------------------------------------------------
+    spark_master: str = Field("local[2]", description="Spark master URL of the streaming and backfill jobs.")
+    spark_shuffle_partitions: int = Field(
+        4, ge=1, description="spark.sql.shuffle.partitions: shards of the per-symbol indicator state."
+    )
+    spark_driver_memory: str = Field("1g", description="Spark driver memory (local mode: the whole job).")
+    spark_jars_dir: Path = Field(
+        ROOT / "infra" / "jars" / "spark", description="Folder of the Kafka connector jars (infra/pom.xml)."
+    )
+    stream_query_name: str = Field("stream_indicators", description="Name of the streaming query (ops.stream_batches).")
+    stream_checkpoint: str = Field(
+        str(ROOT / ".local" / "checkpoints" / "stream_indicators"),
+        description="Checkpoint location of the streaming query (any Hadoop path).",
+    )
+    stream_trigger_s: float = Field(1.0, gt=0, description="Micro-batch trigger interval in seconds.")
+    stream_max_offsets_per_trigger: int = Field(
+        200_000, ge=1, description="Kafka maxOffsetsPerTrigger: most records one micro-batch reads."
+    )
+    stream_starting_offsets: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a query with a fresh checkpoint starts reading the topic."
+    )
+    stream_recompute_horizon_bars: int = Field(
+        390,
+        ge=60,
+        description="Bars per symbol kept in stream state: a late or corrected bar within them is applied "
+        "and every later indicator recomputed; an older one is stored and queued for the backfill.",
+    )
+    stream_seed_from_postgres: bool = Field(
+        True, description="Seed a symbol's indicator state from its stored bars when the stream first sees it."
+    )
+
     # --- postgres ----------------------------------------------------------------------------
     pg_host: str = Field("127.0.0.1", description="PostgreSQL host.")
     pg_port: int = Field(5433, ge=1, le=65535, description="PostgreSQL port.")
@@ -214,13 +245,55 @@ def shell_exports(settings: Settings) -> str:
     return "\n".join(f"export {name}={value}" for name, value in values.items())
 
 
+def _default_text(name: str) -> str:
+    spec = Settings.model_fields[name]
+    value = spec.get_default(call_default_factory=True)
+    if isinstance(value, SecretStr):
+        return ""
+    if isinstance(value, list):
+        return ",".join(value)
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _env_name(name: str) -> str:
+    spec = Settings.model_fields[name]
+    if isinstance(spec.validation_alias, AliasChoices):
+        return str(spec.validation_alias.choices[-1])
+    return "STOCKPIPE_" + name.upper()
+
+
+def env_example() -> str:
+    """The text of .env.example: every setting, its description and default."""
+    lines = ["# stockpipe settings (copy to .env). Every line is optional: defaults run the local stack.", ""]
+    for name, spec in Settings.model_fields.items():
+        lines.append(f"# {spec.description}")
+        lines.append(f"# {_env_name(name)}={_default_text(name)}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table() -> str:
+    """The configuration table of the docs."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, spec in Settings.model_fields.items():
+        rows.append(f"| `{_env_name(name)}` | `{_default_text(name)}` | {spec.description} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m stockpipe.config`` prints the effective settings (secrets masked);
-    ``--shell`` prints the ports for infra/stack.sh."""
+    ``--shell`` the ports for infra/stack.sh; ``--env-example`` / ``--markdown`` the documentation."""
     args = sys.argv[1:] if argv is None else argv
     settings = load_settings()
     if "--shell" in args:
         print(shell_exports(settings))
+        return
+    if "--env-example" in args:
+        print(env_example(), end="")
+        return
+    if "--markdown" in args:
+        print(markdown_table(), end="")
         return
     for name in Settings.model_fields:
         print(f"{name}={getattr(settings, name)}")

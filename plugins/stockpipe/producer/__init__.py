@@ -1,0 +1,1 @@
+"""Market-data producer: Polygon (or the simulator) → validated minute bars → Kafka."""

@@ -1,0 +1,65 @@
+"""``python -m stockpipe.producer [--once] [--symbols A,B]``
+
+Without ``--once`` it runs a cycle every ``STOCKPIPE_PRODUCER_INTERVAL_S`` seconds (aligned to the
+clock) and serves Prometheus metrics on 127.0.0.1; ``--once`` runs one cycle (Airflow's task) and
+exits non-zero when a symbol was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+from prometheus_client import start_http_server
+
+from stockpipe.config import load_settings
+from stockpipe.logs import setup_logging
+from stockpipe.producer.core import MarketProducer
+
+log = logging.getLogger("stockpipe.producer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stockpipe.producer", description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument("--symbols", help="comma-separated symbols (default: STOCKPIPE_WATCHLIST)")
+    args = parser.parse_args(argv)
+
+    overrides = {"watchlist": args.symbols} if args.symbols else {}
+    settings = load_settings(**overrides)
+    secrets = tuple(s for s in (settings.market_data_key,) if s)
+    setup_logging(settings.log_level, settings.log_json, secrets)
+    if settings.uses_simulator:
+        log.info("No POLYGON_API_KEY set: using the market simulator at %s", settings.simulator_url)
+    else:
+        log.info("Using Polygon at %s", settings.polygon_base_url)
+    log.info("watchlist: %d symbols, %d API calls/min shared, every %.0fs",
+             len(settings.watchlist), settings.rate_limit_per_minute, settings.producer_interval_s)
+
+    producer = MarketProducer(settings)
+    if args.once:
+        summary = producer.run_cycle()
+        producer.close()
+        return 1 if summary.failed else 0
+
+    if settings.producer_metrics_port:
+        start_http_server(settings.producer_metrics_port, addr=settings.metrics_host)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.is_set():
+        producer.run_cycle()
+        interval = settings.producer_interval_s
+        # next tick on the interval grid, a few seconds past the minute so the last bar has closed
+        wait = interval - (time.time() % interval) + min(2.0, interval / 10)
+        stop.wait(wait)
+    producer.close()
+    log.info("producer stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""The market-data API's rate limit, shared by every process through Redis.
+
+A moving-window limit from the ``limits`` library: at most N calls in any rolling 60 s, counted
+per API-key fingerprint (never the key itself) so two producers, the backfill and Airflow's tasks
+all draw from one budget. Calls wait for their slot; they never fail because of the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+from limits import RateLimitItemPerMinute
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+
+class SharedRateLimiter:
+    def __init__(
+        self,
+        redis_url: str,
+        calls_per_minute: int,
+        api_key: str,
+        on_wait: Callable[[float], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._limiter = MovingWindowRateLimiter(RedisStorage(redis_url))
+        self._item = RateLimitItemPerMinute(calls_per_minute)
+        self._scope = "stockpipe-api-" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+        self._on_wait = on_wait
+        self._sleep = sleep
+
+    def acquire(self) -> float:
+        """Block until a call may be made; return the seconds waited."""
+        waited = 0.0
+        while not self._limiter.hit(self._item, self._scope):
+            reset_at = self._limiter.get_window_stats(self._item, self._scope).reset_time
+            pause = min(max(reset_at - time.time(), 0.05), 60.0)
+            if self._on_wait:
+                self._on_wait(pause)
+            self._sleep(pause)
+            waited += pause
+        return waited
+
+    def clear(self) -> None:
+        self._limiter.clear(self._item, self._scope)

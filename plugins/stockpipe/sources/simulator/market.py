@@ -1,0 +1,252 @@
+"""The simulated market as the API sees it at a given moment: closed bars only, plus injected
+late bars and corrections, aggregated to any window.
+
+The price model (:mod:`.model`) knows every bar of every day in advance; this layer decides which
+of them exist yet. A bar starting at ``t`` exists once its minute has closed (``now >= t + 60``).
+A *late* bar additionally waits ``delay_s``; a *corrected* bar is served with replaced values from
+the moment the correction is registered. Time is always passed in (``now_s``), never read here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .clock import NEW_YORK, MarketClock, TradingDay, new_york_day
+from .model import Aggregate, DayBars, aggregate_buckets, concat, day_bars, is_known_symbol
+
+Timespan = Literal["minute", "hour", "day"]
+SUPPORTED_TIMESPANS: tuple[str, ...] = ("minute", "hour", "day")
+EARLIEST_DAY = date(1990, 1, 1)  # ranges are clipped here so `from=0` doesn't walk back to 1970
+MAX_DAYS_BACK_TO_LAST_SESSION = 15  # longer than any NYSE closure since 1990
+UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+CORRECTABLE_FIELDS = ("open", "high", "low", "close", "volume", "vwap", "trades")
+
+
+@dataclass(frozen=True)
+class AggregatePage:
+    results: list[Aggregate]  # in the requested order
+    has_more: bool
+    # Where the next page starts, in ms: its `from` when ascending, its `to` when descending.
+    resume_ms: int | None = None
+
+
+@dataclass
+class MarketAdjustments:
+    """Injected data faults: late bars and corrections, keyed by (symbol, bar start seconds)."""
+
+    late_delay_s: dict[tuple[str, int], float] = field(default_factory=dict)
+    corrections: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+
+
+class SimulatedMarket:
+    def __init__(self, seed: int, clock: MarketClock) -> None:
+        self.seed = seed
+        self.clock = clock
+        self._adjustments = MarketAdjustments()
+        self._lock = threading.Lock()
+
+    # --- injected data faults -----------------------------------------------------------------
+    def add_late_bar(self, symbol: str, start_s: int, delay_s: float) -> None:
+        """Withhold the bar until ``delay_s`` after its minute closes."""
+        with self._lock:
+            self._adjustments.late_delay_s[(symbol, _minute(start_s))] = delay_s
+
+    def add_correction(self, symbol: str, start_s: int, values: dict[str, float] | None = None) -> None:
+        """From now on, serve the bar with ``values`` replacing its own fields.
+
+        Without values the close moves up 0.5 % (high follows if needed) and volume grows by 1 %,
+        so the corrected bar is different but still consistent.
+        """
+        if values:
+            unknown = set(values) - set(CORRECTABLE_FIELDS)
+            if unknown:
+                raise ValueError(f"cannot correct {sorted(unknown)}; correctable: {CORRECTABLE_FIELDS}")
+        with self._lock:
+            self._adjustments.corrections[(symbol, _minute(start_s))] = dict(values or {})
+
+    def clear_adjustments(self) -> None:
+        with self._lock:
+            self._adjustments = MarketAdjustments()
+
+    def describe_adjustments(self) -> dict:
+        with self._lock:
+            return {
+                "late_bars": [
+                    {"symbol": symbol, "ts": start_s, "delay_s": delay}
+                    for (symbol, start_s), delay in sorted(self._adjustments.late_delay_s.items())
+                ],
+                "corrections": [
+                    {"symbol": symbol, "ts": start_s, **values}
+                    for (symbol, start_s), values in sorted(self._adjustments.corrections.items())
+                ],
+            }
+
+    # --- minute bars --------------------------------------------------------------------------
+    def trading_day(self, day: date) -> TradingDay:
+        return self.clock.trading_day(day)
+
+    def visible_bars(
+        self, symbol: str, day: date, now_s: float, from_s: float | None = None, to_s: float | None = None
+    ) -> DayBars:
+        """The bars of ``day`` that the API serves at ``now_s``, optionally within [from_s, to_s]."""
+        session = self.clock.trading_day(day)
+        bars = day_bars(self.seed, symbol, day, session.first_minute_s, session.minutes)
+        if len(bars) == 0:
+            return bars
+        starts = bars.start_s
+        mask = starts + 60 <= now_s
+        if from_s is not None:
+            mask &= starts >= from_s
+        if to_s is not None:
+            mask &= starts <= to_s
+        with self._lock:
+            late = [
+                (start, delay)
+                for (late_symbol, start), delay in self._adjustments.late_delay_s.items()
+                if late_symbol == symbol and session.first_minute_s <= start < session.end_s
+            ]
+            corrections = [
+                (start, values)
+                for (fixed_symbol, start), values in self._adjustments.corrections.items()
+                if fixed_symbol == symbol and session.first_minute_s <= start < session.end_s
+            ]
+        for start, delay in late:
+            if now_s < start + 60 + delay:
+                mask &= starts != start
+        visible = bars.select(mask)  # a copy: corrections below never touch the cached day
+        for start, values in corrections:
+            _apply_correction(visible, start, values)
+        return visible
+
+    def bars_between(self, symbol: str, from_s: float, to_s: float, now_s: float) -> DayBars | None:
+        """All visible minute bars with start in [from_s, to_s], in time order."""
+        page = self._collect(symbol, from_s, to_s, now_s, descending=False, limit=None, bucket=_minute_bucket(1))
+        return concat(page) if page else None
+
+    # --- aggregates ---------------------------------------------------------------------------
+    def aggregates(
+        self,
+        symbol: str,
+        multiplier: int,
+        timespan: Timespan,
+        from_s: float,
+        to_s: float,
+        now_s: float,
+        *,
+        descending: bool = False,
+        limit: int = 5000,
+    ) -> AggregatePage:
+        """Bars merged into ``multiplier`` × ``timespan`` windows, at most ``limit`` of them."""
+        if not is_known_symbol(symbol):
+            return AggregatePage([], False)
+        bucket = _bucket_function(multiplier, timespan)
+        parts = self._collect(symbol, from_s, to_s, now_s, descending=descending, limit=limit, bucket=bucket)
+        if not parts:
+            return AggregatePage([], False)
+        bars = concat(parts)
+        merged = aggregate_buckets(bars, bucket(bars.start_s))
+        if descending:
+            merged.reverse()
+        if len(merged) <= limit:
+            return AggregatePage(merged, has_more=False)
+        # Windows are contiguous, so the next page starts where the first unreturned window does.
+        resume_ms = merged[limit - 1].start_s * 1000 - 1 if descending else merged[limit].start_s * 1000
+        return AggregatePage(merged[:limit], has_more=True, resume_ms=resume_ms)
+
+    def day_aggregate(self, symbol: str, day: date, now_s: float) -> Aggregate | None:
+        bars = self.visible_bars(symbol, day, now_s)
+        if len(bars) == 0:
+            return None
+        return aggregate_buckets(bars, np.zeros(len(bars), dtype=np.int64))[0]
+
+    def latest_day_with_bars(self, symbol: str, now_s: float, before: date | None = None) -> date | None:
+        """The most recent day (strictly before ``before``, if given) with at least one visible bar."""
+        day = before - timedelta(days=1) if before else new_york_day(now_s)
+        for _ in range(MAX_DAYS_BACK_TO_LAST_SESSION):
+            if self.clock.trading_day(day).minutes and len(self.visible_bars(symbol, day, now_s)):
+                return day
+            day -= timedelta(days=1)
+        return None
+
+    def _collect(self, symbol, from_s, to_s, now_s, *, descending, limit, bucket) -> list[DayBars]:
+        """Visible bars day by day, stopping once more than ``limit`` windows are complete."""
+        last_start = min(to_s, now_s - 60)
+        first_day = max(new_york_day(max(from_s, 0)), EARLIEST_DAY)
+        if from_s > last_start or first_day > new_york_day(last_start):
+            return []
+        days = [first_day + timedelta(days=n) for n in range((new_york_day(last_start) - first_day).days + 1)]
+        if descending:
+            days.reverse()
+        parts: list[DayBars] = []
+        windows = 0
+        edge_window = None  # the window at the growing end of what we have collected
+        for day in days:
+            bars = self.visible_bars(symbol, day, now_s, from_s, to_s)
+            if len(bars) == 0:
+                continue
+            keys = bucket(bars.start_s)
+            distinct = 1 + int(np.count_nonzero(np.diff(keys)))
+            inner_edge, outer_edge = (keys[-1], keys[0]) if descending else (keys[0], keys[-1])
+            windows += distinct - (1 if inner_edge == edge_window else 0)
+            edge_window = outer_edge
+            parts.append(bars)
+            # A window is complete once a later one has started, so limit+1 windows suffice.
+            if limit is not None and windows > limit:
+                break
+        if descending:
+            parts.reverse()
+        return parts
+
+
+def _minute(start_s: int) -> int:
+    return int(start_s) // 60 * 60
+
+
+def _minute_bucket(width_minutes: int):
+    width = 60 * width_minutes
+    return lambda starts: starts - starts % width
+
+
+def _bucket_function(multiplier: int, timespan: str):
+    if multiplier < 1:
+        raise ValueError("multiplier must be a positive integer")
+    if timespan == "minute":
+        return _minute_bucket(multiplier)
+    if timespan == "hour":
+        return _minute_bucket(60 * multiplier)
+    if timespan == "day":
+        return lambda starts: _day_bucket_starts(starts, multiplier)
+    raise ValueError(f"timespan {timespan!r} is not simulated; use one of {', '.join(SUPPORTED_TIMESPANS)}")
+
+
+def _day_bucket_starts(starts: np.ndarray, multiplier: int) -> np.ndarray:
+    """New York midnight (unix s) of the first day of each bar's ``multiplier``-day window."""
+    local_midnight = pd.to_datetime(starts, unit="s", utc=True).tz_convert(NEW_YORK).normalize()
+    if multiplier > 1:
+        days = (local_midnight.tz_localize(None) - pd.Timestamp(0)).days.to_numpy()
+        ordinals = days + UNIX_EPOCH_ORDINAL
+        first = ordinals - ordinals % multiplier - UNIX_EPOCH_ORDINAL
+        local_midnight = pd.to_datetime(first, unit="D").tz_localize(NEW_YORK)
+    return np.asarray(local_midnight.asi8 // 1_000_000_000, dtype=np.int64)
+
+
+def _apply_correction(bars: DayBars, start_s: int, values: dict[str, float]) -> None:
+    hits = np.flatnonzero(bars.start_s == start_s)
+    if not len(hits):
+        return
+    i = int(hits[0])
+    if not values:
+        corrected_close = round(float(bars.close[i]) * 1.005, 4)
+        values = {
+            "close": corrected_close,
+            "high": max(float(bars.high[i]), corrected_close),
+            "volume": int(bars.volume[i]) + max(1, int(bars.volume[i]) // 100),
+        }
+    for name, value in values.items():
+        getattr(bars, name)[i] = value

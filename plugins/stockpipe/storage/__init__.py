@@ -1,0 +1,1 @@
+"""PostgreSQL schema and sinks, Redis latest-state writer."""

@@ -1,0 +1,52 @@
+"""The SparkSession both jobs run in: loopback only, UTC, small shuffle, local connector jars."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from stockpipe.config import Settings
+
+
+def connector_jars(settings: Settings) -> list[str]:
+    folder = Path(settings.spark_jars_dir)
+    jars = sorted(str(path) for path in folder.glob("*.jar"))
+    if not any("spark-sql-kafka" in jar for jar in jars):
+        raise SystemExit(
+            f"The Spark Kafka connector is missing from {folder}; fetch it with `make install` "
+            "(mvn dependency:copy-dependencies from infra/pom.xml)."
+        )
+    return jars
+
+
+def spark_session(settings: Settings, app_name: str = "stockpipe"):
+    """Build (or reuse) the SparkSession for ``settings``.
+
+    Everything binds to 127.0.0.1 (invariant 5): the driver, the block manager, and the UI is off.
+    Python workers run the interpreter of this process (the project venv).
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars", ",".join(connector_jars(settings)))
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.streaming.stateStore.stateSchemaCheck", "true")
+        # Per-symbol state is small and hot; keep two versions in memory, snapshot often.
+        .config("spark.sql.streaming.maxBatchesToRetainInMemory", "2")
+        .config("spark.sql.streaming.stateStore.minDeltasForSnapshot", "10")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.sql.adaptive.enabled", "false")
+    )
+    return builder.getOrCreate()

@@ -1,0 +1,185 @@
+"""Verification consumer: what is in the bars topic, per symbol.
+
+``python -m stockpipe.verify [--topic T] [--since 10m] [--calendar demo|nyse] [--group G]``
+
+Reads the topic from the beginning (or from ``--since`` ago) up to its current end and reports per
+symbol: bars, first/last ts, gaps (minutes the clock/calendar says should have a bar between the
+first and the last), duplicates (the same bar — same minute, same values — sent more than once),
+corrections (same minute re-sent with other values: allowed by the contract) and lag (now − last
+bar). Exits 1 when any symbol has a gap or a duplicate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from stockpipe import contract
+from stockpipe.config import Settings, load_settings
+
+
+@dataclass
+class SymbolReport:
+    symbol: str
+    minutes: dict[datetime, set[str]] = field(default_factory=lambda: defaultdict(set))
+    messages: int = 0
+    duplicates: int = 0
+    gaps: list[datetime] = field(default_factory=list)
+
+    @property
+    def corrections(self) -> int:
+        return sum(len(v) - 1 for v in self.minutes.values())
+
+    @property
+    def first(self) -> datetime | None:
+        return min(self.minutes) if self.minutes else None
+
+    @property
+    def last(self) -> datetime | None:
+        return max(self.minutes) if self.minutes else None
+
+
+def expected_minutes(first: datetime, last: datetime, calendar: str) -> list[datetime]:
+    """Bar starts between first and last (inclusive) by the demo clock (every minute) or NYSE."""
+    if calendar == "demo":
+        count = int((last - first).total_seconds() // 60) + 1
+        return [first + timedelta(minutes=i) for i in range(count)]
+    import exchange_calendars as xcals
+
+    cal = xcals.get_calendar("XNYS")
+    minutes = cal.minutes_in_range(pd.Timestamp(first), pd.Timestamp(last))
+    return [m.to_pydatetime() for m in minutes]
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)([smhd])", text)
+    if not match:
+        raise SystemExit(f"--since {text!r}: use a number and s/m/h/d, e.g. 10m.")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+
+
+def read_topic(settings: Settings, topic: str, since: datetime | None, timeout_s: float = 30) -> list[dict]:
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"stockpipe-verify-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    })
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise SystemExit(f"Kafka topic {topic!r} does not exist at {settings.kafka_bootstrap}.")
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        if since is not None:
+            for tp in partitions:
+                tp.offset = int(since.timestamp() * 1000)
+            partitions = consumer.offsets_for_times(partitions, timeout=10)
+        else:
+            for tp in partitions:
+                tp.offset = OFFSET_BEGINNING
+        ends = {}
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            ends[tp.partition] = high
+        pending = {tp.partition for tp in partitions if ends[tp.partition] > 0 and tp.offset != ends[tp.partition]}
+        consumer.assign(partitions)
+        values: list[dict] = []
+        deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
+        while pending and datetime.now(UTC) < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == -191:  # _PARTITION_EOF
+                    pending.discard(msg.partition())
+                continue
+            if msg.offset() >= ends[msg.partition()] - 1:
+                pending.discard(msg.partition())
+            if msg.offset() < ends[msg.partition()]:
+                try:
+                    values.append(json.loads(msg.value()))
+                except (TypeError, ValueError):
+                    continue  # not a bar; the stream sends such records to the DLQ
+        return values
+    finally:
+        consumer.close()
+
+
+def build_reports(messages: list[dict], calendar: str) -> dict[str, SymbolReport]:
+    reports: dict[str, SymbolReport] = {}
+    for message in messages:
+        if not isinstance(message, dict) or contract.invalid_reason(message):
+            continue
+        report = reports.setdefault(message["symbol"], SymbolReport(message["symbol"]))
+        ts = contract.parse_ts(message["ts"])
+        values = json.dumps({k: message.get(k) for k in (*contract.PRICE_FIELDS, "volume", "vwap", "trades")},
+                            sort_keys=True)
+        report.messages += 1
+        if values in report.minutes[ts]:
+            report.duplicates += 1
+        report.minutes[ts].add(values)
+    for report in reports.values():
+        if report.minutes:
+            have = set(report.minutes)
+            report.gaps = [m for m in expected_minutes(report.first, report.last, calendar) if m not in have]
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stockpipe.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("--topic", help="topic to read (default: STOCKPIPE_KAFKA_TOPIC)")
+    parser.add_argument("--since", help="only messages written in the last N s/m/h/d, e.g. 10m")
+    parser.add_argument("--calendar", choices=["demo", "nyse"],
+                        help="which minutes must have bars (default: the simulator's clock, nyse for Polygon)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    topic = args.topic or settings.kafka_topic
+    calendar = args.calendar or (settings.simulator_clock if settings.uses_simulator else "nyse")
+
+    messages = read_topic(settings, topic, parse_since(args.since))
+    reports = build_reports(messages, calendar)
+    now = datetime.now(UTC)
+    rows = []
+    for symbol in sorted(reports):
+        r = reports[symbol]
+        rows.append({
+            "symbol": symbol, "bars": len(r.minutes), "messages": r.messages,
+            "first": contract.format_ts(r.first), "last": contract.format_ts(r.last),
+            "gaps": len(r.gaps), "duplicates": r.duplicates, "corrections": r.corrections,
+            "lag_s": round((now - r.last).total_seconds() - 60, 1),
+            "first_gaps": [contract.format_ts(g) for g in r.gaps[:3]],
+        })
+    bad = [r for r in rows if r["gaps"] or r["duplicates"]]
+    if args.json:
+        print(json.dumps({"topic": topic, "calendar": calendar, "symbols": rows, "ok": not bad}, indent=2))
+    else:
+        print(f"topic {topic} ({len(messages)} messages, calendar {calendar})")
+        header = f"{'symbol':<8} {'bars':>6} {'first':<20} {'last':<20} {'gaps':>5} {'dups':>5} {'corr':>5} {'lag_s':>7}"
+        print(header)
+        for r in rows:
+            print(f"{r['symbol']:<8} {r['bars']:>6} {r['first']:<20} {r['last']:<20} {r['gaps']:>5} "
+                  f"{r['duplicates']:>5} {r['corrections']:>5} {r['lag_s']:>7}"
+                  + (f"  first gaps: {', '.join(r['first_gaps'])}" if r["first_gaps"] else ""))
+        total_gaps = sum(r["gaps"] for r in rows)
+        total_dups = sum(r["duplicates"] for r in rows)
+        print(f"{len(rows)} symbols, {total_gaps} gaps, {total_dups} duplicates: {'FAIL' if bad else 'OK'}")
+    if not rows:
+        print("no bars in the topic yet", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
