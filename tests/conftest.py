@@ -57,7 +57,7 @@ def redis_client(base_settings: Settings):
 
 
 @pytest.fixture
-def settings(base_settings: Settings, redis_client) -> Settings:
+def settings(base_settings: Settings, redis_client, pg_database: str) -> Settings:
     """Settings of one test: its own Kafka topics (created), emptied Redis test database."""
     suffix = uuid.uuid4().hex[:8]
     topic, dlq = f"test-prices-{suffix}", f"test-prices-{suffix}.dlq"

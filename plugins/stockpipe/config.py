@@ -14,7 +14,7 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -75,10 +75,17 @@ class Settings(BaseSettings):
     simulator_free_tier: bool = Field(
         False, description="Answer 429 beyond 5 calls/min per API key, like Polygon's free tier."
     )
+    simulator_faults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Faults the simulator starts with, as JSON (see stockpipe.sources.simulator.faults).",
+    )
 
     # --- producer ----------------------------------------------------------------------------
     producer_interval_s: float = Field(60.0, gt=0, description="Seconds between producer cycles.")
     rate_limit_per_minute: int = Field(5, ge=1, description="Max market-data API calls per minute, all processes.")
+    rate_limit_window_s: int = Field(
+        60, ge=1, description="Window of the rate limit in seconds (60 = per minute; tests shrink it)."
+    )
     retry_attempts: int = Field(3, ge=0, description="Retries of one API call (after the first try).")
     retry_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles per retry (1, 2, 4 s).")
     metadata_ttl_s: int = Field(6 * 3600, ge=0, description="TTL of cached ticker details in Redis.")
@@ -138,6 +145,40 @@ class Settings(BaseSettings):
 
     # --- redis -------------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6380/0", description="Redis URL.")
+
+    # --- airflow (orchestration, health, maintenance) -----------------------------------------
+    airflow_port: int = Field(8080, ge=1, le=65535, description="Airflow api-server (UI) port on 127.0.0.1.")
+    airflow_dags_unpaused: bool = Field(True, description="DAGs start unpaused in the local stack.")
+    airflow_parallelism: int = Field(6, ge=2, description="Task instances Airflow runs at once (the stream holds one).")
+    producer_mode: Literal["airflow", "supervisor"] = Field(
+        "supervisor",
+        description="Who runs the producer: Airflow's market_ingest DAG, or the supervisord 'producer' "
+        "program (then market_ingest skips its runs).",
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Alerts (stream_health breaches, failed DAG runs) are also POSTed here as JSON."
+    )
+    health_max_batch_age_s: float = Field(
+        300.0, gt=0, description="Stream stalled: no micro-batch for this long while Kafka input waits."
+    )
+    health_max_lag_messages: int = Field(50_000, ge=0, description="Most unprocessed messages on the bars topic.")
+    health_max_bar_age_s: float = Field(
+        600.0, gt=0, description="During sessions, a symbol's newest stored bar may be at most this old."
+    )
+    health_max_dlq_growth: int = Field(100, ge=0, description="Most new dead letters between two health checks.")
+    health_max_api_error_rate: float = Field(
+        0.5, ge=0, le=1, description="Most failed share of symbol fetches over the last 15 minutes of ingest."
+    )
+    health_restart_stalled_stream: bool = Field(
+        True, description="stream_health restarts a stalled streaming job (marks its task failed; Airflow relaunches)."
+    )
+    retention_days: int = Field(0, ge=0, description="Drop market partitions older than this many days (0 = keep all).")
+    backfill_initial_sessions: int = Field(5, ge=0, description="Trading sessions `make up` backfills on first start.")
+
+    @field_validator("alert_webhook_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
     # --- logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")

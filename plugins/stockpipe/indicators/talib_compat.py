@@ -1,29 +1,34 @@
-"""Incremental indicators that reproduce TA-Lib's output bar by bar.
+"""Incremental indicators that reproduce TA-Lib's output bar by bar, bit for bit.
 
-Each class consumes one close at a time and returns what ``talib.<FUNC>(closes)[-1]`` would return
-for the series seen so far (``None`` where TA-Lib gives NaN). They mirror TA-Lib's C code
-(``src/ta_func/ta_SMA.c``, ``ta_EMA.c``, ``ta_RSI.c``, ``ta_MACD.c``, ``ta_BBANDS.c``) operation
-for operation: the same running sums, updated in the same order, from the same 0.0 start. IEEE
-doubles then give the same bits as TA-Lib, not just values within a tolerance, so the stream and a
-batch recomputation agree exactly however long the series is.
+Each class consumes one close at a time and returns what ``talib.<FUNC>(closes)[-1]`` returns for
+the series seen so far (``None`` where TA-Lib gives NaN). TA-Lib's value at bar i depends only on
+bars 0..i (default compatibility, unstable period 0), so an incremental state machine can equal it.
+They mirror the C code that the pinned ``ta-lib`` wheel (TA-Lib C 0.8.1) runs, operation for
+operation: the same running sums, updated in the same order, from the same 0.0 start, rounded the
+same way. The result is the same bits as TA-Lib, not values within a tolerance, so the stream, a
+batch recomputation and TA-Lib agree exactly however long the series is.
 
-TA-Lib details these classes reproduce on purpose:
+What TA-Lib 0.8.1 does, and these classes reproduce on purpose (checked against the wheel, not
+just read in the source, which keeps changing):
 
-* Running sums are never re-summed from the window: ``total += new``, emit ``total / n``, then
-  ``total -= oldest``. The float error of that sum is part of TA-Lib's output.
-* EMA(n) is seeded with the mean of its first n inputs; then ``(x - prev) * k + prev`` with
-  ``k = 2 / (n + 1)``.
-* RSI returns 0.0 (not NaN, not 50) when ``avg_gain + avg_loss`` is within 1e-8 of zero
-  (``TA_IS_ZERO``), so a flat series, or one whose moves are all below ~1e-8, reads 0. With no
-  losses it reads exactly 100.0.
-* MACD seeds its fast EMA on the ``fast`` closes that end where the slow seed ends (bar slow-1),
-  not on the first ``fast`` closes as ``talib.EMA`` does, so its fast line differs from
-  ``EMA(12)`` early on. The signal EMA is seeded with the mean of the first ``signal`` MACD values;
-  all three outputs start at bar ``slow + signal - 2`` (33 for 12/26/9).
-* BBANDS with an SMA middle band computes the variance as ``mean(x²) - sma²`` from its own running
-  sum of squares, and treats a variance below 1e-8 (``TA_IS_ZERO_OR_NEG``) as 0: a standard
-  deviation under 1e-4 collapses both bands onto the middle one. That also absorbs the
-  cancellation noise of ``mean(x²) - sma²`` at high price levels.
+* SMA: one running sum that is never re-summed: ``total += new``, emit ``total / n``, then
+  ``total -= oldest``. Its float drift is part of TA-Lib's output.
+* EMA(n): seeded with the mean of the first n inputs; then ``fma(x - prev, k, prev)``,
+  ``k = 2 / (n + 1)``. The compiled library fuses that multiply-add (see ``_fma``).
+* RSI: seeds the averages with the sum of the first n gains / losses times ``1/n``; the Wilder step
+  is ``avg = (avg * (n - 1) + delta) * (1/n)``, gain and loss split without a branch. The output is
+  0.0 when ``avg_gain + avg_loss`` is exactly 0 (a flat series) and exactly 100.0 with no losses.
+  Older TA-Lib zeroed anything under 1e-8 instead, which zeroed finely quoted instruments.
+* MACD: the fast EMA is seeded on the ``fast`` closes that end where the slow seed ends
+  (bar slow-1), not on the first ``fast`` closes as ``talib.EMA`` does, so early on it differs
+  from EMA(12). The signal EMA is seeded with the mean of the first ``signal`` MACD values; all
+  three outputs start at bar ``slow + signal - 2`` (33 for 12/26/9).
+* BBANDS with an SMA middle band: the middle band is the SMA (bit-identical); the variance comes
+  from running sums of deviations from a *shift* (initially the first close, re-anchored to the
+  window mean by a fresh two-pass "reseed" every 32 windows, or when cancellation or an outlier
+  leaving the window would cost digits). A reseed's variance under 1e-12 of its mean squared
+  deviation is floored to 0, so a flat window has width exactly 0; otherwise the square root is
+  taken unconditionally (no fixed 1e-8 floor any more: fine ticks keep their width).
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ import math
 from collections import deque
 from typing import Any
 
-__all__ = ["SMA", "EMA", "RSI", "MACD", "BollingerBands"]
+from ._fma import fma
 
-# TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold (ta_func/ta_utility.h).
-_TA_EPSILON = 0.00000001
+__all__ = ["SMA", "EMA", "RSI", "MACD", "BollingerBands"]
 
 
 def _check_period(name: str, period: int, minimum: int) -> int:
@@ -47,6 +51,10 @@ def _check_period(name: str, period: int, minimum: int) -> int:
 def _check_kind(state: dict[str, Any], kind: str) -> None:
     if state.get("kind") != kind:
         raise ValueError(f"not a {kind} state: kind={state.get('kind')!r}")
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class SMA:
@@ -71,9 +79,9 @@ class SMA:
         return mean
 
     @property
-    def oldest(self) -> float:
-        """The value that left the running sum on the last update that returned a mean."""
-        return self._window[0]
+    def window(self) -> deque[float]:
+        """The last ``period`` values (fewer before the first output). Read-only by convention."""
+        return self._window
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": "SMA", "period": self.period, "total": self._total, "window": list(self._window)}
@@ -102,7 +110,8 @@ class EMA:
     __slots__ = ("period", "k", "_count", "_seed_total", "_value")
 
     def __init__(self, period: int) -> None:
-        self.period = _check_period("EMA", period, 1)
+        # Period 1 is left out: TA-Lib special-cases it as a plain copy of the input.
+        self.period = _check_period("EMA", period, 2)
         self.k = 2.0 / (period + 1)
         self._count = 0
         self._seed_total = 0.0
@@ -117,7 +126,7 @@ class EMA:
                 return None
             prev = self._seed_total / self.period
         else:
-            prev = (value - prev) * self.k + prev
+            prev = fma(value - prev, self.k, prev)
         self._value = prev
         return prev
 
@@ -136,7 +145,7 @@ class EMA:
         ema = cls(state["period"])
         ema._count = int(state["count"])
         ema._seed_total = float(state["seed_total"])
-        ema._value = None if state["value"] is None else float(state["value"])
+        ema._value = _opt_float(state["value"])
         return ema
 
     def copy(self) -> EMA:
@@ -149,12 +158,13 @@ class EMA:
 
 
 class RSI:
-    """Wilder's RSI (``talib.RSI`` with unstable period 0, default compatibility)."""
+    """Wilder's relative strength index (``talib.RSI``, unstable period 0)."""
 
-    __slots__ = ("period", "_prev", "_changes", "_gain", "_loss")
+    __slots__ = ("period", "_inv_period", "_prev", "_changes", "_gain", "_loss")
 
     def __init__(self, period: int = 14) -> None:
         self.period = _check_period("RSI", period, 2)
+        self._inv_period = 1.0 / period
         self._prev: float | None = None
         self._changes = 0
         self._gain = 0.0
@@ -166,33 +176,26 @@ class RSI:
         if prev is None:
             return None
         change = value - prev
-        period = self.period
-        if self._changes < period:
-            # Seed: the first averages are plain means of the first `period` changes.
-            if change < 0.0:
-                self._loss -= change
-            else:
-                self._gain += change
+        gain_delta = change if change > 0.0 else 0.0
+        if self._changes < self.period:
+            # Seed: the first averages are the sums of the first `period` gains/losses over period.
+            self._gain += gain_delta
+            self._loss += gain_delta - change
             self._changes += 1
-            if self._changes < period:
+            if self._changes < self.period:
                 return None
-            loss = self._loss / period
-            gain = self._gain / period
+            gain = self._gain * self._inv_period
+            loss = self._loss * self._inv_period
         else:
-            loss = self._loss * (period - 1)
-            gain = self._gain * (period - 1)
-            if change < 0.0:
-                loss -= change
-            else:
-                gain += change
-            loss /= period
-            gain /= period
-        self._loss = loss
+            smoothing = self.period - 1
+            gain = (self._gain * smoothing + gain_delta) * self._inv_period
+            loss = (self._loss * smoothing + (gain_delta - change)) * self._inv_period
         self._gain = gain
+        self._loss = loss
         total = gain + loss
-        if -_TA_EPSILON < total < _TA_EPSILON:
-            return 0.0
-        return 100.0 * (gain / total)
+        if total > 0.0:
+            return 100.0 * (gain / total)
+        return 0.0
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -208,7 +211,7 @@ class RSI:
     def from_state(cls, state: dict[str, Any]) -> RSI:
         _check_kind(state, "RSI")
         rsi = cls(state["period"])
-        rsi._prev = None if state["prev"] is None else float(state["prev"])
+        rsi._prev = _opt_float(state["prev"])
         rsi._changes = int(state["changes"])
         rsi._gain = float(state["gain"])
         rsi._loss = float(state["loss"])
@@ -216,8 +219,8 @@ class RSI:
 
     def copy(self) -> RSI:
         twin = RSI.__new__(RSI)
-        twin.period, twin._prev, twin._changes = self.period, self._prev, self._changes
-        twin._gain, twin._loss = self._gain, self._loss
+        twin.period, twin._inv_period, twin._prev = self.period, self._inv_period, self._prev
+        twin._changes, twin._gain, twin._loss = self._changes, self._gain, self._loss
         return twin
 
     __copy__ = copy
@@ -274,8 +277,9 @@ class MACD:
             slow_ema = self._slow_total / self.slow
             fast_ema = self._fast_total / self.fast
         else:
-            fast_ema = (value - self._fast_ema) * self._fast_k + self._fast_ema
-            slow_ema = (value - slow_ema) * self._slow_k + slow_ema
+            fast_ema = self._fast_ema
+            fast_ema = fma(value - fast_ema, self._fast_k, fast_ema)
+            slow_ema = fma(value - slow_ema, self._slow_k, slow_ema)
         self._fast_ema = fast_ema
         self._slow_ema = slow_ema
         macd = fast_ema - slow_ema
@@ -287,7 +291,7 @@ class MACD:
                 return None
             signal_ema = self._signal_total / self.signal
         else:
-            signal_ema = (macd - signal_ema) * self._signal_k + signal_ema
+            signal_ema = fma(macd - signal_ema, self._signal_k, signal_ema)
         self._signal_ema = signal_ema
         return macd, signal_ema, macd - signal_ema
 
@@ -330,58 +334,121 @@ class MACD:
     __copy__ = copy
 
 
+# BBANDS variance reseed policy, TA-Lib 0.8.1 (ta_codegen/input/var/var.c, #118 and #243).
+_RESEED_EVERY_WINDOWS = 32
+_RESEED_CANCELLATION_RATIO = 0.000001
+_RESEED_OUTLIER_RATIO = 1000000.0
+_VARIANCE_FLOOR_RATIO = 0.000000000001
+
+
 class BollingerBands:
     """Bollinger Bands around an SMA (``talib.BBANDS(close, period, nbdev, nbdev, MA_Type.SMA)``).
 
     ``update`` returns ``(upper, middle, lower)`` or ``None``; the middle band is bit-identical to
-    ``SMA(period)``.
+    ``SMA(period)``. The standard deviation is the population one (divide by ``period``).
     """
 
-    __slots__ = ("period", "nbdev", "_sma", "_total_sq")
+    __slots__ = (
+        "period",
+        "nbdev",
+        "_inv_period",
+        "_sma",
+        "_shift",
+        "_dev_total",
+        "_dev_sq_total",
+        "_bars_to_reseed",
+    )
 
     def __init__(self, period: int = 20, nbdev: float = 2.0) -> None:
         self.period = _check_period("Bollinger Bands", period, 2)
         self.nbdev = float(nbdev)
+        self._inv_period = 1.0 / period
         self._sma = SMA(period)
-        self._total_sq = 0.0
+        self._shift: float | None = None
+        self._dev_total = 0.0
+        self._dev_sq_total = 0.0
+        self._bars_to_reseed = _RESEED_EVERY_WINDOWS * period
 
     def update(self, value: float) -> tuple[float, float, float] | None:
         middle = self._sma.update(value)
-        self._total_sq += value * value
+        shift = self._shift
+        if shift is None:
+            shift = self._shift = value
+        deviation = value - shift
+        self._dev_total += deviation
+        self._dev_sq_total += deviation * deviation
         if middle is None:
             return None
-        variance = self._total_sq / self.period
-        oldest = self._sma.oldest
-        self._total_sq -= oldest * oldest
-        variance -= middle * middle
-        deviation = 0.0 if variance < _TA_EPSILON else math.sqrt(variance) * self.nbdev
-        return middle + deviation, middle, middle - deviation
+        inv_period = self._inv_period
+        mean_dev = self._dev_total * inv_period
+        variance = self._dev_sq_total * inv_period - mean_dev * mean_dev
+        # Take the oldest value out now, as TA-Lib does, before deciding whether to reseed.
+        window = self._sma.window
+        deviation = window[0] - shift
+        self._dev_total -= deviation
+        deviation *= deviation
+        self._dev_sq_total -= deviation
+        self._bars_to_reseed -= 1
+        if (
+            variance < _RESEED_CANCELLATION_RATIO * (self._dev_sq_total * inv_period)
+            or deviation > _RESEED_OUTLIER_RATIO * self._dev_sq_total
+            or self._bars_to_reseed <= 0
+        ):
+            variance = self._reseed(window)
+        width = (math.sqrt(variance) if variance != 0.0 else 0.0) * self.nbdev
+        return middle + width, middle, middle - width
+
+    def _reseed(self, window: deque[float]) -> float:
+        """Re-anchor the shift on the window mean and rebuild the sums by a fresh two-pass."""
+        inv_period = self._inv_period
+        self._bars_to_reseed = _RESEED_EVERY_WINDOWS * self.period
+        total = 0.0
+        for value in window:
+            total += value
+        shift = self._shift = total * inv_period
+        dev_total = 0.0
+        dev_sq_total = 0.0
+        for value in window:
+            deviation = value - shift
+            dev_total += deviation
+            dev_sq_total += deviation * deviation
+        mean_dev = dev_total * inv_period
+        variance = dev_sq_total * inv_period - mean_dev * mean_dev
+        if variance < _VARIANCE_FLOOR_RATIO * (dev_sq_total * inv_period):
+            variance = 0.0
+        deviation = window[0] - shift
+        self._dev_total = dev_total - deviation
+        self._dev_sq_total = dev_sq_total - deviation * deviation
+        return variance
 
     def to_state(self) -> dict[str, Any]:
         return {
             "kind": "BBANDS",
             "period": self.period,
             "nbdev": self.nbdev,
-            "total_sq": self._total_sq,
             "sma": self._sma.to_state(),
+            "shift": self._shift,
+            "dev_total": self._dev_total,
+            "dev_sq_total": self._dev_sq_total,
+            "bars_to_reseed": self._bars_to_reseed,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BollingerBands:
         _check_kind(state, "BBANDS")
         bands = cls(state["period"], state["nbdev"])
-        bands._total_sq = float(state["total_sq"])
         bands._sma = SMA.from_state(state["sma"])
+        bands._shift = _opt_float(state["shift"])
+        bands._dev_total = float(state["dev_total"])
+        bands._dev_sq_total = float(state["dev_sq_total"])
+        bands._bars_to_reseed = int(state["bars_to_reseed"])
         return bands
 
     def copy(self) -> BollingerBands:
         twin = BollingerBands.__new__(BollingerBands)
-        twin.period, twin.nbdev, twin._total_sq = self.period, self.nbdev, self._total_sq
+        for name in BollingerBands.__slots__:
+            setattr(twin, name, getattr(self, name))
         twin._sma = self._sma.copy()
         return twin
 
     __copy__ = copy
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -112,6 +112,7 @@ class MarketProducer:
             settings.redis_url,
             settings.rate_limit_per_minute,
             settings.market_data_key,
+            window_s=settings.rate_limit_window_s,
             on_wait=lambda s: metrics.RATE_LIMIT_WAIT.inc(s),
             sleep=sleep,
         )
@@ -217,22 +218,32 @@ class MarketProducer:
             start = min(last + timedelta(minutes=1) - self.overlap, end)
         if start >= end:
             return result
+        unusable: list[tuple[dict, str]] = []
         bars = self._with_retries(
-            lambda: self.source.minute_bars(symbol, start, end - timedelta(minutes=1)), f"bars of {symbol}"
+            lambda: self.source.minute_bars(
+                symbol, start, end - timedelta(minutes=1), on_bad_record=lambda r, why: unusable.append((r, why))
+            ),
+            f"bars of {symbol}",
         )
         bars = [b for b in bars if start <= b.ts < end]
         result.fetched = len(bars)
-        if not bars:
-            return result
-        fetched_at = self.clock()
-        sent = self.redis.hgetall(SENT_KEY.format(symbol=symbol))
-        digests: dict[str, str] = {}
         errors: list[str] = []
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
 
+        for record, why in unusable:  # records without a timestamp can't be keyed: DLQ only
+            origin = {"source": self.settings.source_name, "symbol": symbol}
+            self.kafka.produce(self.settings.kafka_dlq_topic, key=symbol.encode(),
+                               value=contract.dead_letter(json.dumps(record), why, origin), on_delivery=on_delivery)
+            result.dead_letters += 1
+        if not bars:
+            self._flush_or_raise(symbol, errors)
+            return result
+        fetched_at = self.clock()
+        sent = self.redis.hgetall(SENT_KEY.format(symbol=symbol))
+        digests: dict[str, str] = {}
         for bar in bars:
             message = bar.to_message(self.settings.source_name, fetched_at)
             ts_text = message["ts"]
@@ -256,6 +267,14 @@ class MarketProducer:
                 result.sent += 1
             digests[ts_text] = digest
             self.kafka.poll(0)
+        self._flush_or_raise(symbol, errors)
+        self._advance(symbol, max(b.ts for b in bars), digests)
+        metrics.BARS_PRODUCED.labels(symbol).inc(result.sent)
+        metrics.DEAD_LETTERS.inc(result.dead_letters)
+        metrics.LAST_SUCCESS.labels(symbol).set(time.time())
+        return result
+
+    def _flush_or_raise(self, symbol: str, errors: list[str]) -> None:
         remaining = self.kafka.flush(self.delivery_timeout_s)
         if remaining or errors:
             # Undelivered messages must not trickle out later: the next cycle sends them again.
@@ -265,11 +284,6 @@ class MarketProducer:
                 f"Kafka at {self.settings.kafka_bootstrap} did not confirm {remaining or len(errors)} "
                 f"message(s) of {symbol} ({errors[0] if errors else 'timeout'}); checkpoint kept"
             )
-        self._advance(symbol, max(b.ts for b in bars), digests)
-        metrics.BARS_PRODUCED.labels(symbol).inc(result.sent)
-        metrics.DEAD_LETTERS.inc(result.dead_letters)
-        metrics.LAST_SUCCESS.labels(symbol).set(time.time())
-        return result
 
     # -- one cycle -----------------------------------------------------------------------------
     def run_cycle(self, symbols: list[str] | None = None) -> CycleSummary:

@@ -11,22 +11,28 @@ import hashlib
 import time
 from collections.abc import Callable
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+
+
+GUARD_BAND_S = 1
 
 
 class SharedRateLimiter:
     def __init__(
         self,
         redis_url: str,
-        calls_per_minute: int,
+        calls_per_window: int,
         api_key: str,
+        window_s: int = 60,
         on_wait: Callable[[float], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._limiter = MovingWindowRateLimiter(RedisStorage(redis_url))
-        self._item = RateLimitItemPerMinute(calls_per_minute)
+        # A 1 s guard band: a slot is taken a moment before the request reaches the server, and that
+        # moment varies; without it the server could see N+1 calls inside one of its windows.
+        self._item = RateLimitItemPerSecond(calls_per_window, window_s + GUARD_BAND_S)
         self._scope = "stockpipe-api-" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
         self._on_wait = on_wait
         self._sleep = sleep
@@ -36,7 +42,7 @@ class SharedRateLimiter:
         waited = 0.0
         while not self._limiter.hit(self._item, self._scope):
             reset_at = self._limiter.get_window_stats(self._item, self._scope).reset_time
-            pause = min(max(reset_at - time.time(), 0.05), 60.0)
+            pause = min(max(reset_at - time.time(), 0.05), float(self._item.get_expiry()))
             if self._on_wait:
                 self._on_wait(pause)
             self._sleep(pause)

@@ -49,7 +49,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -101,7 +101,11 @@ class SimulatorOptions:
 
 
 class RequestLog:
-    """Every Polygon-endpoint call, per API key: (wall-clock ts, path, status)."""
+    """Every Polygon-endpoint call with a well-formed key, per key: (arrival time, path, status).
+
+    Times are wall-clock unix seconds when the request arrived (what a rate limit counts), not the
+    simulated market time. Paths never include the query string (it may hold the key).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -109,9 +113,9 @@ class RequestLog:
             lambda: deque(maxlen=REQUEST_LOG_PER_KEY)
         )
 
-    def record(self, api_key: str, path: str, status: int) -> None:
+    def record(self, api_key: str, arrived_at: float, path: str, status: int) -> None:
         with self._lock:
-            self._entries[api_key].append((time.time(), path, status))
+            self._entries[api_key].append((arrived_at, path, status))
 
     def clear(self) -> None:
         with self._lock:
@@ -134,7 +138,7 @@ class RequestLog:
             snapshot = {key: list(entries) for key, entries in self._entries.items()}
         stats = {}
         for key, entries in snapshot.items():
-            times = [ts for ts, _, _ in entries]
+            times = sorted(ts for ts, _, _ in entries)  # concurrent calls finish out of order
             by_status: dict[str, int] = defaultdict(int)
             for _, _, status in entries:
                 by_status[str(status)] += 1
@@ -224,7 +228,9 @@ class SimulatorState:
 
 # --- response helpers ---------------------------------------------------------------------------
 def _error(status: int, request_id: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"status": "ERROR", "request_id": request_id, "error": message}, status, headers=headers)
+    return JSONResponse(
+        {"status": "ERROR", "request_id": request_id, "error": message}, status, headers=headers
+    )
 
 
 def _not_found(request_id: str, message: str) -> JSONResponse:
@@ -305,6 +311,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
     # --- the gate every Polygon request passes: auth, free tier, faults, request log ----------
     @app.middleware("http")
     async def polygon_gate(request: Request, call_next):
+        arrived_at = time.time()
         path = request.url.path
         if path.startswith("/_admin"):
             return await call_next(request)
@@ -316,7 +323,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             return _error(401, request_id, "Unknown API Key")
 
         response = await _answer(request, call_next, api_key, request_id)
-        state.log.record(api_key, path, response.status_code)
+        state.log.record(api_key, arrived_at, path, response.status_code)
         logger.info("%s %s %d", request.method, path, response.status_code)
         return response
 
@@ -369,6 +376,8 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             try:
                 paging = _decode_cursor(cursor)
                 limit, sort, adjusted = int(paging["limit"]), paging["sort"], bool(paging["adjusted"])
+                if sort not in ("asc", "desc") or limit < 1:
+                    raise ValueError("bad sort or limit")
             except (ValueError, KeyError, TypeError) as error:
                 raise BadRequest(f"Invalid cursor: {error}") from None
         limit = min(limit, MAX_LIMIT)
@@ -409,7 +418,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
                 return Response(text[: len(text) // 2], media_type="application/json")
             if kind:
                 body["results"][0] = break_bar(body["results"][0], kind)
-        return body
+        return JSONResponse(body)  # skips FastAPI's per-field encoding: pages reach 50000 bars
 
     @app.get("/v2/aggs/ticker/{ticker}/prev")
     def previous_close(request: Request, ticker: str, adjusted: bool = True):
@@ -460,7 +469,9 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             requested = date.fromisoformat(day)
         except ValueError:
             raise BadRequest("Could not parse date: use YYYY-MM-DD.") from None
-        aggregate = state.market.day_aggregate(ticker, requested, state.now()) if is_known_symbol(ticker) else None
+        aggregate = (
+            state.market.day_aggregate(ticker, requested, state.now()) if is_known_symbol(ticker) else None
+        )
         if aggregate is None:
             return _not_found(_request_id(request), "Data not found.")
         return {
@@ -502,7 +513,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             "ticker_root": root,
             "list_date": listed.date().isoformat(),
             "total_employees": int(rng.integers(500, 300_000)),
-            "description": f"{company_name(ticker)} is a simulated company of the stockpipe market simulator.",
+            "description": f"{company_name(ticker)}: a company of the stockpipe market simulator.",
         }
         if suffix:
             results["ticker_suffix"] = suffix
@@ -620,7 +631,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             "seed": state.seed,
             "clock": state.clock.mode,
             "free_tier": state.options.free_tier,
-            "market_time": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "market_time": datetime.fromtimestamp(now, UTC).isoformat(),
             "market": state.clock.market_status(now)["market"],
         }
 
@@ -654,6 +665,6 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
     @app.post("/_admin/clock")
     def set_clock(clock: ClockRequest):
         state.set_clock(clock)
-        return {"market_time": datetime.fromtimestamp(state.now(), timezone.utc).isoformat()}
+        return {"market_time": datetime.fromtimestamp(state.now(), UTC).isoformat()}
 
     return app

@@ -15,16 +15,14 @@ from datetime import date, timedelta
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
-from .clock import NEW_YORK, MarketClock, TradingDay, new_york_day
+from .clock import MarketClock, TradingDay, new_york_day, new_york_midnight_s
 from .model import Aggregate, DayBars, aggregate_buckets, concat, day_bars, is_known_symbol
 
 Timespan = Literal["minute", "hour", "day"]
 SUPPORTED_TIMESPANS: tuple[str, ...] = ("minute", "hour", "day")
 EARLIEST_DAY = date(1990, 1, 1)  # ranges are clipped here so `from=0` doesn't walk back to 1970
 MAX_DAYS_BACK_TO_LAST_SESSION = 15  # longer than any NYSE closure since 1990
-UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 CORRECTABLE_FIELDS = ("open", "high", "low", "close", "volume", "vwap", "trades")
 
 
@@ -124,11 +122,6 @@ class SimulatedMarket:
             _apply_correction(visible, start, values)
         return visible
 
-    def bars_between(self, symbol: str, from_s: float, to_s: float, now_s: float) -> DayBars | None:
-        """All visible minute bars with start in [from_s, to_s], in time order."""
-        page = self._collect(symbol, from_s, to_s, now_s, descending=False, limit=None, bucket=_minute_bucket(1))
-        return concat(page) if page else None
-
     # --- aggregates ---------------------------------------------------------------------------
     def aggregates(
         self,
@@ -145,12 +138,12 @@ class SimulatedMarket:
         """Bars merged into ``multiplier`` × ``timespan`` windows, at most ``limit`` of them."""
         if not is_known_symbol(symbol):
             return AggregatePage([], False)
-        bucket = _bucket_function(multiplier, timespan)
-        parts = self._collect(symbol, from_s, to_s, now_s, descending=descending, limit=limit, bucket=bucket)
+        window_of = _window_function(multiplier, timespan)
+        parts = self._collect(symbol, from_s, to_s, now_s, descending, limit, window_of)
         if not parts:
             return AggregatePage([], False)
-        bars = concat(parts)
-        merged = aggregate_buckets(bars, bucket(bars.start_s))
+        bars = concat([bars for bars, _ in parts])
+        merged = aggregate_buckets(bars, np.concatenate([windows for _, windows in parts]))
         if descending:
             merged.reverse()
         if len(merged) <= limit:
@@ -163,7 +156,8 @@ class SimulatedMarket:
         bars = self.visible_bars(symbol, day, now_s)
         if len(bars) == 0:
             return None
-        return aggregate_buckets(bars, np.zeros(len(bars), dtype=np.int64))[0]
+        # Polygon stamps daily bars with the day's New York midnight.
+        return aggregate_buckets(bars, np.full(len(bars), new_york_midnight_s(day), dtype=np.int64))[0]
 
     def latest_day_with_bars(self, symbol: str, now_s: float, before: date | None = None) -> date | None:
         """The most recent day (strictly before ``before``, if given) with at least one visible bar."""
@@ -174,8 +168,9 @@ class SimulatedMarket:
             day -= timedelta(days=1)
         return None
 
-    def _collect(self, symbol, from_s, to_s, now_s, *, descending, limit, bucket) -> list[DayBars]:
-        """Visible bars day by day, stopping once more than ``limit`` windows are complete."""
+    def _collect(self, symbol, from_s, to_s, now_s, descending, limit, window_of) -> list[tuple]:
+        """(visible bars, their window starts) day by day, in time order, stopping once more than
+        ``limit`` windows are complete."""
         last_start = min(to_s, now_s - 60)
         first_day = max(new_york_day(max(from_s, 0)), EARLIEST_DAY)
         if from_s > last_start or first_day > new_york_day(last_start):
@@ -183,21 +178,21 @@ class SimulatedMarket:
         days = [first_day + timedelta(days=n) for n in range((new_york_day(last_start) - first_day).days + 1)]
         if descending:
             days.reverse()
-        parts: list[DayBars] = []
+        parts: list[tuple[DayBars, np.ndarray]] = []
         windows = 0
         edge_window = None  # the window at the growing end of what we have collected
         for day in days:
             bars = self.visible_bars(symbol, day, now_s, from_s, to_s)
             if len(bars) == 0:
                 continue
-            keys = bucket(bars.start_s)
+            keys = window_of(bars.start_s, day)
             distinct = 1 + int(np.count_nonzero(np.diff(keys)))
             inner_edge, outer_edge = (keys[-1], keys[0]) if descending else (keys[0], keys[-1])
             windows += distinct - (1 if inner_edge == edge_window else 0)
             edge_window = outer_edge
-            parts.append(bars)
+            parts.append((bars, keys))
             # A window is complete once a later one has started, so limit+1 windows suffice.
-            if limit is not None and windows > limit:
+            if windows > limit:
                 break
         if descending:
             parts.reverse()
@@ -208,32 +203,22 @@ def _minute(start_s: int) -> int:
     return int(start_s) // 60 * 60
 
 
-def _minute_bucket(width_minutes: int):
-    width = 60 * width_minutes
-    return lambda starts: starts - starts % width
-
-
-def _bucket_function(multiplier: int, timespan: str):
+def _window_function(multiplier: int, timespan: str):
+    """``f(bar starts, their New York day) -> window starts``: minute and hour windows are aligned
+    on the epoch, day windows start at New York midnight."""
     if multiplier < 1:
         raise ValueError("multiplier must be a positive integer")
-    if timespan == "minute":
-        return _minute_bucket(multiplier)
-    if timespan == "hour":
-        return _minute_bucket(60 * multiplier)
+    if timespan in ("minute", "hour"):
+        width = 60 * multiplier * (60 if timespan == "hour" else 1)
+        return lambda starts, day: starts - starts % width
     if timespan == "day":
-        return lambda starts: _day_bucket_starts(starts, multiplier)
+
+        def day_window(starts: np.ndarray, day: date) -> np.ndarray:
+            first_day = date.fromordinal(day.toordinal() - day.toordinal() % multiplier)
+            return np.full(len(starts), new_york_midnight_s(first_day), dtype=np.int64)
+
+        return day_window
     raise ValueError(f"timespan {timespan!r} is not simulated; use one of {', '.join(SUPPORTED_TIMESPANS)}")
-
-
-def _day_bucket_starts(starts: np.ndarray, multiplier: int) -> np.ndarray:
-    """New York midnight (unix s) of the first day of each bar's ``multiplier``-day window."""
-    local_midnight = pd.to_datetime(starts, unit="s", utc=True).tz_convert(NEW_YORK).normalize()
-    if multiplier > 1:
-        days = (local_midnight.tz_localize(None) - pd.Timestamp(0)).days.to_numpy()
-        ordinals = days + UNIX_EPOCH_ORDINAL
-        first = ordinals - ordinals % multiplier - UNIX_EPOCH_ORDINAL
-        local_midnight = pd.to_datetime(first, unit="D").tz_localize(NEW_YORK)
-    return np.asarray(local_midnight.asi8 // 1_000_000_000, dtype=np.int64)
 
 
 def _apply_correction(bars: DayBars, start_s: int, values: dict[str, float]) -> None:

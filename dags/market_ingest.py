@@ -1,0 +1,55 @@
+"""
+### market_ingest — minute bars from Polygon (or the simulator) into Kafka
+
+One producer cycle per trading minute for the watchlist (`STOCKPIPE_WATCHLIST`): fetch the closed
+bars since each symbol's checkpoint through the shared Redis rate limiter, validate them, send them
+to the `stock-prices` topic (invalid ones to `stock-prices.dlq`). Checkpoints move only after Kafka
+confirmed delivery, so a failed or skipped run is caught up by the next one; rerunning an old
+interval re-sends its bars (the stream keeps one row per symbol and minute). Each cycle is recorded
+in `ops.ingest_cycles`.
+
+Schedule: `TradingMinuteTimetable` — every minute with the simulator's demo clock, NYSE session
+minutes otherwise. No catchup: a live feed has nothing to gain from replaying missed minutes.
+With `STOCKPIPE_PRODUCER_MODE=supervisor` the supervisord producer runs instead and these runs skip.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+from stockpipe.airflow.alerts import AlertNotifier
+from stockpipe.airflow.assets import BARS_TOPIC
+from stockpipe.airflow.timetables import TradingMinuteTimetable, market_calendar_mode
+
+
+@dag(
+    dag_id="market_ingest",
+    schedule=TradingMinuteTimetable(calendar=market_calendar_mode()),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    dagrun_timeout=timedelta(minutes=10),
+    default_args={"owner": "stockpipe", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    tags=["stockpipe", "ingest", "kafka"],
+    doc_md=__doc__,
+)
+def market_ingest():
+    @task(outlets=[BARS_TOPIC], execution_timeout=timedelta(minutes=5), on_failure_callback=AlertNotifier())
+    def produce_bars(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from stockpipe.airflow.connections import task_settings
+        from stockpipe.airflow.ingest import run_ingest
+
+        settings = task_settings()
+        if settings.producer_mode == "supervisor":
+            raise AirflowSkipException("the supervisord producer is running (STOCKPIPE_PRODUCER_MODE=supervisor)")
+        return run_ingest(settings, run_id, data_interval_start, data_interval_end)
+
+    produce_bars()
+
+
+market_ingest()

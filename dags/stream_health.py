@@ -1,0 +1,69 @@
+"""
+### stream_health — is the pipeline keeping up?
+
+Every 3 minutes: the streaming query's last micro-batch age and Kafka lag, per-symbol freshness of
+`market.bars_1m` during trading sessions, dead-letter growth, and market_ingest's API error rate
+(thresholds: `STOCKPIPE_HEALTH_*`). Results go to `ops.health_checks`.
+
+A breach fails the run with one message naming every breached check, and alerts through
+`AlertNotifier` (task log + `STOCKPIPE_ALERT_WEBHOOK_URL` if set). A stalled stream — no micro-batch
+for `STOCKPIPE_HEALTH_MAX_BATCH_AGE_S` while input waits — is restarted: its `market_stream` task is
+marked failed and the continuous schedule relaunches it from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+from stockpipe.airflow.alerts import AlertNotifier
+
+
+@dag(
+    dag_id="stream_health",
+    schedule=timedelta(minutes=3),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=5),
+    default_args={"owner": "stockpipe", "retries": 0},
+    tags=["stockpipe", "monitoring"],
+    doc_md=__doc__,
+)
+def stream_health():
+    @task(execution_timeout=timedelta(minutes=2))
+    def assess(data_interval_end=None) -> dict:
+        from dataclasses import asdict
+
+        from stockpipe.airflow.connections import task_settings
+        from stockpipe.airflow.timetables import market_calendar_mode
+        from stockpipe.monitoring.health import check_health
+
+        report = check_health(task_settings(), calendar=market_calendar_mode())
+        return {"ok": report.ok, "stalled": report.stalled, "message": report.message(),
+                "checks": [asdict(c) for c in report.checks]}
+
+    @task(execution_timeout=timedelta(minutes=2))
+    def restart_stalled_stream(report: dict) -> list:
+        from stockpipe.airflow.connections import task_settings
+        from stockpipe.airflow.restart import restart_stream
+
+        settings = task_settings()
+        if not (report["stalled"] and settings.health_restart_stalled_stream):
+            return []
+        return restart_stream(settings, report["message"])
+
+    @task(on_failure_callback=AlertNotifier(title="stream_health breach"))
+    def verdict(report: dict) -> str:
+        from stockpipe.airflow.health import raise_on_breach
+
+        return raise_on_breach(report)
+
+    report = assess()
+    restart_stalled_stream(report)
+    verdict(report)
+
+
+stream_health()

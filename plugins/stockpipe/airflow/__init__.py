@@ -1,0 +1,1 @@
+"""Airflow glue: timetables, callbacks/notifiers and the task functions the DAGs call."""

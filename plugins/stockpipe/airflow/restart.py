@@ -1,0 +1,70 @@
+"""Restart the streaming job the Airflow way: mark market_stream's running task instance failed.
+
+Airflow then kills the task (SparkSubmitOperator.on_kill stops spark-submit and its driver JVM),
+and the ``@continuous`` schedule starts a new run, which resumes from the query's checkpoint. Done
+through the public REST API of the local api-server, with the admin login kept under
+``.local/airflow`` (tasks may not touch the metadata database directly in Airflow 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import httpx
+
+from stockpipe.config import Settings
+
+log = logging.getLogger("stockpipe.airflow.restart")
+
+STREAM_DAG_ID = "market_stream"
+STREAM_TASK_ID = "stream_indicators"
+
+
+def _admin_login(settings: Settings) -> tuple[str, str]:
+    path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
+        settings.local_dir / "airflow" / "passwords.json"
+    )
+    passwords = json.loads(Path(path).read_text())
+    user = os.environ.get("STOCKPIPE_AIRFLOW_ADMIN", "admin")
+    return user, passwords[user]
+
+
+def api_client(settings: Settings, base_url: str | None = None) -> httpx.Client:
+    """An authenticated client of the local Airflow REST API."""
+    client = httpx.Client(base_url=base_url or f"http://127.0.0.1:{settings.airflow_port}", timeout=15)
+    user, password = _admin_login(settings)
+    token = client.post("/auth/token", json={"username": user, "password": password})
+    token.raise_for_status()
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
+
+
+def dag_is_paused(settings: Settings, dag_id: str) -> bool:
+    with api_client(settings) as client:
+        response = client.get(f"/api/v2/dags/{dag_id}")
+        response.raise_for_status()
+        return bool(response.json().get("is_paused"))
+
+
+def restart_stream(settings: Settings, reason: str, *, base_url: str | None = None) -> list[str]:
+    """Mark every running ``market_stream.stream_indicators`` failed; returns the affected run ids."""
+    with api_client(settings, base_url) as client:
+        runs = client.get(f"/api/v2/dags/{STREAM_DAG_ID}/dagRuns", params={"state": "running"})
+        runs.raise_for_status()
+        restarted = []
+        for run in runs.json().get("dag_runs", []):
+            run_id = run["dag_run_id"]
+            response = client.patch(
+                f"/api/v2/dags/{STREAM_DAG_ID}/dagRuns/{run_id}/taskInstances/{STREAM_TASK_ID}",
+                json={"new_state": "failed", "note": f"restarted by stream_health: {reason}"[:1000]},
+            )
+            if response.status_code == 200:
+                restarted.append(run_id)
+            else:
+                log.warning("could not mark %s/%s failed: %s %s", run_id, STREAM_TASK_ID, response.status_code,
+                            response.text[:200])
+    log.warning("stream restart (%s): %s", reason, ", ".join(restarted) or "no running stream task")
+    return restarted

@@ -1,0 +1,1 @@
+"""Health checks of the running pipeline (stream progress, lag, freshness, dead letters)."""

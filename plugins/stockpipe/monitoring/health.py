@@ -1,0 +1,203 @@
+"""Health of the running pipeline, for the stream_health DAG (and operators).
+
+Checks (thresholds are ``STOCKPIPE_HEALTH_*`` settings):
+
+* ``kafka_lag`` — messages on the bars topic the streaming query has not yet planned (end offsets of
+  its last checkpointed batch vs the topic's high watermarks).
+* ``stream_batch_age`` — seconds since the query last committed a micro-batch (``ops.stream_batches``);
+  a breach only while input waits (lag > 0): an idle stream with nothing to read is healthy. This
+  is the *stall* condition that gets the stream restarted.
+* ``bar_age:SYMBOL`` — during a trading session, seconds since the end of the symbol's newest stored bar.
+* ``dlq_growth`` — dead letters added since the previous health check.
+* ``api_error_rate`` — failed share of symbol fetches by market_ingest over the last 15 minutes.
+
+Every result is stored in ``ops.health_checks``; :meth:`HealthReport.message` is the one-paragraph
+explanation a failed run shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from stockpipe.calendar import CalendarMode, trading_calendar
+from stockpipe.config import Settings
+
+log = logging.getLogger("stockpipe.monitoring.health")
+
+
+@dataclass
+class Check:
+    name: str
+    value: float | None
+    threshold: float | None
+    ok: bool
+    detail: str
+
+
+@dataclass
+class HealthReport:
+    checked_at: datetime
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def breaches(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def stalled(self) -> bool:
+        return any(c.name == "stream_batch_age" and not c.ok for c in self.checks)
+
+    def message(self) -> str:
+        if self.ok:
+            return f"pipeline healthy ({len(self.checks)} checks)"
+        return "pipeline unhealthy: " + "; ".join(f"{c.name}: {c.detail}" for c in self.breaches)
+
+
+# --- kafka ---------------------------------------------------------------------------------------
+def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int] | None:
+    """High watermark per partition, or None when the topic does not exist."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "stockpipe-health",
+                         "enable.auto.commit": False, "socket.timeout.ms": 5000})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = metadata.topics.get(topic)
+        if partitions is None or partitions.error is not None:
+            return None
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int] | None:
+    """End offsets of the last *committed* batch in a local Spark checkpoint (None: unknown/remote)."""
+    if "://" in checkpoint and not checkpoint.startswith("file://"):
+        return None
+    root = Path(checkpoint.removeprefix("file://"))
+    commits = [int(p.name) for p in (root / "commits").glob("*") if p.name.isdigit()]
+    if not commits:
+        return None
+    offsets_file = root / "offsets" / str(max(commits))
+    try:
+        lines = offsets_file.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and topic in data:
+            return {int(p): int(o) for p, o in data[topic].items()}
+    return None
+
+
+# --- the checks ----------------------------------------------------------------------------------
+def check_health(
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    calendar: CalendarMode = "nyse",
+    checkpoint: str | None = None,
+    record: bool = True,
+) -> HealthReport:
+    now = now or datetime.now(UTC)
+    report = HealthReport(now)
+    checks = report.checks
+
+    end_offsets = topic_end_offsets(settings, settings.kafka_topic)
+    done = checkpoint_offsets(checkpoint or settings.stream_checkpoint, settings.kafka_topic)
+    lag: int | None = None
+    if end_offsets is None:
+        checks.append(Check("kafka_lag", None, settings.health_max_lag_messages, False,
+                            f"topic {settings.kafka_topic} not found on {settings.kafka_bootstrap}"))
+    elif done is None:
+        lag = sum(end_offsets.values())  # no committed batch yet: everything waits
+        ok = lag <= settings.health_max_lag_messages
+        checks.append(Check("kafka_lag", lag, settings.health_max_lag_messages, ok,
+                            f"{lag} messages waiting, the stream has committed no batch yet"))
+    else:
+        lag = sum(max(end - done.get(p, 0), 0) for p, end in end_offsets.items())
+        checks.append(Check("kafka_lag", lag, settings.health_max_lag_messages, lag <= settings.health_max_lag_messages,
+                            f"{lag} messages not yet processed (limit {settings.health_max_lag_messages})"))
+
+    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+        (last_batch,) = conn.execute(
+            "SELECT max(committed_at) FROM ops.stream_batches WHERE query_name = %s", (settings.stream_query_name,)
+        ).fetchone()
+        waiting = lag is None or lag > 0
+        limit = settings.health_max_batch_age_s
+        if last_batch is None:
+            checks.append(Check("stream_batch_age", None, limit, not waiting,
+                                "the streaming query has committed no batch yet"
+                                + (f" while {lag} messages wait" if waiting and lag else "")))
+        else:
+            age = (now - last_batch).total_seconds()
+            ok = age <= limit or not waiting
+            detail = f"last micro-batch {age:.0f}s ago (limit {limit:.0f}s)"
+            if waiting and not ok:
+                detail += f" while {lag if lag is not None else 'unknown'} messages wait: stream stalled"
+            checks.append(Check("stream_batch_age", age, limit, ok, detail))
+
+        session = trading_calendar(calendar).session_at(now)
+        max_age = settings.health_max_bar_age_s
+        if session is not None and (now - session.open).total_seconds() > max_age:
+            rows = dict(conn.execute(
+                "SELECT s.symbol, (SELECT max(ts) FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts >= %s)"
+                " FROM unnest(%s::text[]) AS s(symbol)",
+                (now - timedelta(days=1), settings.watchlist),
+            ).fetchall())
+            for symbol in settings.watchlist:
+                newest = rows.get(symbol)
+                if newest is None:
+                    checks.append(Check(f"bar_age:{symbol}", None, max_age, False, f"no bar of {symbol} in the last day"))
+                    continue
+                age = (now - (newest + timedelta(minutes=1))).total_seconds()
+                checks.append(Check(f"bar_age:{symbol}", age, max_age, age <= max_age,
+                                    f"newest {symbol} bar ended {age:.0f}s ago (limit {max_age:.0f}s)"))
+
+        dlq_offsets = topic_end_offsets(settings, settings.kafka_dlq_topic)
+        if dlq_offsets is not None:
+            total = sum(dlq_offsets.values())
+            previous = conn.execute(
+                "SELECT value FROM ops.health_checks WHERE check_name = 'dlq_messages' ORDER BY checked_at DESC LIMIT 1"
+            ).fetchone()
+            growth = total - int(previous[0]) if previous and previous[0] is not None and total >= previous[0] else 0
+            limit_dlq = settings.health_max_dlq_growth
+            checks.append(Check("dlq_growth", growth, limit_dlq, growth <= limit_dlq,
+                                f"{growth} new dead letters since the last check (limit {limit_dlq})"))
+            checks.append(Check("dlq_messages", total, None, True, f"{total} dead letters in total"))
+
+        failed, attempted = conn.execute(
+            "SELECT coalesce(sum(cardinality(failed_symbols)), 0), coalesce(sum(symbols), 0)"
+            " FROM ops.ingest_cycles WHERE finished_at >= %s",
+            (now - timedelta(minutes=15),),
+        ).fetchone()
+        if attempted:
+            rate = failed / attempted
+            limit_rate = settings.health_max_api_error_rate
+            checks.append(Check("api_error_rate", rate, limit_rate, rate <= limit_rate,
+                                f"{failed} of {attempted} symbol fetches failed in 15 min (limit {limit_rate:.0%})"))
+
+        if record:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO ops.health_checks (checked_at, check_name, value, threshold, ok, detail)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(now, c.name, c.value, c.threshold, c.ok, c.detail) for c in checks],
+                )
+    log.info("%s", report.message())
+    return report

@@ -1,0 +1,61 @@
+"""``python -m stockpipe.sources.simulator``: serve the market simulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from stockpipe.config import load_settings
+
+from .app import SimulatorOptions
+from .server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = load_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m stockpipe.sources.simulator",
+        description="Polygon-compatible market simulator (REST). Defaults come from STOCKPIPE_SIMULATOR_*.",
+    )
+    parser.add_argument("--host", default=settings.simulator_host, help="bind address (keep it loopback)")
+    parser.add_argument("--port", type=int, default=settings.simulator_port)
+    parser.add_argument("--seed", type=int, default=settings.simulator_seed, help="seed of the price paths")
+    parser.add_argument(
+        "--clock",
+        choices=["demo", "nyse"],
+        default=settings.simulator_clock,
+        help="demo: always open; nyse: real NYSE sessions",
+    )
+    parser.add_argument(
+        "--free-tier",
+        action=argparse.BooleanOptionalAction,
+        default=settings.simulator_free_tier,
+        help="answer 429 beyond 5 calls per rolling minute per API key",
+    )
+    parser.add_argument(
+        "--faults",
+        type=json.loads,
+        default=settings.simulator_faults or None,
+        help='initial faults as JSON, e.g. \'{"status_429": 2, "retry_after": 3}\' (see faults.py)',
+    )
+    parser.add_argument("--log-level", default=settings.log_level)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("stockpipe.simulator").info(
+        "market simulator (seed %d, clock %s%s) on http://%s:%d",
+        args.seed,
+        args.clock,
+        ", free tier" if args.free_tier else "",
+        args.host,
+        args.port,
+    )
+    options = SimulatorOptions(seed=args.seed, clock=args.clock, free_tier=args.free_tier, faults=args.faults)
+    serve(options, host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

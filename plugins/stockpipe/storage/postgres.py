@@ -1,0 +1,292 @@
+"""The PostgreSQL sink of the stream and the backfill: COPY → staging → upsert, one transaction.
+
+:meth:`PostgresSink.write` takes the operator's rows (a pandas frame, see
+``stockpipe.streaming.operator.OUTPUT_SCHEMA``; ``kind`` ``bar`` or ``late``) and, in one
+transaction:
+
+1. claims ``(query_name, batch_id)`` in ``ops.stream_batches`` — if a previous attempt already
+   committed that batch (a replay after a crash), nothing else happens and the call returns
+   ``None``;
+2. COPYs the rows into a session temp table;
+3. upserts changed bars into ``market.bars_1m`` where the incoming ``fetched_at`` is newer than the
+   stored one (latest fetched_at wins; an equal one changes nothing), stamping ``written_at``;
+4. upserts the indicators of every ``bar`` row into ``market.indicators_1m`` (only rows whose
+   values differ are rewritten);
+5. queues bars that arrived beyond the stream's recompute horizon in ``ops.repair_queue``, and bars
+   the stream computed on although a newer version is stored (written by someone else);
+6. records the batch's bookkeeping (rows, rows/s, processing time, max event ts, latency
+   ``written_at − fetched_at`` p50/p95/max) and reads back the latest stored row per symbol, which
+   the caller then writes to Redis.
+
+Monthly partitions for the batch's months are created first, in their own short transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg.rows import dict_row
+
+from stockpipe.config import Settings
+from stockpipe.indicators import INDICATOR_COLUMNS
+
+log = logging.getLogger(__name__)
+
+BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades", "source"]
+STAGE_COLUMNS = ["kind", "symbol", "ts", *BAR_COLUMNS, "fetched_at", "bar_changed", *INDICATOR_COLUMNS]
+REASON_LATE = "arrived beyond the stream's recompute horizon"
+REASON_STALE = "a newer version of the bar is stored than the one the stream computed on"
+
+_CREATE_STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS stage_rows (
+    kind text NOT NULL, symbol text NOT NULL, ts timestamptz NOT NULL,
+    open float8, high float8, low float8, close float8, volume float8, vwap float8, trades integer,
+    source text, fetched_at timestamptz, bar_changed boolean NOT NULL,
+    {", ".join(f"{name} float8" for name in INDICATOR_COLUMNS)}
+) ON COMMIT DELETE ROWS
+"""
+
+_BAR_SET = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_COLUMNS, "fetched_at", "written_at"))
+_UPSERT_BARS = f"""
+WITH up AS (
+    INSERT INTO market.bars_1m AS b (symbol, ts, {", ".join(BAR_COLUMNS)}, fetched_at, written_at)
+    SELECT symbol, ts, {", ".join(BAR_COLUMNS)}, fetched_at, clock_timestamp()
+    FROM stage_rows WHERE bar_changed
+    ON CONFLICT (symbol, ts) DO UPDATE SET {_BAR_SET}
+    WHERE excluded.fetched_at > b.fetched_at
+    RETURNING b.symbol, b.ts, b.fetched_at, b.written_at
+), queued AS (
+    INSERT INTO ops.repair_queue AS q (symbol, ts, reason)
+    SELECT up.symbol, up.ts, %(late)s
+    FROM up JOIN stage_rows s ON s.symbol = up.symbol AND s.ts = up.ts AND s.kind = 'late'
+    ON CONFLICT (symbol, ts) DO UPDATE SET reason = excluded.reason, flagged_at = now(), repaired_at = NULL
+), latency AS (
+    SELECT ts, extract(epoch FROM written_at - fetched_at) * 1000 AS ms FROM up
+)
+SELECT count(*) AS bars,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95,
+       max(ms) AS max_ms,
+       max(ts) AS max_ts
+FROM latency
+"""
+
+_IND_LIST = ", ".join(INDICATOR_COLUMNS)
+_UPSERT_INDICATORS = f"""
+INSERT INTO market.indicators_1m AS i (symbol, ts, {_IND_LIST})
+SELECT symbol, ts, {_IND_LIST} FROM stage_rows WHERE kind = 'bar'
+ON CONFLICT (symbol, ts) DO UPDATE SET ({_IND_LIST}) = ROW({", ".join(f"excluded.{c}" for c in INDICATOR_COLUMNS)})
+WHERE ({", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)})
+      IS DISTINCT FROM ({", ".join(f"excluded.{c}" for c in INDICATOR_COLUMNS)})
+"""
+
+_QUEUE_STALE = """
+INSERT INTO ops.repair_queue AS q (symbol, ts, reason)
+SELECT s.symbol, s.ts, %(stale)s
+FROM stage_rows s JOIN market.bars_1m b ON b.symbol = s.symbol AND b.ts = s.ts
+WHERE s.kind = 'bar' AND s.bar_changed AND b.fetched_at > s.fetched_at
+ON CONFLICT (symbol, ts) DO UPDATE SET reason = excluded.reason, flagged_at = now(), repaired_at = NULL
+"""
+
+_LATEST = f"""
+SELECT b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at, b.written_at,
+       {", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)}
+FROM unnest(%(symbols)s::text[]) AS s(symbol)
+CROSS JOIN LATERAL (
+    SELECT * FROM market.bars_1m x WHERE x.symbol = s.symbol ORDER BY x.ts DESC LIMIT 1
+) b
+LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
+"""
+
+
+@dataclass
+class BatchResult:
+    """What one committed write did."""
+
+    rows: int = 0
+    bars_upserted: int = 0
+    max_event_ts: Any = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_max_ms: float | None = None
+    latest: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _months(ts_ms: np.ndarray) -> list[pd.Timestamp]:
+    stamps = pd.to_datetime(np.unique(ts_ms), unit="ms", utc=True)
+    return sorted({pd.Timestamp(year=t.year, month=t.month, day=1, tz="UTC") for t in stamps})
+
+
+def stage_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Operator rows → the staging table's columns, typed for COPY (CSV)."""
+    out = pd.DataFrame(
+        {
+            "kind": rows["kind"].to_numpy(),
+            "symbol": rows["symbol"].to_numpy(),
+            "ts": pd.to_datetime(rows["ts_ms"].to_numpy(dtype=np.int64), unit="ms", utc=True),
+        }
+    )
+    for name in ("open", "high", "low", "close", "volume", "vwap", *INDICATOR_COLUMNS):
+        out[name] = pd.to_numeric(rows[name]).to_numpy(dtype=np.float64)
+    out["trades"] = pd.array(pd.to_numeric(rows["trades"]), dtype="Int64")
+    out["source"] = rows["source"].to_numpy()
+    fetched = pd.to_numeric(rows["fetched_us"]).to_numpy(dtype=np.float64)
+    out["fetched_at"] = pd.to_datetime(pd.array(fetched, dtype="Int64"), unit="us", utc=True)
+    out["bar_changed"] = rows["bar_changed"].fillna(False).astype(bool).map({True: "t", False: "f"}).to_numpy()
+    return out[STAGE_COLUMNS]
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    # repr-precision floats (pandas' default) round-trip exactly; empty unquoted field = NULL.
+    frame.to_csv(buffer, header=False, index=False, na_rep="", date_format="%Y-%m-%d %H:%M:%S.%f%z")
+    return buffer.getvalue()
+
+
+class PostgresSink:
+    """One writer connection, reused across batches (reopened after an error)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: psycopg.Connection | None = None
+        self._months_ready: set[pd.Timestamp] = set()
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self.settings.pg_dsn("writer"), connect_timeout=10)
+            except psycopg.OperationalError as error:
+                raise RuntimeError(
+                    f"PostgreSQL at {self.settings.pg_host}:{self.settings.pg_port} "
+                    f"(database {self.settings.pg_database}) is unreachable: {error}; start it with `make up`."
+                ) from error
+            self._conn.execute(_CREATE_STAGE)
+            self._conn.commit()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def already_applied(self, query_name: str, batch_id: int) -> bool:
+        conn = self.connection()
+        with conn.transaction():
+            found = conn.execute(
+                "SELECT 1 FROM ops.stream_batches WHERE query_name = %s AND batch_id = %s", (query_name, batch_id)
+            ).fetchone()
+        return found is not None
+
+    @staticmethod
+    def _latest(cur: psycopg.Cursor, symbols: list[str]) -> list[dict[str, Any]]:
+        if not symbols:
+            return []
+        records = cur.execute(_LATEST, {"symbols": symbols}).fetchall()
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, record, strict=True)) for record in records]
+
+    def latest_rows(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """The latest stored bar + indicators of each symbol (what Redis mirrors)."""
+        conn = self.connection()
+        with conn.transaction():
+            return self._latest(conn.cursor(), symbols)
+
+    def ensure_partitions(self, ts_ms: np.ndarray) -> None:
+        missing = [m for m in _months(ts_ms) if m not in self._months_ready]
+        if not missing:
+            return
+        conn = self.connection()
+        with conn.transaction():
+            for month in missing:
+                conn.execute("SELECT market.ensure_month_partitions(%s, %s)", (month, month))
+        self._months_ready.update(missing)
+
+    def write(
+        self,
+        rows: pd.DataFrame,
+        *,
+        query_name: str | None = None,
+        batch_id: int | None = None,
+        rows_in: int | None = None,
+        dead_letters: int = 0,
+        started: float | None = None,
+        since_previous_s: float | None = None,
+    ) -> BatchResult | None:
+        """Apply ``rows`` in one transaction; ``None`` when ``batch_id`` was committed before.
+
+        ``query_name``/``batch_id`` make the write idempotent per micro-batch (the stream); the
+        backfill passes neither and relies on the upserts alone, which are idempotent too.
+        """
+        started = time.monotonic() if started is None else started
+        rows = rows[rows["kind"].isin(["bar", "late"])]
+        if len(rows):
+            self.ensure_partitions(rows["ts_ms"].to_numpy(dtype=np.int64))
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                cur = conn.cursor()
+                if batch_id is not None:
+                    claimed = cur.execute(
+                        "INSERT INTO ops.stream_batches (query_name, batch_id, rows_in, bars_upserted) "
+                        "VALUES (%s, %s, 0, 0) ON CONFLICT DO NOTHING RETURNING batch_id",
+                        (query_name, batch_id),
+                    ).fetchone()
+                    if claimed is None:
+                        log.info("batch %s of %s was committed before: skipped", batch_id, query_name)
+                        return None
+                result = BatchResult(rows=len(rows))
+                if len(rows):
+                    with cur.copy(f"COPY stage_rows ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+                        copy.write(_csv(stage_frame(rows)))
+                    bars, p50, p95, max_ms, max_ts = cur.execute(_UPSERT_BARS, {"late": REASON_LATE}).fetchone()
+                    cur.execute(_UPSERT_INDICATORS)
+                    cur.execute(_QUEUE_STALE, {"stale": REASON_STALE})
+                    result.bars_upserted, result.max_event_ts = bars, max_ts
+                    result.latency_p50_ms, result.latency_p95_ms, result.latency_max_ms = p50, p95, max_ms
+                    result.latest = self._latest(cur, sorted(set(rows.loc[rows["kind"] == "bar", "symbol"])))
+                if batch_id is not None:
+                    elapsed_s = time.monotonic() - started
+                    n_in = len(rows) if rows_in is None else rows_in
+                    per_s = n_in / since_previous_s if since_previous_s else (n_in / elapsed_s if elapsed_s else None)
+                    cur.execute(
+                        "UPDATE ops.stream_batches SET rows_in = %s, bars_upserted = %s, dead_letters = %s, "
+                        "input_rows_per_s = %s, processing_ms = %s, max_event_ts = %s, latency_p50_ms = %s, "
+                        "latency_p95_ms = %s, latency_max_ms = %s, committed_at = clock_timestamp() "
+                        "WHERE query_name = %s AND batch_id = %s",
+                        (
+                            n_in, result.bars_upserted, dead_letters, per_s, elapsed_s * 1000, result.max_event_ts,
+                            result.latency_p50_ms, result.latency_p95_ms, result.latency_max_ms,
+                            query_name, batch_id,
+                        ),
+                    )
+            return result
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
+
+def stored_bars(conn: psycopg.Connection, symbol: str, until: Any = None) -> pd.DataFrame:
+    """One symbol's stored bars (ts ascending, up to ``until`` inclusive), in the operator's columns."""
+    query = (
+        "SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, "
+        "(extract(epoch FROM fetched_at) * 1000000)::bigint AS fetched_us, "
+        "open, high, low, close, volume, vwap, trades, source "
+        "FROM market.bars_1m WHERE symbol = %s" + (" AND ts <= %s" if until is not None else "") + " ORDER BY ts"
+    )
+    params = (symbol,) if until is None else (symbol, until)
+    with conn.cursor(row_factory=dict_row) as cur:
+        records = cur.execute(query, params).fetchall()
+    columns = ["ts_ms", "fetched_us", "open", "high", "low", "close", "volume", "vwap", "trades", "source"]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    for name in ("ts_ms", "fetched_us"):
+        frame[name] = frame[name].astype("int64")
+    for name in ("open", "high", "low", "close", "volume", "vwap"):
+        frame[name] = frame[name].astype("float64")
+    return frame

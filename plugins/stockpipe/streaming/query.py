@@ -1,0 +1,107 @@
+"""The streaming query: Kafka ``stock-prices`` → parse/validate → per-symbol indicators → sink.
+
+``start_stream(spark, settings)`` starts it and returns the ``StreamingQuery``; ``run(settings)`` is
+what ``spark_jobs/stream_indicators.py`` calls: start, then block until stopped (SIGTERM/SIGINT
+stop it cleanly after the running batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+
+from stockpipe.config import Settings
+from stockpipe.streaming.operator import apply_indicators
+from stockpipe.streaming.parse import PARSED_COLUMNS, parse_records
+from stockpipe.streaming.sink import BatchWriter
+from stockpipe.streaming.spark import spark_session
+
+log = logging.getLogger(__name__)
+
+_seed_connections: dict[str, Any] = {}
+
+
+def make_seeder(dsn: str):
+    """symbol → its stored bars; runs in the Python workers, one connection per worker process."""
+
+    def seeder(symbol: str) -> pd.DataFrame:
+        import psycopg
+
+        from stockpipe.storage.postgres import stored_bars
+
+        conn = _seed_connections.get(dsn)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            _seed_connections[dsn] = conn
+        return stored_bars(conn, symbol)
+
+    return seeder
+
+
+def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", settings.kafka_topic)
+        .option("startingOffsets", settings.stream_starting_offsets)
+        .option("maxOffsetsPerTrigger", str(settings.stream_max_offsets_per_trigger))
+        .load()
+    )
+
+
+def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The streaming plan up to the sink (the operator's rows, see operator.OUTPUT_SCHEMA)."""
+    parsed = parse_records(kafka_records(spark, settings)).select(*PARSED_COLUMNS)
+    seeder = make_seeder(settings.pg_dsn("writer")) if settings.stream_seed_from_postgres else None
+    return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder)
+
+
+def start_stream(
+    spark: SparkSession, settings: Settings, *, available_now: bool = False, writer: BatchWriter | None = None
+):
+    """Start the query (checkpoint ``settings.stream_checkpoint``); return it and its writer."""
+    writer = writer or BatchWriter(settings)
+    stream = (
+        indicator_rows(spark, settings)
+        .writeStream.queryName(settings.stream_query_name)
+        .outputMode("update")
+        .option("checkpointLocation", settings.stream_checkpoint)
+        .foreachBatch(writer)
+    )
+    if available_now:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=f"{int(settings.stream_trigger_s * 1000)} milliseconds")
+    query = stream.start()
+    log.info(
+        "streaming %s → PostgreSQL/Redis, checkpoint %s, trigger %.1f s",
+        settings.kafka_topic, settings.stream_checkpoint, settings.stream_trigger_s,
+    )
+    return query, writer
+
+
+def run(settings: Settings, *, available_now: bool = False) -> None:
+    """Run the streaming job until it is stopped (SIGTERM/SIGINT) or fails."""
+    spark = spark_session(settings, app_name=settings.stream_query_name)
+    query, writer = start_stream(spark, settings, available_now=available_now)
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping the query after the running batch", signum)
+        stopping.set()
+        threading.Thread(target=query.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        query.awaitTermination()
+    finally:
+        writer.close()
+        spark.stop()
+    if query.exception() is not None and not stopping.is_set():
+        raise SystemExit(f"streaming query failed: {query.exception()}")

@@ -1,0 +1,127 @@
+"""``foreachBatch`` wiring: dead letters → Kafka, bars + indicators → PostgreSQL, latest → Redis.
+
+Order inside one micro-batch, and why:
+
+1. collect the operator's output once (``toPandas``: the stateful plan runs exactly once per
+   attempt, and always, so the state store gets this batch's version even on a replay);
+2. skip the batch when ``ops.stream_batches`` already holds its id (a replay after a crash between
+   the PostgreSQL commit and Spark's own commit log) — dead letters included — after refreshing
+   Redis from PostgreSQL;
+3. produce the dead letters and wait for Kafka's acknowledgement *before* the PostgreSQL commit,
+   so no invalid record is lost (a crash in between re-sends them: dead letters are
+   at-least-once, their origin offset identifies duplicates);
+4. one PostgreSQL transaction (storage.postgres) — the exactly-once point;
+5. Redis after the commit, from the rows PostgreSQL holds, so Redis never shows what PostgreSQL
+   doesn't. A failure there fails the batch; its replay is skipped in PostgreSQL but rewrites
+   Redis (step 2), so Redis converges.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+from confluent_kafka import Producer
+
+from stockpipe import contract
+from stockpipe.config import Settings
+from stockpipe.storage.postgres import PostgresSink
+from stockpipe.storage.redis_latest import LatestWriter
+from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_LATE, KIND_STATS
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterWriter:
+    """Dead letters in the contract's format (``contract.dead_letter``), origin = Kafka coordinates."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = Producer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5}
+        )
+
+    def write(self, dead: pd.DataFrame) -> int:
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for row in dead.itertuples(index=False):
+            raw = b"" if row.raw_value is None else bytes(row.raw_value)
+            key = None if row.raw_key is None else bytes(row.raw_key)
+            origin = {
+                "topic": row.topic,
+                "partition": int(row.kpartition),
+                "offset": int(row.koffset),
+                "key": None if key is None else key.decode("utf-8", "replace"),
+                "stage": "stream",
+            }
+            self.producer.produce(
+                self.settings.kafka_dlq_topic, key=key, value=contract.dead_letter(raw, row.error, origin),
+                on_delivery=on_delivery,
+            )
+            self.producer.poll(0)
+        remaining = self.producer.flush(30)
+        if remaining or errors:
+            raise RuntimeError(
+                f"Kafka at {self.settings.kafka_bootstrap} did not acknowledge {remaining or len(errors)} dead "
+                f"letter(s) on {self.settings.kafka_dlq_topic} ({errors[0] if errors else 'timeout'}); "
+                "the batch will be retried"
+            )
+        return len(dead)
+
+
+class BatchWriter:
+    """The ``foreachBatch`` function of the streaming query (runs in the driver)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.postgres = PostgresSink(settings)
+        self.latest = LatestWriter(settings)
+        self.dead_letters = DeadLetterWriter(settings)
+        self._previous_start: float | None = None
+
+    def __call__(self, batch_df, batch_id: int) -> None:
+        started = time.monotonic()
+        since_previous = None if self._previous_start is None else started - self._previous_start
+        self._previous_start = started
+        # Always run the plan, even for a batch committed before: that rewrites its state-store
+        # version (deterministically the same), so the next batch finds it.
+        frame = batch_df.toPandas()
+        self.write_frame(frame, batch_id, started=started, since_previous_s=since_previous)
+
+    def write_frame(
+        self, frame: pd.DataFrame, batch_id: int, *, started: float, since_previous_s: float | None = None
+    ) -> None:
+        kinds = frame["kind"]
+        dead = frame[kinds == KIND_DEAD]
+        rows = frame[kinds.isin([KIND_BAR, KIND_LATE])]
+        rows_in = int(pd.to_numeric(frame.loc[kinds == KIND_STATS, "n_input"]).sum())
+        query = self.settings.stream_query_name
+        if self.postgres.already_applied(query, batch_id):
+            # A replay: PostgreSQL has it; Redis may not have (crash before step 5).
+            self.latest.write(self.postgres.latest_rows(sorted(set(rows["symbol"]))))
+            log.info("batch %s of %s was committed before: skipped", batch_id, query)
+            return
+        if len(dead):
+            self.dead_letters.write(dead)
+        result = self.postgres.write(
+            rows, query_name=query, batch_id=batch_id, rows_in=rows_in,
+            dead_letters=len(dead), started=started, since_previous_s=since_previous_s,
+        )
+        if result is None:
+            return
+        self.latest.write(result.latest)
+        log.info(
+            "batch %s: %s records in, %s bars upserted, %s rows written, %s dead letters, %.0f ms",
+            batch_id, rows_in, result.bars_upserted, result.rows, len(dead), (time.monotonic() - started) * 1000,
+        )
+
+    def close(self) -> None:
+        self.postgres.close()
+        self.latest.close()
+        self.dead_letters.producer.flush(10)
