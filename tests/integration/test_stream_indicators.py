@@ -1,0 +1,225 @@
+"""The streaming job end to end: real Kafka, Spark, PostgreSQL and Redis.
+
+Each test produces a scripted series into its own topic, runs the query until the topic is drained
+(``availableNow``), and checks the invariants with ``streamkit.assert_invariants``: one row per
+(symbol, ts) holding the latest fetched_at's values, indicators equal to TA-Lib over the stored
+series, Redis latest equal to the last stored row. Restarts reuse the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from stockpipe.streaming.query import start_stream
+from stockpipe.streaming.sink import BatchWriter
+from stockpipe.streaming.spark import spark_session
+from tests.integration import streamkit as kit
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spark(base_settings):
+    # One JVM for the module; getOrCreate hands the same session to other modules too.
+    return spark_session(base_settings, app_name="stockpipe-tests")
+
+
+@pytest.fixture
+def stream_settings(settings, tmp_path):
+    return settings.model_copy(
+        update={
+            "stream_checkpoint": str(tmp_path / "checkpoint"),
+            # Several micro-batches per run, so late bars cross batch boundaries.
+            "stream_max_offsets_per_trigger": 300,
+        }
+    )
+
+
+def drain(spark, settings, writer=None) -> None:
+    """Run the query until everything in the topic is processed, then stop it."""
+    query, writer = start_stream(spark, settings, available_now=True, writer=writer)
+    try:
+        query.awaitTermination(300)
+    finally:
+        if query.isActive:
+            query.stop()
+        writer.close()
+    if query.exception() is not None:
+        raise query.exception()
+
+
+def scripted_phase(script: kit.Script, series: dict[str, list[dict]], lo: int, hi: int, tag: int) -> None:
+    """Bars lo..hi-1 of every symbol with a duplicate, a stale resend, a same-fetched_at resend,
+    a bar held back past later ones, and a correction of an earlier bar (newer fetched_at)."""
+    for symbol, bars in series.items():
+        held = lo + 50
+        order = [i for i in range(lo, hi) if i != held]
+        # adjacent swaps: out of order by one
+        for j in range(5, len(order) - 1, 37):
+            order[j], order[j + 1] = order[j + 1], order[j]
+        for step, i in enumerate(order):
+            script.bar(bars[i])
+            if step == 30:
+                script.bar(bars[lo + 10])  # exact duplicate
+                script.bar(kit.revised(bars[lo + 20], -30, 1.01), wins=False)  # older fetched_at: loses
+                script.bar(kit.revised(bars[lo + 25], 0, 1.02), wins=False)  # equal fetched_at: first wins
+        script.bar(bars[held])  # late, within the horizon: recompute from it
+        correction = kit.revised(bars[lo + tag], 600, 0.99)
+        bars[lo + tag] = correction
+        script.bar(correction)  # corrected bar, newer fetched_at: wins, recompute
+
+
+@pytest.mark.slow
+def test_stream_end_to_end_restart_and_replay(spark, stream_settings, pg_conn, redis_client):
+    series = {s: kit.random_bars(s, kit.SESSION_OPEN, 320, seed=n) for n, s in enumerate(kit.SYMBOLS)}
+
+    # Phase 1: 200 bars per symbol with every kind of irregularity, and dead letters.
+    first = kit.Script()
+    kit.malformed(first, "AAPL", kit.SESSION_OPEN)
+    scripted_phase(first, series, 0, 200, tag=100)
+    kit.produce(stream_settings, first.messages)
+    drain(spark, stream_settings)
+    frame = kit.assert_invariants(pg_conn, redis_client, first)
+    assert frame.groupby("symbol").size().to_dict() == {s: 200 for s in kit.SYMBOLS}
+
+    # Phase 2 (restart from the same checkpoint): 120 more bars, a correction of a phase-1 bar
+    # (recompute across the restart), resends of phase-1 bars, more dead letters. The first batch
+    # with dead letters "crashes" right after its PostgreSQL commit, before Spark commits it.
+    second = kit.Script()
+    second.expected = dict(first.expected)
+    kit.malformed(second, "MSFT", kit.SESSION_OPEN)
+    for symbol in kit.SYMBOLS:
+        for bar in series[symbol][:15]:
+            second.bar(bar)  # replayed phase-1 bars: no change
+    scripted_phase(second, series, 200, 320, tag=-30)  # corrects bar 170, from phase 1
+
+    class CrashAfterCommit(BatchWriter):
+        crashed_at: int | None = None
+
+        def write_frame(self, frame, batch_id, **kwargs):
+            super().write_frame(frame, batch_id, **kwargs)
+            if self.crashed_at is None and (frame["kind"] == "dead").any():
+                CrashAfterCommit.crashed_at = batch_id
+                raise RuntimeError("simulated crash between the PostgreSQL commit and Spark's commit")
+
+    kit.produce(stream_settings, second.messages)
+    with pytest.raises(Exception, match="simulated crash"):
+        drain(spark, stream_settings, writer=CrashAfterCommit(stream_settings))
+    assert CrashAfterCommit.crashed_at is not None
+    drain(spark, stream_settings)
+
+    frame = kit.assert_invariants(pg_conn, redis_client, second)
+    assert frame.groupby("symbol").size().to_dict() == {s: 320 for s in kit.SYMBOLS}
+
+    # The replayed batch changed nothing: dead letters once each, batch ids once each, every
+    # record counted once.
+    letters = kit.dead_letters(stream_settings, expected=len(first.dead) + len(second.dead))
+    assert len(letters) == len(first.dead) + len(second.dead)
+    for letter, reason in zip(letters, first.dead + second.dead, strict=True):
+        assert reason in letter["error"], (reason, letter)
+        assert letter["origin"]["topic"] == stream_settings.kafka_topic and letter["origin"]["offset"] >= 0
+    batches = pg_conn.execute(
+        "SELECT batch_id, rows_in, bars_upserted, dead_letters, processing_ms, max_event_ts, latency_p95_ms "
+        "FROM ops.stream_batches ORDER BY batch_id"
+    ).fetchall()
+    assert [b[0] for b in batches] == list(range(len(batches)))
+    assert sum(b[1] for b in batches) == len(first.messages) + len(second.messages)
+    assert sum(b[3] for b in batches) == len(first.dead) + len(second.dead)
+    assert all(b[4] > 0 for b in batches) and max(b[5] for b in batches) == frame["ts"].max()
+
+
+@pytest.mark.slow
+def test_stream_survives_sigkill_of_the_driver(stream_settings, pg_conn, redis_client, tmp_path):
+    """kill -9 of the whole job (driver JVM, Python driver and workers) mid-stream, then restart."""
+    settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 120})
+    env = dict(os.environ)
+    env.update(
+        {
+            "STOCKPIPE_KAFKA_TOPIC": settings.kafka_topic,
+            "STOCKPIPE_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
+            "STOCKPIPE_PG_DATABASE": settings.pg_database,
+            "STOCKPIPE_REDIS_URL": settings.redis_url,
+            "STOCKPIPE_STREAM_CHECKPOINT": settings.stream_checkpoint,
+            "STOCKPIPE_STREAM_TRIGGER_S": "0.5",
+            "STOCKPIPE_STREAM_MAX_OFFSETS_PER_TRIGGER": "120",
+        }
+    )
+    job = [sys.executable, str(ROOT / "spark_jobs" / "stream_indicators.py")]
+    series = {s: kit.random_bars(s, kit.SESSION_OPEN, 330, seed=10 + n) for n, s in enumerate(kit.SYMBOLS)}
+    script = kit.Script()
+    scripted_phase(script, series, 0, 220, tag=120)
+    kit.produce(settings, script.messages)
+
+    log = open(tmp_path / "job.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(job, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            (count,) = pg_conn.execute("SELECT count(*) FROM ops.stream_batches").fetchone()
+            if count >= 3:
+                break
+            assert process.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the streaming job committed no batches in 120 s")
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    (committed,) = pg_conn.execute("SELECT count(*) FROM market.bars_1m").fetchone()
+    assert 0 < committed < len(script.expected), "the kill was not mid-stream"
+
+    sent = len(script.messages)
+    scripted_phase(script, series, 220, 330, tag=-40)
+    kit.produce(settings, script.messages[sent:])
+    restarted = subprocess.run(
+        [*job, "--available-now"], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300
+    )
+    assert restarted.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
+    frame = kit.assert_invariants(pg_conn, redis_client, script)
+    assert frame.groupby("symbol").size().to_dict() == {s: 330 for s in kit.SYMBOLS}
+    ids = [row[0] for row in pg_conn.execute("SELECT batch_id FROM ops.stream_batches ORDER BY 1")]
+    assert ids == list(range(len(ids)))
+
+
+def test_new_checkpoint_continues_stored_series(spark, stream_settings, pg_conn, redis_client, tmp_path):
+    """A lost checkpoint: the new query seeds each symbol from its stored bars (still exact)."""
+    series = {s: kit.random_bars(s, kit.SESSION_OPEN - timedelta(days=1), 150, seed=40 + n)
+              for n, s in enumerate(kit.SYMBOLS[:2])}  # fmt: skip
+    script = kit.Script()
+    for bars in series.values():
+        for bar in bars[:100]:
+            script.bar(bar)
+    kit.produce(stream_settings, script.messages)
+    drain(spark, stream_settings)
+
+    fresh = stream_settings.model_copy(
+        update={"stream_checkpoint": str(tmp_path / "other"), "stream_starting_offsets": "latest"}
+    )
+    query, writer = start_stream(spark, fresh)
+    try:
+        while not query.recentProgress:  # "latest" is resolved by the first trigger
+            time.sleep(0.2)
+        more = kit.Script()
+        for bars in series.values():
+            more.bar(kit.revised(bars[60], 120, 1.01))  # a correction inside the stored series
+            for bar in bars[100:]:
+                more.bar(bar)
+        kit.produce(stream_settings, more.messages)
+        query.processAllAvailable()
+    finally:
+        query.stop()
+        writer.close()
+    script.expected.update(more.expected)
+    kit.assert_invariants(pg_conn, redis_client, script)
