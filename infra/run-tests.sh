@@ -3,12 +3,18 @@
 # run pytest, then stop what this script started. Exit code: pytest's, with 5 (no tests) as failure.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export STOCKPIPE_HOME="$PWD" STOCKPIPE_LOCAL="$PWD/.local"
 was_up=0
 if [ -x .venv/bin/supervisorctl ] && .venv/bin/supervisorctl -c infra/supervisord.conf pid >/dev/null 2>&1; then
   was_up=1
 fi
-export STOCKPIPE_HOME="$PWD" STOCKPIPE_LOCAL="$PWD/.local"
 infra/stack.sh up postgres redis kafka || exit 1
+# The browser test drives Debian's Chromium (no browser downloads here).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing Debian's chromium for the browser test (log: .local/logs/install-chromium.log)"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+    >> .local/logs/install-chromium.log 2>&1 || { echo "chromium install failed: see .local/logs/install-chromium.log" >&2; exit 1; }
+fi
 mkdir -p test-artifacts
 .venv/bin/python -m pytest "$@"
 rc=$?
