@@ -282,6 +282,9 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_KAFKA_CONTROLLER_PORT": kafka_port + 1,
         "STOCKPIPE_SIMULATOR_PORT": settings.simulator_port,
         "STOCKPIPE_PRODUCER_METRICS_PORT": settings.producer_metrics_port,
+        "STOCKPIPE_AIRFLOW_PORT": settings.airflow_port,
+        "STOCKPIPE_AIRFLOW_PARALLELISM": settings.airflow_parallelism,
+        "STOCKPIPE_AIRFLOW_DAGS_UNPAUSED": int(settings.airflow_dags_unpaused),
     }
     return "\n".join(f"export {name}={value}" for name, value in values.items())
 

@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"topic": topic, "calendar": calendar, "symbols": rows, "ok": not bad}, indent=2))
     else:
         print(f"topic {topic} ({len(messages)} messages, calendar {calendar})")
-        header = f"{'symbol':<8} {'bars':>6} {'first':<20} {'last':<20} {'gaps':>5} {'dups':>5} {'corr':>5} {'lag_s':>7}"
-        print(header)
+        print(f"{'symbol':<8} {'bars':>6} {'first':<20} {'last':<20} "
+              f"{'gaps':>5} {'dups':>5} {'corr':>5} {'lag_s':>7}")
         for r in rows:
             print(f"{r['symbol']:<8} {r['bars']:>6} {r['first']:<20} {r['last']:<20} {r['gaps']:>5} "
                   f"{r['duplicates']:>5} {r['corrections']:>5} {r['lag_s']:>7}"

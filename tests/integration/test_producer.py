@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from stockpipe import verify
-from stockpipe.producer.core import CHECKPOINT_KEY, KafkaUnavailable, MarketProducer
+from stockpipe.producer.core import CHECKPOINT_KEY, MarketProducer
 from stockpipe.sources.simulator import FaultRequest, start_in_thread
 
 pytestmark = pytest.mark.integration

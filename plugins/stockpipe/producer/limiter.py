@@ -15,7 +15,6 @@ from limits import RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
-
 GUARD_BAND_S = 1
 
 
