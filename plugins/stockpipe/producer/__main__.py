@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 
 from stockpipe.config import load_settings
 from stockpipe.logs import setup_logging
-from stockpipe.producer.core import MarketProducer
+from stockpipe.producer.core import MarketProducer, Stopping
 
 log = logging.getLogger("stockpipe.producer")
 
@@ -39,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("watchlist: %d symbols, %d API calls/min shared, every %.0fs",
              len(settings.watchlist), settings.rate_limit_per_minute, settings.producer_interval_s)
 
-    producer = MarketProducer(settings)
+    stop = threading.Event()
+
+    def interruptible_sleep(seconds: float) -> None:
+        # A rate-limit or retry wait must not hold up SIGTERM (supervisord would SIGKILL us).
+        if stop.wait(seconds):
+            raise Stopping()
+
+    producer = MarketProducer(settings, sleep=interruptible_sleep)
     if args.once:
         summary = producer.run_cycle()
         producer.close()
@@ -47,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if settings.producer_metrics_port:
         start_http_server(settings.producer_metrics_port, addr=settings.metrics_host)
-    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.is_set():
-        producer.run_cycle()
+        try:
+            producer.run_cycle()
+        except Stopping:
+            break
         interval = settings.producer_interval_s
         # next tick on the interval grid, a few seconds past the minute so the last bar has closed
         wait = interval - (time.time() % interval) + min(2.0, interval / 10)

@@ -39,6 +39,10 @@ SENT_KEY = "stockpipe:producer:sent:{symbol}"
 META_KEY = "stockpipe:meta:{symbol}"
 
 
+class Stopping(BaseException):
+    """Raised from a wait when the process is asked to stop; not an error, so not an Exception."""
+
+
 class KafkaUnavailable(RuntimeError):
     """Kafka did not confirm delivery in time; checkpoints were not advanced."""
 
