@@ -11,7 +11,8 @@ date, so the UI's backfill dialog and `airflow backfill create --dag-id market_b
 2. `fetch_bars` — the day's minute bars for the watchlist from Polygon/the simulator, through the
    shared rate limiter, upserted into `market.bars_1m` (resumable: complete symbols are skipped).
 3. `compute_indicators` — `spark_jobs/backfill_indicators.py` on `spark_default` for those days, the
-   same indicator code as the stream, warmed up from the stored days before.
+   same indicator code as the stream, each symbol recomputed from its first stored bar (so the
+   result is exact); it also closes the repaired `ops.repair_queue` entries.
 4. `check_day` — bars per symbol = the session's minutes, no gaps, OHLC sanity, one indicator row
    per bar; the result is written to `ops.backfill_runs` and a failed check fails the run.
 
@@ -86,8 +87,8 @@ def market_backfill():
         name="stockpipe-backfill-{{ ti.xcom_pull(task_ids='plan')['day'] }}",
         application_args=[
             "--symbols", "{{ ti.xcom_pull(task_ids='plan')['symbols'] }}",
-            "--from", "{{ ti.xcom_pull(task_ids='plan')['recompute_from'] }}",
-            "--to", "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
+            "--start", "{{ ti.xcom_pull(task_ids='plan')['recompute_from'] }}",
+            "--end", "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
         ],
         outlets=[INDICATORS_TABLE],
         execution_timeout=timedelta(hours=1),
@@ -104,8 +105,7 @@ def market_backfill():
 
         session = trading_calendar(market_calendar_mode()).session(date.fromisoformat(day_plan["day"]))
         started = getattr(dag_run, "start_date", None)
-        return check_and_record(task_settings(), run_id, session, started,
-                                date.fromisoformat(day_plan["recompute_from"]))
+        return check_and_record(task_settings(), run_id, session, started)
 
     day_plan = plan()
     fetch_bars(day_plan) >> compute_indicators >> check_day(day_plan)

@@ -19,7 +19,7 @@ SUPERVISOR_CONF="$HOME_DIR/infra/supervisord.conf"
 export PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
 export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
-ALL_COMPONENTS=(postgres redis kafka simulator producer)
+ALL_COMPONENTS=(postgres redis kafka simulator airflow producer dashboard)
 
 mkdir -p "$LOGS" "$STOCKPIPE_LOCAL/supervisor"
 
@@ -234,8 +234,91 @@ component_port() {
   case "$1" in
     postgres) echo "$STOCKPIPE_PG_PORT" ;; redis) echo "$STOCKPIPE_REDIS_PORT" ;;
     kafka) echo "$STOCKPIPE_KAFKA_PORT" ;; simulator) echo "$STOCKPIPE_SIMULATOR_PORT" ;;
-    producer) echo "$STOCKPIPE_PRODUCER_METRICS_PORT" ;; *) echo "-" ;;
+    producer) echo "$STOCKPIPE_PRODUCER_METRICS_PORT" ;; airflow) echo "$STOCKPIPE_AIRFLOW_PORT" ;;
+    dashboard) echo "$STOCKPIPE_DASHBOARD_PORT" ;;
+    *) echo "-" ;;
   esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# airflow (infra/airflow/): init (secrets, login, `airflow` database, migrations, connections), then
+# api-server (127.0.0.1), scheduler, dag-processor, triggerer — the supervisord group `airflow`.
+# On first start it also backfills the last trading sessions (STOCKPIPE_BACKFILL_INITIAL_SESSIONS).
+AIRFLOW_PROGRAMS=(airflow-apiserver airflow-scheduler airflow-dag-processor airflow-triggerer)
+airflow_cli() { "$HOME_DIR/infra/airflow/airflow.sh" "$@"; }
+airflow_login() { "$PY" -m stockpipe.airflow.bootstrap login; }
+
+supervisor_name() {  # the supervisord program a component's status line stands for
+  case "$1" in airflow) echo "airflow:airflow-apiserver" ;; *) echo "$1" ;; esac
+}
+
+start_airflow_program() {  # start_airflow_program PROGRAM [PORT]
+  local name="airflow:$1" port="${2:-}" deadline=$(( $(date +%s) + 180 ))
+  step "$1${port:+ (127.0.0.1:$port)}"
+  if [ "$(program_state "$name")" = "RUNNING" ]; then step_done "already up"; return; fi
+  if [ -n "$port" ] && port_open "$port"; then fail "port $port is taken by another process; stop it or set STOCKPIPE_AIRFLOW_PORT"; fi
+  supervisorctl start "$name" >/dev/null 2>&1 || true
+  until { [ -z "$port" ] && [ "$(program_state "$name")" = "RUNNING" ]; } || { [ -n "$port" ] && port_open "$port"; }; do
+    case "$(program_state "$name")" in
+      RUNNING|STARTING) ;;
+      *) { tail -n 20 "$LOGS/$1.log" 2>/dev/null || true; } | sed 's/^/    | /' >&2; fail "$1 exited; see $LOGS/$1.log" ;;
+    esac
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$1 did not start within 180 s; see $LOGS/$1.log"
+    sleep 0.5
+  done
+  step_done "started"
+}
+
+initial_backfill() {
+  local marker="$STOCKPIPE_LOCAL/airflow/initial-backfill.done" range
+  [ -f "$marker" ] && return
+  range=$("$PY" -m stockpipe.airflow.bootstrap backfill-range)
+  if [ -z "$range" ]; then touch "$marker"; return; fi
+  step "airflow: backfill sessions ${range/ / .. }"
+  local deadline=$(( $(date +%s) + 240 )) log="$LOGS/airflow-init.log"
+  # the dag-processor must have parsed market_backfill before a backfill can be created
+  until airflow_cli dags details market_backfill >>"$log" 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "market_backfill was not parsed within 240 s; see $LOGS/airflow-dag-processor.log"
+    sleep 5
+  done
+  run_logged "$log" airflow_cli backfill create --dag-id market_backfill --from-date "${range% *}" --to-date "${range#* }" --max-active-runs 1
+  touch "$marker"
+  step_done "created (runs in the background)"
+}
+
+up_airflow() {
+  # a supervisord started before the Airflow programs existed learns them without touching the others
+  if { supervisorctl status airflow:airflow-apiserver 2>&1 || true; } | grep -q "no such"; then
+    supervisorctl reread >/dev/null && supervisorctl update airflow >/dev/null
+  fi
+  step "airflow: init (db, migrations, connections)"
+  run_logged "$LOGS/airflow-init.log" "$HOME_DIR/infra/airflow/init.sh"
+  step_done
+  start_airflow_program airflow-apiserver "$STOCKPIPE_AIRFLOW_PORT"
+  start_airflow_program airflow-scheduler
+  start_airflow_program airflow-dag-processor
+  start_airflow_program airflow-triggerer
+  initial_backfill
+  echo "    $(airflow_login)"
+}
+
+status_airflow() {
+  supervisord_running || return 0
+  local p line
+  for p in "${AIRFLOW_PROGRAMS[@]:1}"; do
+    line=$(supervisorctl status "airflow:$p" 2>/dev/null || true)
+    printf '  %-21s %s\n' "$p" "$(awk '{print $2}' <<<"$line")"
+  done
+  airflow_login
+}
+
+# dashboard (dashboard/serve.sh): Streamlit on 127.0.0.1:$STOCKPIPE_DASHBOARD_PORT
+up_dashboard() {
+  # a supervisord started before [program:dashboard] existed learns it without touching the others
+  if { supervisorctl status dashboard 2>&1 || true; } | grep -q "no such"; then
+    supervisorctl reread >/dev/null && supervisorctl add dashboard >/dev/null
+  fi
+  start_program dashboard "$STOCKPIPE_DASHBOARD_PORT" 60
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +339,7 @@ cmd_down() {
   if ! [ -x "$VENV/bin/supervisorctl" ] || ! supervisord_running; then echo "stack is down"; return; fi
   step "stopping services"
   # reverse dependency order: producers first, storage last
+  supervisorctl stop 'airflow:*' >/dev/null 2>&1 || true
   supervisorctl stop producer simulator >/dev/null 2>&1 || true
   supervisorctl stop kafka >/dev/null 2>&1 || true
   supervisorctl stop redis postgres >/dev/null 2>&1 || true
@@ -274,7 +358,7 @@ cmd_status() {
   for c in "${ALL_COMPONENTS[@]}"; do
     local state="down" pid="-" port; port=$(component_port "$c")
     if [ $running = 1 ]; then
-      local line; line=$(supervisorctl status "$c" 2>/dev/null || true)
+      local line; line=$(supervisorctl status "$(supervisor_name "$c")" 2>/dev/null || true)
       case "$(awk '{print $2}' <<<"$line")" in
         RUNNING) state="up"; pid=$(sed -n 's/.*pid \([0-9]*\),.*/\1/p' <<<"$line") ;;
         STARTING|BACKOFF) state="starting" ;;
@@ -283,6 +367,7 @@ cmd_status() {
     fi
     printf '%-12s %-9s %-8s 127.0.0.1:%s\n' "$c" "$state" "$pid" "$port"
   done
+  status_airflow
 }
 
 cmd_logs() {

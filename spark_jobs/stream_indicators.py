@@ -25,9 +25,7 @@ from stockpipe.streaming.query import run  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--available-now", action="store_true", help="process what the topic holds now, then exit"
-    )
+    parser.add_argument("--available-now", action="store_true", help="process what the topic holds now, then exit")
     args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)

@@ -9,8 +9,13 @@ AIRFLOW="$HOME_DIR/infra/airflow/airflow.sh"
 
 "$PY" -m stockpipe.airflow.bootstrap secrets >/dev/null
 "$PY" -m stockpipe.airflow.bootstrap database
-"$AIRFLOW" db migrate
-conns="$(mktemp)"
+# `db migrate` is idempotent but slow (~15 s): once per Airflow version and database.
+stamp="${STOCKPIPE_LOCAL:-$HOME_DIR/.local}/airflow/.migrated-$("$PY" -c 'import airflow; print(airflow.__version__)')"
+if [ ! -f "$stamp" ] || ! "$AIRFLOW" db check-migrations -t 0 >/dev/null 2>&1; then
+  "$AIRFLOW" db migrate
+  touch "$stamp"
+fi
+conns="$(mktemp --suffix=.json)"
 trap 'rm -f "$conns"' EXIT
 "$PY" -m stockpipe.airflow.bootstrap connections "$conns"
 "$AIRFLOW" connections import "$conns" --overwrite

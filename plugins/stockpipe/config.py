@@ -175,6 +175,17 @@ class Settings(BaseSettings):
     retention_days: int = Field(0, ge=0, description="Drop market partitions older than this many days (0 = keep all).")
     backfill_initial_sessions: int = Field(5, ge=0, description="Trading sessions `make up` backfills on first start.")
 
+    # --- dashboard (Streamlit) ---------------------------------------------------------------
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="Streamlit dashboard port on 127.0.0.1.")
+    dashboard_refresh_s: float = Field(1.0, gt=0, description="Seconds between live refreshes of the overview tiles.")
+    airflow_api_url: str = Field(
+        "", description="Airflow api-server base URL the dashboard reads DAG runs from (empty: 127.0.0.1:AIRFLOW_PORT)."
+    )
+    airflow_api_user: str = Field("admin", description="Airflow login the dashboard uses for the REST API.")
+    airflow_api_password: SecretStr = Field(
+        SecretStr(""), description="Its password (empty: read from .local/airflow/passwords.json)."
+    )
+
     @field_validator("alert_webhook_url", mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
@@ -282,6 +293,7 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_KAFKA_CONTROLLER_PORT": kafka_port + 1,
         "STOCKPIPE_SIMULATOR_PORT": settings.simulator_port,
         "STOCKPIPE_PRODUCER_METRICS_PORT": settings.producer_metrics_port,
+        "STOCKPIPE_DASHBOARD_PORT": settings.dashboard_port,
         "STOCKPIPE_AIRFLOW_PORT": settings.airflow_port,
         "STOCKPIPE_AIRFLOW_PARALLELISM": settings.airflow_parallelism,
         "STOCKPIPE_AIRFLOW_DAGS_UNPAUSED": int(settings.airflow_dags_unpaused),

@@ -47,17 +47,70 @@ def dagbag():
 
 
 @pytest.fixture
-def airflow_connections(monkeypatch: pytest.MonkeyPatch, settings):
-    """AIRFLOW_CONN_* for the test's settings (test database, Redis db 15, the test's topics)."""
+def simulator():
+    from stockpipe.sources.simulator import start_in_thread
+
+    with start_in_thread(seed=7, clock="demo") as sim:
+        yield sim
+
+
+@pytest.fixture
+def dag_env(monkeypatch: pytest.MonkeyPatch, settings, pg_conn, simulator, tmp_path):
+    """Everything a ``dag.test()`` run reads, pointed at the test services: AIRFLOW_CONN_* from the
+    test's settings (test database, Redis db 15), its own Kafka topics, the in-thread simulator, a
+    fresh stream checkpoint path; the dev stack's Airflow is never contacted (no stream restart)."""
     from stockpipe.airflow.connections import connection_specs
     from stockpipe.config import get_settings
 
     for conn_id, spec in connection_specs(settings).items():
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(spec))
-    # Values with no connection (topics, thresholds) come from the settings of the test.
-    monkeypatch.setenv("STOCKPIPE_KAFKA_TOPIC", settings.kafka_topic)
-    monkeypatch.setenv("STOCKPIPE_KAFKA_DLQ_TOPIC", settings.kafka_dlq_topic)
-    monkeypatch.setenv("STOCKPIPE_PRODUCER_MODE", "airflow")
+    port = simulator.url.rsplit(":", 1)[1]
+    for name, value in {
+        "STOCKPIPE_KAFKA_TOPIC": settings.kafka_topic,
+        "STOCKPIPE_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
+        "STOCKPIPE_PRODUCER_MODE": "airflow",
+        "STOCKPIPE_SIMULATOR_PORT": port,
+        "STOCKPIPE_RATE_LIMIT_PER_MINUTE": "1000",
+        "STOCKPIPE_STREAM_CHECKPOINT": str(tmp_path / "checkpoint"),
+        "STOCKPIPE_HEALTH_RESTART_STALLED_STREAM": "false",
+        "STOCKPIPE_ALERT_WEBHOOK_URL": "",
+        "STOCKPIPE_PG_DATABASE": settings.pg_database,
+        "STOCKPIPE_REDIS_URL": settings.redis_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    monkeypatch.delenv("STOCKPIPE_POLYGON_API_KEY", raising=False)
+    pg_conn.execute("TRUNCATE ops.ingest_cycles, ops.health_checks")
     get_settings.cache_clear()
-    yield settings
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch):
+    """A local webhook receiver; STOCKPIPE_ALERT_WEBHOOK_URL points at it. Yields the received JSON bodies."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from stockpipe.config import get_settings
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("STOCKPIPE_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/alert")
+    get_settings.cache_clear()
+    yield received
+    server.shutdown()
     get_settings.cache_clear()

@@ -247,3 +247,18 @@ def assert_invariants(conn: psycopg.Connection, client: redis.Redis, script: Scr
     assert_talib_exact(frame)
     assert_redis_matches(client, frame)
     return frame
+
+
+def drain(spark, settings: Settings, writer=None) -> None:
+    """Run the streaming query until everything in the topic is processed (availableNow), then stop."""
+    from stockpipe.streaming.query import start_stream
+
+    query, writer = start_stream(spark, settings, available_now=True, writer=writer)
+    try:
+        query.awaitTermination(300)
+    finally:
+        if query.isActive:
+            query.stop()
+        writer.close()
+    if query.exception() is not None:
+        raise query.exception()

@@ -107,7 +107,7 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
                 rows.append((symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.vwap,
                              bar.trades, settings.source_name, fetched_at))
             with conn.transaction():
-                conn.execute("CREATE TEMP TABLE IF NOT EXISTS backfill_bars (LIKE market.bars_1m) ON COMMIT DELETE ROWS")
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS backfill_bars (LIKE market.bars_1m INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
                 with conn.cursor().copy(
                     "COPY backfill_bars (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
                     " FROM STDIN"
@@ -171,16 +171,8 @@ def check_session(settings: Settings, session: Session, symbols: list[str] | Non
     return check
 
 
-def record_run(
-    settings: Settings,
-    run_id: str,
-    check: DayCheck,
-    symbols: list[str],
-    started_at: datetime | None,
-    repaired: tuple[datetime, datetime] | None = None,
-) -> None:
-    """Write (or replace) the run's ``ops.backfill_runs`` row; when the day passed, mark the
-    repair-queue entries in ``repaired`` = [from, to) done (the Spark job recomputed them)."""
+def record_run(settings: Settings, run_id: str, check: DayCheck, symbols: list[str], started_at: datetime | None) -> None:
+    """Write (or replace) the run's ``ops.backfill_runs`` row."""
     status = "ok" if check.ok else "failed"
     with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
         conn.execute(
@@ -196,18 +188,13 @@ def record_run(
             (run_id, check.session_date, symbols, check.bars, check.expected_bars, check.gaps, check.ohlc_errors,
              status, "; ".join(check.problems) or None, started_at),
         )
-        if check.ok and repaired is not None:
-            conn.execute(
-                "UPDATE ops.repair_queue SET repaired_at = now() WHERE repaired_at IS NULL"
-                " AND symbol = ANY(%s) AND ts >= %s AND ts < %s",
-                (symbols, *repaired),
-            )
 
 
 def first_pending_repair(settings: Settings, session: Session, max_days: int = 10) -> date:
     """The first New York date the backfill job must recompute for this session: the session's own
     date, or earlier when the stream queued too-late bars on recent earlier days (at most
-    ``max_days`` back; older entries are left for a backfill over those days)."""
+    ``max_days`` back; older entries are left for ``backfill_indicators.py --repair`` or a backfill
+    over those days). The job marks the entries it repaired."""
     with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
         (first,) = conn.execute(
             "SELECT min(ts) FROM ops.repair_queue WHERE repaired_at IS NULL AND symbol = ANY(%s)"
@@ -219,12 +206,9 @@ def first_pending_repair(settings: Settings, session: Session, max_days: int = 1
     return min(session.day, first.astimezone(NEW_YORK).date())
 
 
-def check_and_record(
-    settings: Settings, run_id: str, session: Session, started_at: datetime | None, recomputed_from: date
-) -> dict[str, Any]:
+def check_and_record(settings: Settings, run_id: str, session: Session, started_at: datetime | None) -> dict[str, Any]:
     check = check_session(settings, session)
-    repaired_from = datetime.combine(recomputed_from, datetime.min.time(), NEW_YORK)
-    record_run(settings, run_id, check, settings.watchlist, started_at, (repaired_from, session.close))
+    record_run(settings, run_id, check, settings.watchlist, started_at)
     if not check.ok:
         raise BackfillCheckFailed(f"session {session.day} failed its checks: " + "; ".join(check.problems))
     result = asdict(check)

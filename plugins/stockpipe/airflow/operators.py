@@ -3,6 +3,7 @@
 * The job builds its SparkSession from ``STOCKPIPE_*`` settings (``stockpipe.streaming.spark``),
   so the master of the connection is passed down as ``STOCKPIPE_SPARK_MASTER``; the driver and its
   Python workers use this interpreter (the project venv); everything binds to 127.0.0.1.
+* The Kafka connector jars (``infra/jars/spark``) go on spark-submit's ``--jars``.
 * Stopping is clean: on kill (task marked failed, run timed out, DAG paused — see
   ``stop_when_paused``), the job's Python driver gets SIGTERM first, stops its query after the
   running micro-batch and exits; only if it is still alive after ``stop_grace_s`` is spark-submit
@@ -63,7 +64,13 @@ class StockpipeSparkSubmitOperator(SparkSubmitOperator):
         return env
 
     def execute(self, context: Any) -> None:
+        from stockpipe.airflow.connections import task_settings
+        from stockpipe.streaming.spark import connector_jars
+
         self.env_vars = {**self._job_env(), **(self.env_vars or {})}
+        # Under spark-submit the driver JVM is up before the job's SparkSession config is read, so
+        # the Kafka connector must be on the command line (--jars), not only in spark.jars.
+        self.jars = self.jars or ",".join(connector_jars(task_settings()))
         watcher = None
         if self.stop_when_paused:
             watcher = threading.Thread(target=self._watch_pause, args=(context["dag"].dag_id,), daemon=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,14 +34,15 @@ def _admin_login(settings: Settings) -> tuple[str, str]:
     return user, passwords[user]
 
 
-def api_client(settings: Settings, base_url: str | None = None) -> httpx.Client:
+@contextmanager
+def api_client(settings: Settings, base_url: str | None = None) -> Iterator[httpx.Client]:
     """An authenticated client of the local Airflow REST API."""
-    client = httpx.Client(base_url=base_url or f"http://127.0.0.1:{settings.airflow_port}", timeout=15)
-    user, password = _admin_login(settings)
-    token = client.post("/auth/token", json={"username": user, "password": password})
-    token.raise_for_status()
-    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-    return client
+    with httpx.Client(base_url=base_url or f"http://127.0.0.1:{settings.airflow_port}", timeout=15) as client:
+        user, password = _admin_login(settings)
+        token = client.post("/auth/token", json={"username": user, "password": password})
+        token.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        yield client
 
 
 def dag_is_paused(settings: Settings, dag_id: str) -> bool:

@@ -261,9 +261,17 @@ class PostgresSink:
                         "latency_p95_ms = %s, latency_max_ms = %s, committed_at = clock_timestamp() "
                         "WHERE query_name = %s AND batch_id = %s",
                         (
-                            n_in, result.bars_upserted, dead_letters, per_s, elapsed_s * 1000, result.max_event_ts,
-                            result.latency_p50_ms, result.latency_p95_ms, result.latency_max_ms,
-                            query_name, batch_id,
+                            n_in,
+                            result.bars_upserted,
+                            dead_letters,
+                            per_s,
+                            elapsed_s * 1000,
+                            result.max_event_ts,
+                            result.latency_p50_ms,
+                            result.latency_p95_ms,
+                            result.latency_max_ms,
+                            query_name,
+                            batch_id,
                         ),
                     )
             return result

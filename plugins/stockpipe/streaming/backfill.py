@@ -127,7 +127,12 @@ def backfill(
     outcome = BackfillResult(symbols, start, end, len(frame), repaired, time.monotonic() - began)
     log.info(
         "backfill %s %s..%s: %s indicator rows, %s repairs closed, %.1f s",
-        ",".join(symbols), start.isoformat(), end.isoformat(), outcome.rows, repaired, outcome.seconds,
+        ",".join(symbols),
+        start.isoformat(),
+        end.isoformat(),
+        outcome.rows,
+        repaired,
+        outcome.seconds,
     )
     return outcome
 

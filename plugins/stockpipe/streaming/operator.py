@@ -3,7 +3,8 @@
 State lives in the query's checkpoint (one row per symbol, :data:`STATE_SCHEMA`), so a restart —
 clean or after ``kill -9`` — resumes exactly where the last committed batch left it. A symbol the
 state store has never seen is seeded from its bars already stored in PostgreSQL (when enabled), so
-a new checkpoint over an existing database still continues the stored series exactly.
+a new checkpoint over an existing database still continues the stored series exactly; the same
+reader rebuilds a symbol's state when a bar older than its recompute horizon arrives.
 """
 
 from __future__ import annotations
@@ -50,18 +51,29 @@ OUTPUT_SCHEMA = T.StructType(
     ]
 )
 OUTPUT_COLUMNS = OUTPUT_SCHEMA.fieldNames()
+# Nullable pandas types, so a NULL never turns a long into a float on its way to Arrow.
+_PANDAS_TYPES = {
+    f.name: {T.LongType: "Int64", T.IntegerType: "Int32", T.BooleanType: "boolean", T.DoubleType: "float64"}.get(
+        type(f.dataType), object
+    )
+    for f in OUTPUT_SCHEMA.fields
+}
 
 Seeder = Callable[[str], pd.DataFrame]
 """symbol → its stored bars (window columns, ts ascending); empty when it has none."""
 
 
-def _shape(frame: pd.DataFrame, symbol: str | None) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["symbol"] = symbol
+def _shape(frame: pd.DataFrame, symbol: str | None, n_input: int) -> pd.DataFrame:
+    """``frame`` plus one stats row, in :data:`OUTPUT_COLUMNS` (absent columns NULL)."""
+    n = len(frame)
+    columns = {}
     for name in OUTPUT_COLUMNS:
-        if name not in frame:
-            frame[name] = None
-    return frame[OUTPUT_COLUMNS]
+        values = frame[name].tolist() if name in frame else [None] * n
+        columns[name] = values + [None]
+    columns["symbol"] = [symbol] * (n + 1)
+    columns["kind"][-1] = st.KIND_STATS
+    columns["n_input"][-1] = n_input
+    return pd.DataFrame({name: pd.array(values, dtype=_PANDAS_TYPES[name]) for name, values in columns.items()})
 
 
 def make_update_function(horizon: int, seeder: Seeder | None):
@@ -71,11 +83,9 @@ def make_update_function(horizon: int, seeder: Seeder | None):
         group = str(key[0])
         frames = [frame for frame in batches if len(frame)]
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT_COLUMNS)
-        stats = pd.DataFrame({"kind": [st.KIND_STATS], "n_input": [len(rows)]})
         if group == DLQ_GROUP:
-            dead = rows[["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]].copy()
-            dead["kind"] = st.KIND_DEAD
-            yield _shape(pd.concat([dead, stats], ignore_index=True), None)
+            dead = rows[["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]].assign(kind=st.KIND_DEAD)
+            yield _shape(dead, None, len(rows))
             return
         if state.exists:
             current = st.SymbolState.from_row(state.get)
@@ -83,10 +93,11 @@ def make_update_function(horizon: int, seeder: Seeder | None):
             current = st.seed(seeder(group), horizon)
         else:
             current = st.SymbolState()
-        new_state, out = st.advance(current, rows, horizon)
+        history = (lambda: seeder(group)) if seeder is not None else None
+        new_state, out = st.advance(current, rows, horizon, history)
         if new_state is not current or not state.exists:
             state.update(new_state.to_row())
-        yield _shape(pd.concat([out, stats], ignore_index=True), group)
+        yield _shape(out, group, len(rows))
 
     return update
 

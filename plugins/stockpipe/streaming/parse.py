@@ -87,19 +87,23 @@ def validation_error(bar: Column, ts: Column, fetched: Column) -> Column:
 def parse_records(kafka: DataFrame) -> DataFrame:
     """Kafka source rows (key, value, topic, partition, offset, ...) → :data:`PARSED_COLUMNS`."""
     text = F.col("value").cast("string")
-    is_object = F.get_json_object(text, "$").isNotNull() & F.ltrim(text).startswith("{")
     parsed = kafka.select(
         F.col("key").alias("raw_key"),
         F.col("value").alias("raw_value"),
         F.col("topic"),
         F.col("partition").alias("kpartition"),
         F.col("offset").alias("koffset"),
-        is_object.alias("is_object"),
-        F.from_json(text, VALUE_SCHEMA, {"mode": "PERMISSIVE"}).alias("bar"),
+        F.from_json(text, VALUE_SCHEMA, {"mode": "PERMISSIVE", "allowNonNumericNumbers": "true"}).alias("bar"),
+    )
+    # Unparseable text, or JSON that is not an object, parses to NULL or to all-NULL fields.
+    # (NaN/Infinity parse, so that they get their own reason below.)
+    is_object = (
+        F.col("bar").isNotNull()
+        & F.coalesce(*(F.col(f"bar.{name}").cast("string") for name in VALUE_SCHEMA.fieldNames())).isNotNull()
     )
     ts = F.try_to_timestamp(F.col("bar.ts"))
     fetched = F.try_to_timestamp(F.col("bar.fetched_at"))
-    error = F.when(~F.coalesce(F.col("is_object"), F.lit(False)), F.lit("value is not a JSON object")).otherwise(
+    error = F.when(~is_object, F.lit("value is not a JSON object")).otherwise(
         validation_error(F.col("bar"), ts, fetched)
     )
     with_error = parsed.select("*", ts.alias("ts"), fetched.alias("fetched"), error.alias("error"))

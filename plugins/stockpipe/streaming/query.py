@@ -80,7 +80,9 @@ def start_stream(
     query = stream.start()
     log.info(
         "streaming %s → PostgreSQL/Redis, checkpoint %s, trigger %.1f s",
-        settings.kafka_topic, settings.stream_checkpoint, settings.stream_trigger_s,
+        settings.kafka_topic,
+        settings.stream_checkpoint,
+        settings.stream_trigger_s,
     )
     return query, writer
 

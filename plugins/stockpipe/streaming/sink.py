@@ -61,7 +61,9 @@ class DeadLetterWriter:
                 "stage": "stream",
             }
             self.producer.produce(
-                self.settings.kafka_dlq_topic, key=key, value=contract.dead_letter(raw, row.error, origin),
+                self.settings.kafka_dlq_topic,
+                key=key,
+                value=contract.dead_letter(raw, row.error, origin),
                 on_delivery=on_delivery,
             )
             self.producer.poll(0)
@@ -110,15 +112,25 @@ class BatchWriter:
         if len(dead):
             self.dead_letters.write(dead)
         result = self.postgres.write(
-            rows, query_name=query, batch_id=batch_id, rows_in=rows_in,
-            dead_letters=len(dead), started=started, since_previous_s=since_previous_s,
+            rows,
+            query_name=query,
+            batch_id=batch_id,
+            rows_in=rows_in,
+            dead_letters=len(dead),
+            started=started,
+            since_previous_s=since_previous_s,
         )
         if result is None:
             return
         self.latest.write(result.latest)
         log.info(
             "batch %s: %s records in, %s bars upserted, %s rows written, %s dead letters, %.0f ms",
-            batch_id, rows_in, result.bars_upserted, result.rows, len(dead), (time.monotonic() - started) * 1000,
+            batch_id,
+            rows_in,
+            result.bars_upserted,
+            result.rows,
+            len(dead),
+            (time.monotonic() - started) * 1000,
         )
 
     def close(self) -> None:

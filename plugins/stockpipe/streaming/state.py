@@ -14,10 +14,14 @@ A bar newer than ``window[-1]`` advances ``last`` (the common case: one update p
 before it within the window (late, out of order, or a correction with a newer ``fetched_at``) is put
 in its place, and every indicator from that bar on is recomputed from ``base`` and emitted again.
 A bar older than ``window[0]`` when the window has been trimmed is beyond the horizon: it is
-emitted as ``late`` (stored by the sink, queued in ``ops.repair_queue`` for the backfill) and does
-not touch the state. Invariant 1 holds because the window always equals the stored series' tail
-and ``base`` is the exact state of everything before it. When the window outgrows the horizon its
-oldest bars are folded into ``base`` (one indicator update per bar), never dropped.
+emitted as ``late`` (stored by the sink, queued in ``ops.repair_queue`` for the backfill, which
+recomputes the stored indicators between it and the window). Because EMA/RSI/MACD never forget a
+bar, ``base`` must include it too: given the stored series (``history``), the state is rebuilt from
+it with the late bar merged in and the window's indicators are emitted again (a rare, O(history)
+event); without ``history`` the state is left as it was. Invariant 1 holds because the window
+always equals the stored series' tail and ``base`` is the exact state of everything before it.
+When the window outgrows the horizon its oldest bars are folded into ``base`` (one indicator
+update per bar), never dropped.
 
 A bar with an older ``fetched_at`` than the one applied, or an equal one, changes nothing.
 """
@@ -25,7 +29,9 @@ A bar with an older ``fetched_at`` than the one applied, or an equal one, change
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
@@ -37,6 +43,9 @@ BAR_VALUE_COLUMNS = ["open", "high", "low", "close", "volume", "vwap"]
 # What the window keeps per bar: ts and fetched_at (epoch ms / µs) and the values indicators read.
 WINDOW_INT_COLUMNS = ["ts_ms", "fetched_us"]
 WINDOW_COLUMNS = WINDOW_INT_COLUMNS + BAR_VALUE_COLUMNS
+
+History = Callable[[], pd.DataFrame]
+"""Reads the symbol's stored bars (window columns, ts ascending) when a bar beyond the horizon needs them."""
 
 # Kinds of rows the operator emits (column ``kind``).
 KIND_BAR = "bar"  # bar (if bar_changed) and its indicators: upsert both
@@ -129,99 +138,136 @@ def _emit(indicators: SymbolIndicators, window: Window, start: int) -> np.ndarra
     return np.array(rows, dtype=np.float64).reshape(-1, len(INDICATOR_COLUMNS))
 
 
-def latest_per_ts(bars: pd.DataFrame) -> pd.DataFrame:
-    """One bar per ts: the highest fetched_at; on a tie the first received (lowest partition/offset).
+Columns = dict[str, np.ndarray]
+"""A set of rows as named numpy columns (cheaper than pandas for the few rows of one batch)."""
 
-    Sorting on every column that can differ makes the result independent of the order Spark hands
-    the rows over in, so a replayed batch produces the same output.
-    """
-    ordered = bars.sort_values(
-        ["ts_ms", "fetched_us", "kpartition", "koffset"], ascending=[True, False, True, True], kind="mergesort"
+
+def latest_per_ts(bars: pd.DataFrame) -> Columns:
+    """One bar per ts, ts ascending: the highest fetched_at; on a tie the first received (lowest
+    partition, offset). Ordering on every column that can differ makes the result independent of
+    the order Spark hands the rows over in, so a replayed batch produces the same output."""
+    ts = bars["ts_ms"].to_numpy(dtype=np.int64)
+    fetched = bars["fetched_us"].to_numpy(dtype=np.int64)
+    order = np.lexsort(
+        (bars["koffset"].to_numpy(dtype=np.int64), bars["kpartition"].to_numpy(dtype=np.int64), -fetched, ts)
     )
-    return ordered.drop_duplicates("ts_ms", keep="first")
+    ts_sorted = ts[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = ts_sorted[1:] != ts_sorted[:-1]
+    pick = order[first]
+    columns: Columns = {"ts_ms": ts[pick], "fetched_us": fetched[pick]}
+    for name in BAR_VALUE_COLUMNS:
+        columns[name] = pd.to_numeric(bars[name]).to_numpy(dtype=np.float64, na_value=np.nan)[pick]
+    columns["trades"] = pd.to_numeric(bars["trades"]).to_numpy(dtype=np.float64, na_value=np.nan)[pick]
+    columns["source"] = bars["source"].to_numpy(dtype=object)[pick]
+    return columns
 
 
-def advance(state: SymbolState, bars: pd.DataFrame, horizon: int) -> tuple[SymbolState, pd.DataFrame]:
+def _take(columns: Columns, mask: np.ndarray) -> Columns:
+    return {name: values[mask] for name, values in columns.items()}
+
+
+def _as_window(columns: Columns) -> Window:
+    ints = np.column_stack([columns["ts_ms"], columns["fetched_us"]]).astype(np.int64).reshape(-1, 2)
+    values = np.column_stack([columns[name] for name in BAR_VALUE_COLUMNS]).astype(np.float64).reshape(-1, 6)
+    return Window(ints, values)
+
+
+def _late_rows(columns: Columns) -> Columns:
+    n = len(columns["ts_ms"])
+    return {**columns, "kind": np.full(n, KIND_LATE, dtype=object), "bar_changed": np.ones(n, dtype=bool)}
+
+
+def _window_rows(window: Window, start: int, values: np.ndarray) -> Columns:
+    rows: Columns = {"ts_ms": window.ts[start:], "fetched_us": window.ints[start:, 1]}
+    for j, name in enumerate(BAR_VALUE_COLUMNS):
+        rows[name] = window.values[start:, j]
+    for j, name in enumerate(INDICATOR_COLUMNS):
+        rows[name] = values[:, j]
+    n = len(rows["ts_ms"])
+    rows["kind"] = np.full(n, KIND_BAR, dtype=object)
+    rows["bar_changed"] = np.zeros(n, dtype=bool)
+    return rows
+
+
+def advance(
+    state: SymbolState, bars: pd.DataFrame, horizon: int, history: History | None = None
+) -> tuple[SymbolState, pd.DataFrame]:
     """Apply one batch of valid bars of one symbol; return the new state and the rows to write.
 
     ``bars`` has the parsed columns (``ts_ms``, ``fetched_us``, prices, ``trades``, ``source``,
     ``kpartition``, ``koffset``). The result has one row per bar to write: ``kind`` (bar/late),
     ``bar_changed`` (whether the bar itself must be upserted) and the indicator columns.
+
+    ``history`` (the symbol's stored bars, read on demand) lets a bar beyond the horizon also
+    repair the state: see :func:`reseed_after_late`.
     """
     incoming = latest_per_ts(bars)
+    parts: list[Columns] = []
+    if state.trimmed and len(state.window):
+        beyond = incoming["ts_ms"] < int(state.window.ts[0])
+        if beyond.any():
+            late = _take(incoming, beyond)
+            if history is not None:
+                reseeded = reseed_after_late(history(), late, horizon)
+                if reseeded is not None:
+                    state, window_rows = reseeded
+                    parts.append(window_rows)
+            parts.append(_late_rows(late))
+            incoming = _take(incoming, ~beyond)
+
     window = state.window
-    position = {int(ts): i for i, ts in enumerate(window.ts)}
-    first_ts = int(window.ts[0]) if len(window) else None
+    inc_ts = incoming["ts_ms"]
+    # Bars already in the window count only with a newer fetched_at.
+    at = np.searchsorted(window.ts, inc_ts)
+    inside = at < len(window)
+    known = np.zeros(len(inc_ts), dtype=bool)
+    known[inside] = window.ts[at[inside]] == inc_ts[inside]
+    stale = np.zeros(len(inc_ts), dtype=bool)
+    stale[known] = incoming["fetched_us"][known] <= window.ints[at[known], 1]
+    new = _take(incoming, ~stale)
+    if not len(new["ts_ms"]):
+        return state, _finish(parts)
 
-    accepted: list[int] = []  # row positions in `incoming`
-    late: list[int] = []
-    inc_ts = incoming["ts_ms"].to_numpy(dtype=np.int64)
-    inc_fetched = incoming["fetched_us"].to_numpy(dtype=np.int64)
-    for row, (ts, fetched) in enumerate(zip(inc_ts.tolist(), inc_fetched.tolist(), strict=True)):
-        at = position.get(ts)
-        if at is not None:
-            if fetched > int(window.ints[at, 1]):
-                accepted.append(row)
-        elif state.trimmed and first_ts is not None and ts < first_ts:
-            late.append(row)
-        else:
-            accepted.append(row)
-
-    frames = []
-    if late:
-        late_rows = incoming.iloc[late].copy()
-        late_rows["kind"] = KIND_LATE
-        late_rows["bar_changed"] = True
-        frames.append(late_rows)
-
-    if not accepted:
-        return state, _finish(frames)
-
-    new = incoming.iloc[accepted]
-    new_window = Window.from_frame(new)
-    changed_ts = set(new_window.ts.tolist())
-    merged_ints = np.concatenate([window.ints, new_window.ints])
-    merged_values = np.concatenate([window.values, new_window.values])
-    # Replaced bars: drop the stored version, keep the new one (it comes second in `merged`).
-    keep = np.ones(len(merged_ints), dtype=bool)
-    keep[: len(window)] = [int(ts) not in changed_ts for ts in window.ts]
-    merged_ints, merged_values = merged_ints[keep], merged_values[keep]
+    changed_ts = new["ts_ms"]
+    replaced = np.isin(window.ts, changed_ts)
+    new_window = _as_window(new)
+    merged_ints = np.concatenate([window.ints[~replaced], new_window.ints])
+    merged_values = np.concatenate([window.values[~replaced], new_window.values])
     order = np.argsort(merged_ints[:, 0], kind="stable")
     merged = Window(merged_ints[order], merged_values[order])
 
-    first_changed = int(np.searchsorted(merged.ts, min(changed_ts)))
-    if first_changed == len(window) and state.last is not None:
+    first_changed = int(np.searchsorted(merged.ts, changed_ts[0]))
+    if first_changed == len(window) and not replaced.any() and state.last is not None:
         # Only bars after the last one: continue from `last`.
         indicators = load_indicators(state.last)
     else:
         indicators = load_indicators(state.base)
         _replay(indicators, merged, 0, first_changed)
-    values = _emit(indicators, merged, first_changed)
-
-    emitted = pd.DataFrame(
-        {
-            "ts_ms": merged.ts[first_changed:],
-            "fetched_us": merged.ints[first_changed:, 1],
-            **{name: merged.values[first_changed:, j] for j, name in enumerate(BAR_VALUE_COLUMNS)},
-        }
-    )
-    for j, name in enumerate(INDICATOR_COLUMNS):
-        emitted[name] = values[:, j]
-    emitted["bar_changed"] = emitted["ts_ms"].isin(changed_ts)
-    extras = new.set_index("ts_ms")[["trades", "source"]]
-    emitted = emitted.join(extras, on="ts_ms")
-    emitted["kind"] = KIND_BAR
-    frames.append(emitted)
+    rows = _window_rows(merged, first_changed, _emit(indicators, merged, first_changed))
+    # Bars of this batch: upsert them too, with their trades and source.
+    pos = np.searchsorted(changed_ts, rows["ts_ms"])
+    pos_ok = np.minimum(pos, len(changed_ts) - 1)
+    is_new = changed_ts[pos_ok] == rows["ts_ms"]
+    rows["bar_changed"] = is_new
+    rows["trades"] = np.where(is_new, new["trades"][pos_ok], np.nan)
+    rows["source"] = np.where(is_new, new["source"][pos_ok], None)
+    parts.append(rows)
 
     new_state = SymbolState(merged, state.base, dump_indicators(indicators), state.trimmed)
-    return trim(new_state, horizon), _finish(frames)
+    return trim(new_state, horizon), _finish(parts)
 
 
 def trim(state: SymbolState, horizon: int) -> SymbolState:
-    """Fold the bars beyond the horizon into ``base``."""
-    excess = len(state.window) - horizon
-    if excess <= 0:
+    """Fold the bars beyond the horizon into ``base``.
+
+    Trimming waits until the window is a tenth over the horizon, so the base state is rewritten
+    every few dozen bars rather than on every batch; the window never holds fewer than
+    ``horizon`` bars once it has that many.
+    """
+    if len(state.window) <= horizon + horizon // 10:
         return state
+    excess = len(state.window) - horizon
     indicators = load_indicators(state.base)
     _replay(indicators, state.window, 0, excess)
     window = Window(state.window.ints[excess:].copy(), state.window.values[excess:].copy())
@@ -230,23 +276,69 @@ def trim(state: SymbolState, horizon: int) -> SymbolState:
 
 def seed(history: pd.DataFrame, horizon: int) -> SymbolState:
     """The state of a symbol whose stored bars (ts ascending, window columns) are ``history``."""
-    window = Window.from_frame(history)
+    return _seed(Window.from_frame(history), horizon)[0]
+
+
+def _seed(full: Window, horizon: int) -> tuple[SymbolState, Columns]:
+    """:func:`seed` of a window, plus the indicator rows of the bars that end up in the window."""
+    first = max(0, len(full) - horizon)
     indicators = new_indicators()
-    _replay(indicators, window, 0, len(window))
-    state = SymbolState(window, None, dump_indicators(indicators), False)
-    return trim(state, horizon)
+    _replay(indicators, full, 0, first)
+    base = dump_indicators(indicators) if first else None
+    values = _emit(indicators, full, first)
+    window = Window(full.ints[first:].copy(), full.values[first:].copy())
+    return SymbolState(window, base, dump_indicators(indicators), first > 0), _window_rows(window, 0, values)
+
+
+def reseed_after_late(stored: pd.DataFrame, late: Columns, horizon: int) -> tuple[SymbolState, Columns] | None:
+    """The exact state after bars older than the window (``late``) land in ``stored``.
+
+    EMA, RSI and MACD never forget a bar, so a late bar changes ``base`` and every later value.
+    The stream rebuilds its state from the stored series with the late bars merged in (latest
+    fetched_at wins) and re-emits the window's indicators; the bars between the late one and the
+    window are left to the backfill (the sink queues them in ``ops.repair_queue``). ``None`` when
+    no late bar is newer than the stored one (nothing changes).
+    """
+    stored_window = Window.from_frame(stored)
+    at = np.searchsorted(stored_window.ts, late["ts_ms"])
+    at_ok = np.minimum(at, max(len(stored_window) - 1, 0))
+    present = (
+        (at < len(stored_window)) & (stored_window.ts[at_ok] == late["ts_ms"])
+        if len(stored_window)
+        else (np.zeros(len(at), dtype=bool))
+    )
+    wins = ~present | (late["fetched_us"] > (stored_window.ints[at_ok, 1] if len(stored_window) else 0))
+    if not wins.any():
+        return None
+    won = _as_window(_take(late, wins))
+    keep = ~np.isin(stored_window.ts, won.ts)
+    ints = np.concatenate([stored_window.ints[keep], won.ints])
+    values = np.concatenate([stored_window.values[keep], won.values])
+    order = np.argsort(ints[:, 0], kind="stable")
+    return _seed(Window(ints[order], values[order]), horizon)
 
 
 OUTPUT_COLUMNS = [
     "kind", "ts_ms", *BAR_VALUE_COLUMNS, "trades", "source", "fetched_us", "bar_changed", *INDICATOR_COLUMNS,
 ]  # fmt: skip
+_EMPTY = {"kind": object, "source": object, "bar_changed": bool, "ts_ms": np.int64, "fetched_us": np.int64}
 
 
-def _finish(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    if not frames:
-        return pd.DataFrame({name: [] for name in OUTPUT_COLUMNS})
-    out = pd.concat(frames, ignore_index=True)
+def _finish(parts: list[Columns]) -> pd.DataFrame:
+    parts = [part for part in parts if len(part["ts_ms"])]
+    columns: Columns = {}
     for name in OUTPUT_COLUMNS:
-        if name not in out:
-            out[name] = np.nan
-    return out[OUTPUT_COLUMNS]
+        pieces = []
+        for part in parts:
+            if name in part:
+                pieces.append(part[name])
+            else:
+                n = len(part["ts_ms"])
+                pieces.append(np.full(n, None, dtype=object) if name == "source" else np.full(n, np.nan))
+        columns[name] = np.concatenate(pieces) if pieces else np.array([], dtype=_EMPTY.get(name, np.float64))
+    out = pd.DataFrame(columns)
+    if len(parts) > 1 and out["ts_ms"].duplicated().any():
+        # A bar re-emitted by a later step: its last indicators count, and it changed if any step said so.
+        changed = out.groupby("ts_ms")["bar_changed"].transform("any")
+        out = out.assign(bar_changed=changed).drop_duplicates("ts_ms", keep="last").reset_index(drop=True)
+    return out

@@ -1,0 +1,37 @@
+"""stockpipe dashboard: ``streamlit run dashboard/app.py`` (``make up`` runs it on 127.0.0.1:8501)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts only this folder on sys.path; the pages import `dashboard.*` and `stockpipe`.
+ROOT = Path(__file__).resolve().parents[1]
+for folder in (ROOT, ROOT / "plugins"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import data  # noqa: E402
+
+st.set_page_config(page_title="stockpipe", page_icon=":material/show_chart:", layout="wide")
+
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/symbol.py", title="Symbol", icon=":material/candlestick_chart:", url_path="symbol"),
+    st.Page("pages/pipeline.py", title="Pipeline", icon=":material/monitor_heart:", url_path="pipeline"),
+    st.Page("pages/kafka.py", title="Kafka", icon=":material/hub:", url_path="kafka"),
+]
+navigation = st.navigation(pages)
+
+with st.sidebar:
+    settings = data.settings()
+    st.caption(
+        f"Source: **{settings.source_name}** · PostgreSQL {data.pg_where(settings)} · "
+        f"Redis {data.redis_where(settings)} · Kafka {settings.kafka_bootstrap}"
+    )
+    if st.button("Refresh data", help="Forget cached queries and read every service again"):
+        data.clear_caches()
+
+navigation.run()

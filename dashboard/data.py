@@ -1,0 +1,615 @@
+"""Every query of the dashboard: PostgreSQL (read-only role), Redis, Kafka and Airflow's REST API.
+
+Pages never talk to a service themselves: they call these functions, which return pandas frames
+(or plain values) and are cached with a short ttl. A service that can't be reached raises
+:class:`ServiceDown`, which names the service, where it was looked for and how to start it; the
+pages turn it into a banner (see ``ui.py``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+import psycopg
+import redis
+import streamlit as st
+
+from stockpipe.config import Settings, load_settings
+from stockpipe.indicators import INDICATOR_COLUMNS, compute_frame
+
+START_COMMAND = "make up"
+LATEST_KEY = "stockpipe:latest:{symbol}"
+META_KEY = "stockpipe:meta:{symbol}"
+BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap"]
+NUMERIC_FIELDS = set(BAR_COLUMNS) | set(INDICATOR_COLUMNS) | {"trades", "ts_ms"}
+PG_TIMEOUT_S = 3
+KAFKA_TIMEOUT_S = 3.0
+AIRFLOW_TIMEOUT_S = 3.0
+
+
+# --- errors --------------------------------------------------------------------------------------
+class ServiceDown(Exception):
+    """A service the page needs is unreachable: one sentence saying which, where, and what to do."""
+
+    def __init__(self, service: str, where: str, detail: str, hint: str = "") -> None:
+        self.service, self.where, self.detail = service, where, detail.strip().splitlines()[0][:300] if detail else ""
+        self.hint = hint or f"Start it with `{START_COMMAND}`."
+        super().__init__(self.sentence)
+
+    @property
+    def headline(self) -> str:
+        return f"{self.service} is down."
+
+    @property
+    def sentence(self) -> str:
+        return f"{self.service} is unreachable at {self.where} ({self.detail}). {self.hint}"
+
+
+class SchemaMissing(ServiceDown):
+    """PostgreSQL answers but the market/ops schema is not there (migrations not applied)."""
+
+    @property
+    def headline(self) -> str:
+        return "PostgreSQL has no stockpipe schema."
+
+    @property
+    def sentence(self) -> str:
+        return f"Tables are missing in {self.where} ({self.detail}). {self.hint}"
+
+
+def settings() -> Settings:
+    """The effective settings (env ``STOCKPIPE_*``, .env, .local/secrets.env), read once per script run."""
+    return load_settings()
+
+
+def pg_where(s: Settings) -> str:
+    return f"{s.pg_host}:{s.pg_port}/{s.pg_database} as {s.pg_reader_user}"
+
+
+def redis_where(s: Settings) -> str:
+    parts = urlsplit(s.redis_url)
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def airflow_url(s: Settings) -> str:
+    return (s.airflow_api_url or f"http://127.0.0.1:{s.airflow_port}").rstrip("/")
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _pg_connection(dsn: str) -> tuple[psycopg.Connection, threading.Lock]:
+    conn = psycopg.connect(dsn, connect_timeout=PG_TIMEOUT_S, autocommit=True, application_name="stockpipe-dashboard")
+    conn.read_only = True
+    return conn, threading.Lock()
+
+
+def query(sql: str, params: Any = None) -> pd.DataFrame:
+    """Run one read-only query; a lost connection is reopened once, an unreachable server raises."""
+    s = settings()
+    dsn = s.pg_dsn("reader")
+    for attempt in (1, 2):
+        try:
+            conn, lock = _pg_connection(dsn)
+            with lock:
+                cur = conn.execute(sql, params)
+                names = [d.name for d in cur.description or []]
+                return pd.DataFrame(cur.fetchall(), columns=names)
+        except psycopg.errors.UndefinedTable as error:
+            raise SchemaMissing("PostgreSQL", pg_where(s), str(error),
+                                f"Apply the migrations with `{START_COMMAND}` "
+                                "(or `python -m stockpipe.storage.migrate`).") from None
+        except psycopg.OperationalError as error:
+            _pg_connection.clear()
+            if attempt == 2:
+                raise ServiceDown("PostgreSQL", pg_where(s), str(error)) from None
+    raise AssertionError("unreachable")
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, decode_responses=True)
+
+
+def _redis_call(fn):
+    s = settings()
+    try:
+        return fn(_redis_client(s.redis_url))
+    except redis.RedisError as error:
+        raise ServiceDown("Redis", redis_where(s), str(error)) from None
+
+
+def _parse_latest(fields: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in NUMERIC_FIELDS:
+            try:
+                row[name] = float(value)
+            except ValueError:
+                row[name] = None
+        else:
+            row[name] = value
+    if "ts" in row:
+        row["ts"] = pd.Timestamp(row["ts"]).tz_convert("UTC") if pd.Timestamp(row["ts"]).tzinfo else pd.Timestamp(
+            row["ts"], tz="UTC"
+        )
+    return row
+
+
+def redis_latest(symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The latest-state hashes written by the streaming sink (not cached: this is the live part)."""
+
+    def read(client: redis.Redis) -> dict[str, dict[str, Any]]:
+        pipe = client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hgetall(LATEST_KEY.format(symbol=symbol))
+        return {sym: _parse_latest(h) for sym, h in zip(symbols, pipe.execute(), strict=True) if h}
+
+    return _redis_call(read)
+
+
+_LATEST_SQL = f"""
+SELECT s.symbol, b.ts, {", ".join("b." + c for c in BAR_COLUMNS)}, b.trades,
+       {", ".join("i." + c for c in INDICATOR_COLUMNS)}
+FROM unnest(%(symbols)s::text[]) AS s(symbol)
+CROSS JOIN LATERAL (SELECT * FROM market.bars_1m b WHERE b.symbol = s.symbol ORDER BY b.ts DESC LIMIT 1) b
+LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
+"""
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def pg_latest(symbols: tuple[str, ...]) -> pd.DataFrame:
+    return query(_LATEST_SQL, {"symbols": list(symbols)})
+
+
+@dataclass
+class Latest:
+    rows: dict[str, dict[str, Any]]  # symbol -> last bar + indicators
+    source: dict[str, str]  # symbol -> "redis" | "postgres"
+    down: list[ServiceDown]
+
+
+def latest(symbols: tuple[str, ...]) -> Latest:
+    """Each symbol's latest bar from Redis, falling back to PostgreSQL for what Redis lacks."""
+    rows: dict[str, dict[str, Any]] = {}
+    source: dict[str, str] = {}
+    down: list[ServiceDown] = []
+    try:
+        rows = redis_latest(symbols)
+        source = {sym: "redis" for sym in rows}
+    except ServiceDown as error:
+        down.append(error)
+    missing = tuple(sym for sym in symbols if sym not in rows)
+    if missing:
+        try:
+            frame = pg_latest(missing)
+            for record in frame.to_dict("records"):
+                rows[record["symbol"]] = {k: (None if _isnan(v) else v) for k, v in record.items()}
+                rows[record["symbol"]]["ts"] = pd.Timestamp(record["ts"]).tz_convert("UTC")
+                source[record["symbol"]] = "postgres"
+        except ServiceDown as error:
+            down.append(error)
+    return Latest(rows, source, down)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def previous_close(symbol: str, before: datetime) -> float | None:
+    """The last close before ``before`` (the New York midnight of the latest bar's day): the
+    previous session's close for both the NYSE calendar and the simulator's demo clock."""
+    frame = query(
+        "SELECT close FROM market.bars_1m WHERE symbol = %s AND ts < %s ORDER BY ts DESC LIMIT 1", (symbol, before)
+    )
+    return None if frame.empty else float(frame["close"].iloc[0])
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def sparklines(symbols: tuple[str, ...], points: int = 120) -> pd.DataFrame:
+    """The last ``points`` minute closes per symbol (symbol, ts, close), oldest first."""
+    frame = query(
+        """SELECT s.symbol, b.ts, b.close FROM unnest(%(symbols)s::text[]) AS s(symbol)
+           CROSS JOIN LATERAL (SELECT ts, close FROM market.bars_1m b WHERE b.symbol = s.symbol
+                               ORDER BY ts DESC LIMIT %(points)s) b
+           ORDER BY 1, 2""",
+        {"symbols": list(symbols), "points": points},
+    )
+    return frame
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def has_market_data() -> bool:
+    return bool(query("SELECT EXISTS (SELECT 1 FROM market.bars_1m) AS any").iloc[0]["any"])
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def known_symbols(watchlist: tuple[str, ...]) -> list[str]:
+    stored = query("SELECT symbol FROM market.symbols ORDER BY symbol")["symbol"].tolist()
+    return list(dict.fromkeys([*watchlist, *stored]))
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def symbol_metadata(symbol: str) -> dict[str, Any]:
+    """Company metadata from market.symbols, else the producer's Redis cache, else {}."""
+    frame = query("SELECT * FROM market.symbols WHERE symbol = %s", (symbol,))
+    if not frame.empty:
+        return {k: v for k, v in frame.iloc[0].to_dict().items() if v is not None and not _isnan(v)}
+    try:
+        cached = _redis_call(lambda c: c.get(META_KEY.format(symbol=symbol)))
+        return json.loads(cached) if cached else {}
+    except (ServiceDown, ValueError):
+        return {}
+
+
+# --- price history for the symbol page -----------------------------------------------------------
+@dataclass(frozen=True)
+class Range:
+    key: str
+    span: timedelta
+    rollup: str  # the table or materialized view it reads
+    bucket: str  # SQL expression bucketing bars_1m.ts the same way as the rollup
+    label: str
+
+
+RANGES: dict[str, Range] = {
+    "1D": Range("1D", timedelta(days=1), "market.bars_1m", "ts", "1-minute bars"),
+    "5D": Range(
+        "5D", timedelta(days=5), "market.bars_5m", "date_bin('5 minutes', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+        "5-minute bars",
+    ),
+    "1M": Range("1M", timedelta(days=31), "market.bars_1h", "date_trunc('hour', ts)", "1-hour bars"),
+    "6M": Range("6M", timedelta(days=183), "market.bars_1d", "", "daily bars"),
+    "1Y": Range("1Y", timedelta(days=366), "market.bars_1d", "", "daily bars"),
+}
+# Buckets read before the range so SMA 50 / MACD are warmed up at its left edge.
+WARMUP_BUCKETS = 60
+_ROLLUP_SELECT = "open, high, low, close, volume, vwap"
+_AGG = """(array_agg(open ORDER BY ts))[1] AS open, max(high) AS high, min(low) AS low,
+          (array_agg(close ORDER BY ts DESC))[1] AS close, sum(volume) AS volume,
+          sum(vwap * volume) / nullif(sum(volume), 0) AS vwap"""
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def latest_bar_ts(symbol: str) -> datetime | None:
+    frame = query("SELECT ts FROM market.bars_1m WHERE symbol = %s ORDER BY ts DESC LIMIT 1", (symbol,))
+    return None if frame.empty else frame["ts"].iloc[0].to_pydatetime()
+
+
+def _intraday_rollup(symbol: str, rng: Range, start: datetime) -> pd.DataFrame:
+    # The materialized view up to its last bucket (refreshed by postgres_maintenance), then the
+    # buckets after that aggregated from bars_1m on the fly: the chart is never staler than bars_1m.
+    sql = f"""
+    WITH cut AS (SELECT coalesce(max(ts), '-infinity'::timestamptz) AS ts FROM {rng.rollup} WHERE symbol = %(s)s),
+    warm AS (SELECT ts, {_ROLLUP_SELECT} FROM {rng.rollup}
+             WHERE symbol = %(s)s AND ts < %(start)s ORDER BY ts DESC LIMIT {WARMUP_BUCKETS}),
+    stored AS (SELECT ts, {_ROLLUP_SELECT} FROM {rng.rollup}
+               WHERE symbol = %(s)s AND ts >= %(start)s AND ts < (SELECT ts FROM cut)),
+    fresh AS (SELECT {rng.bucket} AS ts, {_AGG} FROM market.bars_1m
+              WHERE symbol = %(s)s AND ts >= greatest((SELECT ts FROM cut), %(start)s) GROUP BY 1)
+    SELECT * FROM warm UNION ALL SELECT * FROM stored UNION ALL SELECT * FROM fresh ORDER BY ts"""
+    return query(sql, {"s": symbol, "start": start})
+
+
+def _daily_rollup(symbol: str, start: datetime) -> pd.DataFrame:
+    start_day = pd.Timestamp(start).tz_convert("America/New_York").date()
+    sql = f"""
+    WITH cut AS (SELECT coalesce(max(session_date), '-infinity'::date) AS d FROM market.bars_1d WHERE symbol = %(s)s),
+    warm AS (SELECT session_date AS day, {_ROLLUP_SELECT} FROM market.bars_1d
+             WHERE symbol = %(s)s AND session_date < %(start)s ORDER BY session_date DESC LIMIT {WARMUP_BUCKETS}),
+    stored AS (SELECT session_date AS day, {_ROLLUP_SELECT} FROM market.bars_1d
+               WHERE symbol = %(s)s AND session_date >= %(start)s AND session_date < (SELECT d FROM cut)),
+    fresh AS (SELECT (ts AT TIME ZONE 'America/New_York')::date AS day, {_AGG} FROM market.bars_1m
+              WHERE symbol = %(s)s
+                AND ts >= (greatest((SELECT d FROM cut), %(start)s)::timestamp AT TIME ZONE 'America/New_York')
+              GROUP BY 1)
+    SELECT * FROM warm UNION ALL SELECT * FROM stored UNION ALL SELECT * FROM fresh ORDER BY day"""
+    frame = query(sql, {"s": symbol, "start": start_day})
+    if frame.empty:
+        return frame.assign(ts=pd.Series(dtype="datetime64[ns, UTC]"))
+    frame["ts"] = pd.to_datetime(frame.pop("day")).dt.tz_localize("America/New_York").dt.tz_convert("UTC")
+    return frame
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def price_history(symbol: str, range_key: str) -> pd.DataFrame:
+    """Bars + indicators of one symbol over a range, at the range's resolution.
+
+    1D shows the pipeline's stored 1-minute indicators (market.indicators_1m). Longer ranges read a
+    rollup, and their indicators are computed on those bars by the same TA-Lib-exact state machines
+    (stockpipe.indicators), warmed up on the buckets before the range. NULL (warm-up) stays NaN,
+    which the charts draw as a gap.
+    """
+    rng = RANGES[range_key]
+    last = latest_bar_ts(symbol)
+    if last is None:
+        return pd.DataFrame(columns=["ts", *BAR_COLUMNS, *INDICATOR_COLUMNS])
+    ny_last = pd.Timestamp(last).tz_convert("America/New_York")
+    if range_key == "1D":  # the latest New York day with data
+        start = ny_last.normalize().tz_convert("UTC").to_pydatetime()
+        frame = query(
+            f"""SELECT b.ts, {", ".join("b." + c for c in BAR_COLUMNS)}, {", ".join("i." + c for c in INDICATOR_COLUMNS)}
+                FROM market.bars_1m b LEFT JOIN market.indicators_1m i USING (symbol, ts)
+                WHERE b.symbol = %s AND b.ts >= %s ORDER BY b.ts""",
+            (symbol, start),
+        )
+        return _floats(frame)
+    start = (ny_last.normalize() - rng.span + timedelta(days=1)).tz_convert("UTC").to_pydatetime()
+    frame = _daily_rollup(symbol, start) if rng.rollup == "market.bars_1d" else _intraday_rollup(symbol, rng, start)
+    if frame.empty:
+        return _floats(frame.reindex(columns=["ts", *BAR_COLUMNS, *INDICATOR_COLUMNS]))
+    frame = _floats(frame)
+    with_indicators, _ = compute_frame(frame[["ts", *BAR_COLUMNS]])
+    return with_indicators[with_indicators["ts"] >= pd.Timestamp(start)].reset_index(drop=True)
+
+
+def _floats(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in frame.columns:
+        if column != "ts" and column != "symbol":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if "ts" in frame and not frame.empty:
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+# --- pipeline health -----------------------------------------------------------------------------
+@st.cache_data(ttl=5, show_spinner=False)
+def stream_batches(query_name: str, window: timedelta, buckets: int = 240) -> pd.DataFrame:
+    """Micro-batches of the streaming query over ``window``, summed into at most ``buckets`` buckets:
+    input rows per second, bars upserted, dead letters, latency p50 (mean of the batches' p50s) and
+    p95 (max of their p95s)."""
+    width = max(int(window.total_seconds() / buckets), 1)
+    return query(
+        """SELECT date_bin(make_interval(secs => %(w)s), committed_at, TIMESTAMPTZ '2000-01-01') AS ts,
+                  count(*) AS batches, sum(rows_in) AS rows_in, sum(bars_upserted) AS bars_upserted,
+                  sum(dead_letters) AS dead_letters, sum(rows_in)::float8 / %(w)s AS rows_per_s,
+                  avg(latency_p50_ms) AS latency_p50_ms, max(latency_p95_ms) AS latency_p95_ms,
+                  avg(processing_ms) AS processing_ms
+           FROM ops.stream_batches
+           WHERE query_name = %(q)s AND committed_at >= now() - %(window)s
+           GROUP BY 1 ORDER BY 1""",
+        {"w": width, "q": query_name, "window": window},
+    )
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def last_batch(query_name: str) -> dict[str, Any] | None:
+    frame = query(
+        """SELECT batch_id, committed_at, rows_in, bars_upserted, latency_p50_ms, latency_p95_ms,
+                  now() - committed_at AS age,
+                  (SELECT coalesce(sum(dead_letters), 0) FROM ops.stream_batches WHERE query_name = %(q)s) AS dead_letters
+           FROM ops.stream_batches WHERE query_name = %(q)s ORDER BY committed_at DESC LIMIT 1""",
+        {"q": query_name},
+    )
+    return None if frame.empty else frame.iloc[0].to_dict()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def freshness(symbols: tuple[str, ...]) -> pd.DataFrame:
+    """Per symbol: newest stored bar, when it was written, and its age now."""
+    return query(
+        """SELECT s.symbol, b.ts AS last_bar, b.written_at, now() - b.ts AS bar_age, b.source
+           FROM unnest(%(symbols)s::text[]) AS s(symbol)
+           LEFT JOIN LATERAL (SELECT ts, written_at, source FROM market.bars_1m b WHERE b.symbol = s.symbol
+                              ORDER BY ts DESC LIMIT 1) b ON true ORDER BY 1""",
+        {"symbols": list(symbols)},
+    )
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def health_checks() -> pd.DataFrame:
+    """The latest result of each stream_health check (empty when that DAG never ran)."""
+    try:
+        return query(
+            """SELECT DISTINCT ON (check_name) check_name, checked_at, ok, value, threshold, detail
+               FROM ops.health_checks ORDER BY check_name, checked_at DESC"""
+        )
+    except SchemaMissing:  # ops.health_checks comes with the Airflow layer's migration
+        return pd.DataFrame()
+
+
+# --- Kafka ---------------------------------------------------------------------------------------
+def _kafka_down(s: Settings, error: Exception) -> ServiceDown:
+    return ServiceDown("Kafka", s.kafka_bootstrap, str(error) or type(error).__name__)
+
+
+@st.cache_resource(show_spinner=False)
+def _kafka_admin(bootstrap: str):
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 0: a down broker is reported once by the banner, not every second on stderr
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000,
+                        "socket.connection.setup.timeout.ms": 3000, "log_level": 0})
+
+
+def _admin():
+    s = settings()
+    return s, _kafka_admin(s.kafka_bootstrap)
+
+
+def _offsets(admin, partitions: list[tuple[str, int]], spec: str) -> dict[tuple[str, int], int]:
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    if not partitions:
+        return {}
+    wanted = {TopicPartition(t, p): (OffsetSpec.latest() if spec == "latest" else OffsetSpec.earliest())
+              for t, p in partitions}
+    futures = admin.list_offsets(wanted, request_timeout=KAFKA_TIMEOUT_S)
+    return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def kafka_topics(include_internal: bool = False) -> pd.DataFrame:
+    """Topics with their partition count, first and end offsets (messages retained = end - first)."""
+    s, admin = _admin()
+    try:
+        metadata = admin.list_topics(timeout=KAFKA_TIMEOUT_S)
+        parts = [(name, p) for name, t in metadata.topics.items() if include_internal or not name.startswith("__")
+                 for p in t.partitions]
+        ends, starts = _offsets(admin, parts, "latest"), _offsets(admin, parts, "earliest")
+    except Exception as error:  # KafkaException, timeouts: all mean "can't read Kafka"
+        raise _kafka_down(s, error) from None
+    rows = [{"topic": t, "partition": p, "start_offset": starts[(t, p)], "end_offset": ends[(t, p)]} for t, p in parts]
+    frame = pd.DataFrame(rows, columns=["topic", "partition", "start_offset", "end_offset"])
+    frame["messages"] = frame["end_offset"] - frame["start_offset"]
+    return frame.sort_values(["topic", "partition"]).reset_index(drop=True)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def kafka_consumer_groups() -> pd.DataFrame:
+    """Committed offset and lag per (group, topic, partition) of every consumer group."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    s, admin = _admin()
+    try:
+        listed = admin.list_consumer_groups(request_timeout=KAFKA_TIMEOUT_S).result()
+        rows = []
+        groups = sorted(g.group_id for g in listed.valid)
+        for group in groups:
+            futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                        request_timeout=KAFKA_TIMEOUT_S)
+            for tp in futures[group].result().topic_partitions or []:
+                rows.append({"group": group, "topic": tp.topic, "partition": tp.partition, "committed": tp.offset})
+        ends = _offsets(admin, list({(r["topic"], r["partition"]) for r in rows}), "latest")
+    except Exception as error:
+        raise _kafka_down(s, error) from None
+    frame = pd.DataFrame(rows, columns=["group", "topic", "partition", "committed"])
+    frame["end_offset"] = [ends.get((t, p), 0) for t, p in zip(frame["topic"], frame["partition"], strict=True)]
+    frame["lag"] = (frame["end_offset"] - frame["committed"].clip(lower=0)).clip(lower=0)
+    return frame
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def kafka_tail(topic: str, count: int = 20) -> pd.DataFrame:
+    """The last ``count`` messages of a topic across its partitions, newest first."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    s = settings()
+    parts = kafka_topics(include_internal=True)
+    parts = parts[parts["topic"] == topic]
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "stockpipe-dashboard",
+                         "enable.auto.commit": False, "socket.timeout.ms": 3000, "log_level": 0})
+    rows: list[dict[str, Any]] = []
+    try:
+        assignment, remaining = [], {}
+        for record in parts.itertuples():
+            first = max(record.start_offset, record.end_offset - count)
+            if first < record.end_offset:
+                assignment.append(TopicPartition(topic, int(record.partition), int(first)))
+                remaining[int(record.partition)] = record.end_offset - first
+        if assignment:
+            consumer.assign(assignment)
+            deadline = datetime.now(UTC) + timedelta(seconds=KAFKA_TIMEOUT_S * 2)
+            while sum(remaining.values()) > 0 and datetime.now(UTC) < deadline:
+                for message in consumer.consume(num_messages=500, timeout=0.5):
+                    if message.error():
+                        continue
+                    remaining[message.partition()] -= 1
+                    _, stamp = message.timestamp()
+                    rows.append({
+                        "timestamp": pd.Timestamp(stamp, unit="ms", tz="UTC"),
+                        "partition": message.partition(), "offset": message.offset(),
+                        "key": (message.key() or b"").decode("utf-8", "replace"),
+                        "value": (message.value() or b"").decode("utf-8", "replace"),
+                    })
+    except Exception as error:
+        raise _kafka_down(s, error) from None
+    finally:
+        consumer.close()
+    frame = pd.DataFrame(rows, columns=["timestamp", "partition", "offset", "key", "value"])
+    return frame.sort_values(["timestamp", "offset"], ascending=False).head(count).reset_index(drop=True)
+
+
+def dead_letters(count: int = 20) -> tuple[int, pd.DataFrame]:
+    """Dead letters retained on the DLQ topic, and the latest ones with their error and origin."""
+    s = settings()
+    topics = kafka_topics(include_internal=False)
+    dlq = topics[topics["topic"] == s.kafka_dlq_topic]
+    total = int(dlq["messages"].sum())
+    tail = kafka_tail(s.kafka_dlq_topic, count) if total else pd.DataFrame()
+    rows = []
+    for record in tail.to_dict("records"):
+        try:
+            letter = json.loads(record["value"])
+        except ValueError:
+            letter = {"error": "unreadable dead letter", "raw": record["value"]}
+        rows.append({"failed_at": letter.get("failed_at") or record["timestamp"], "error": letter.get("error"),
+                     "origin": json.dumps(letter.get("origin"), separators=(",", ":")), "raw": letter.get("raw")})
+    return total, pd.DataFrame(rows, columns=["failed_at", "error", "origin", "raw"])
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def stream_lag() -> pd.DataFrame:
+    """Per partition of the bars topic: end offset, the offset the streaming query has committed
+    (its Spark checkpoint, as stream_health reads it) and the difference."""
+    from stockpipe.monitoring.health import checkpoint_offsets
+
+    s = settings()
+    topics = kafka_topics(include_internal=False)
+    bars = topics[topics["topic"] == s.kafka_topic]
+    done = checkpoint_offsets(s.stream_checkpoint, s.kafka_topic) or {}
+    frame = bars[["partition", "end_offset"]].copy()
+    frame["processed"] = [done.get(int(p)) for p in frame["partition"]]
+    frame["lag"] = frame["end_offset"] - frame["processed"].fillna(0)
+    return frame.reset_index(drop=True)
+
+
+# --- Airflow -------------------------------------------------------------------------------------
+def _airflow_password(s: Settings) -> str:
+    if s.airflow_api_password.get_secret_value():
+        return s.airflow_api_password.get_secret_value()
+    passwords = Path(s.local_dir) / "airflow" / "passwords.json"
+    try:
+        return json.loads(passwords.read_text()).get(s.airflow_api_user, "")
+    except (OSError, ValueError):
+        return ""
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def airflow_dag_runs(limit: int = 25) -> pd.DataFrame:
+    """The latest DAG runs of every DAG (Airflow 3 REST API, JWT from /auth/token)."""
+    import httpx
+
+    s = settings()
+    base = airflow_url(s)
+    hint = f"Start it with `{START_COMMAND}`; DAG runs show here once the api-server answers."
+    try:
+        with httpx.Client(base_url=base, timeout=AIRFLOW_TIMEOUT_S) as client:
+            auth = client.post("/auth/token", json={"username": s.airflow_api_user, "password": _airflow_password(s)})
+            if auth.status_code >= 400:
+                raise ServiceDown("Airflow", base, f"login as {s.airflow_api_user} refused: HTTP {auth.status_code}",
+                                  "Set STOCKPIPE_AIRFLOW_API_USER / STOCKPIPE_AIRFLOW_API_PASSWORD.")
+            token = auth.json()["access_token"]
+            response = client.get("/api/v2/dags/~/dagRuns", params={"order_by": "-start_date", "limit": limit},
+                                  headers={"Authorization": f"Bearer {token}"})
+            response.raise_for_status()
+            runs = response.json().get("dag_runs", [])
+    except ServiceDown:
+        raise
+    except (httpx.HTTPError, ValueError, KeyError) as error:
+        raise ServiceDown("Airflow", base, str(error) or type(error).__name__, hint) from None
+    rows = [{
+        "dag_id": r.get("dag_id"), "run_id": r.get("dag_run_id"), "state": r.get("state"),
+        "run_type": r.get("run_type"), "start_date": r.get("start_date"), "end_date": r.get("end_date"),
+        "link": f"{base}/dags/{r.get('dag_id')}/runs/{r.get('dag_run_id')}",
+    } for r in runs]
+    frame = pd.DataFrame(rows, columns=["dag_id", "run_id", "state", "run_type", "start_date", "end_date", "link"])
+    for column in ("start_date", "end_date"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
+    return frame
+
+
+def clear_caches() -> None:
+    """Forget every cached query and connection (tests; the sidebar's refresh button)."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
