@@ -161,7 +161,7 @@ def main() -> None:
     database = DATABASE if args.calendar == "nyse" else f"{DATABASE}_demo"
     print(f"loading {database}: a year of 1-minute bars ({args.calendar} sessions) for {', '.join(symbols)}")
     bars, load_s = load(base, database, args.calendar, symbols, args.reload)
-    print(f"  {bars:,} bars {'loaded in %.0f s' % load_s if load_s else '(reused)'}")
+    print(f"  {bars:,} bars " + (f"loaded in {load_s:.0f} s" if load_s else "(reused)"))
     redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     os.environ.update({"STOCKPIPE_PG_DATABASE": database, "STOCKPIPE_REDIS_URL": redis_url,
                        "STOCKPIPE_WATCHLIST": ",".join(symbols)})
@@ -180,7 +180,8 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = {"benchmark": "dashboard", "at": stamp, "calendar": args.calendar, "symbols": symbols, "database": database, "bars": bars,
+    report = {"benchmark": "dashboard", "at": stamp, "calendar": args.calendar, "symbols": symbols,
+              "database": database, "bars": bars,
               "repeat": args.repeat, "target_s": TARGET_S, "machine": f"{platform.machine()} {os.cpu_count()} cpu",
               "python": platform.python_version(), "results": results}
     path = out / f"dashboard-{stamp}.json"

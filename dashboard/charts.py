@@ -21,9 +21,21 @@ def _values(series: pd.Series) -> list:
     return [None if pd.isna(v) else float(v) for v in series]
 
 
+def _break_gaps(frame: pd.DataFrame, longest: pd.Timedelta) -> pd.DataFrame:
+    """Insert an empty row into every hole longer than ``longest``: the line stops there instead
+    of drawing a straight segment over missing bars."""
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    holes = ts.diff() > longest
+    if not holes.any():
+        return frame
+    breaks = pd.DataFrame({"ts": ts[holes] - pd.Timedelta(seconds=1)})
+    return pd.concat([frame.assign(ts=ts), breaks]).sort_values("ts", kind="stable").reset_index(drop=True)
+
+
 def sparkline(frame: pd.DataFrame, rising: bool | None = None) -> go.Figure:
     """A tiny close-price line without axes, for an overview tile."""
     color = "#888888" if rising is None else (UP if rising else DOWN)
+    frame = _break_gaps(frame[["ts", "close"]], pd.Timedelta(minutes=5))
     fig = go.Figure(go.Scatter(x=_local(frame["ts"]), y=_values(frame["close"]), mode="lines",
                                line={"color": color, "width": 1.5}, hoverinfo="skip"))
     fig.update_layout(height=70, margin={"l": 0, "r": 0, "t": 0, "b": 0}, showlegend=False,

@@ -137,9 +137,8 @@ def _parse_latest(fields: dict[str, str]) -> dict[str, Any]:
         else:
             row[name] = value
     if "ts" in row:
-        row["ts"] = pd.Timestamp(row["ts"]).tz_convert("UTC") if pd.Timestamp(row["ts"]).tzinfo else pd.Timestamp(
-            row["ts"], tz="UTC"
-        )
+        ts = pd.Timestamp(row["ts"])
+        row["ts"] = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return row
 
 
@@ -215,10 +214,13 @@ def previous_close(symbol: str, before: datetime) -> float | None:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def sparklines(symbols: tuple[str, ...], points: int = 120) -> pd.DataFrame:
-    """The last ``points`` minute closes per symbol (symbol, ts, close), oldest first."""
+    """Per symbol, the minute closes of the ``points`` minutes up to its newest bar (symbol, ts,
+    close), oldest first: no line drawn across a night or an outage."""
     frame = query(
         """SELECT s.symbol, b.ts, b.close FROM unnest(%(symbols)s::text[]) AS s(symbol)
            CROSS JOIN LATERAL (SELECT ts, close FROM market.bars_1m b WHERE b.symbol = s.symbol
+                                 AND b.ts > (SELECT max(ts) FROM market.bars_1m l WHERE l.symbol = s.symbol)
+                                            - make_interval(mins => %(points)s)
                                ORDER BY ts DESC LIMIT %(points)s) b
            ORDER BY 1, 2""",
         {"symbols": list(symbols), "points": points},
@@ -336,7 +338,8 @@ def price_history(symbol: str, range_key: str) -> pd.DataFrame:
     if range_key == "1D":  # the latest New York day with data
         start = ny_last.normalize().tz_convert("UTC").to_pydatetime()
         frame = query(
-            f"""SELECT b.ts, {", ".join("b." + c for c in BAR_COLUMNS)}, {", ".join("i." + c for c in INDICATOR_COLUMNS)}
+            f"""SELECT b.ts, {", ".join("b." + c for c in BAR_COLUMNS)},
+                       {", ".join("i." + c for c in INDICATOR_COLUMNS)}
                 FROM market.bars_1m b LEFT JOIN market.indicators_1m i USING (symbol, ts)
                 WHERE b.symbol = %s AND b.ts >= %s ORDER BY b.ts""",
             (symbol, start),
@@ -386,7 +389,8 @@ def last_batch(query_name: str) -> dict[str, Any] | None:
     frame = query(
         """SELECT batch_id, committed_at, rows_in, bars_upserted, latency_p50_ms, latency_p95_ms,
                   now() - committed_at AS age,
-                  (SELECT coalesce(sum(dead_letters), 0) FROM ops.stream_batches WHERE query_name = %(q)s) AS dead_letters
+                  (SELECT coalesce(sum(dead_letters), 0) FROM ops.stream_batches
+                   WHERE query_name = %(q)s) AS dead_letters
            FROM ops.stream_batches WHERE query_name = %(q)s ORDER BY committed_at DESC LIMIT 1""",
         {"q": query_name},
     )
@@ -437,7 +441,7 @@ def _admin():
 
 
 def _offsets(admin, partitions: list[tuple[str, int]], spec: str) -> dict[tuple[str, int], int]:
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
     from confluent_kafka.admin import OffsetSpec
 
     if not partitions:
@@ -445,7 +449,15 @@ def _offsets(admin, partitions: list[tuple[str, int]], spec: str) -> dict[tuple[
     wanted = {TopicPartition(t, p): (OffsetSpec.latest() if spec == "latest" else OffsetSpec.earliest())
               for t, p in partitions}
     futures = admin.list_offsets(wanted, request_timeout=KAFKA_TIMEOUT_S)
-    return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    offsets, failures = {}, []
+    for tp, future in futures.items():
+        try:
+            offsets[(tp.topic, tp.partition)] = future.result().offset
+        except KafkaException as error:  # one partition moving leaders must not blank the page
+            failures.append(error)
+    if failures and not offsets:
+        raise failures[0]
+    return offsets
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -459,7 +471,8 @@ def kafka_topics(include_internal: bool = False) -> pd.DataFrame:
         ends, starts = _offsets(admin, parts, "latest"), _offsets(admin, parts, "earliest")
     except Exception as error:  # KafkaException, timeouts: all mean "can't read Kafka"
         raise _kafka_down(s, error) from None
-    rows = [{"topic": t, "partition": p, "start_offset": starts[(t, p)], "end_offset": ends[(t, p)]} for t, p in parts]
+    rows = [{"topic": t, "partition": p, "start_offset": starts[(t, p)], "end_offset": ends[(t, p)]}
+            for t, p in parts if (t, p) in starts and (t, p) in ends]  # unanswered partitions: next refresh
     frame = pd.DataFrame(rows, columns=["topic", "partition", "start_offset", "end_offset"])
     frame["messages"] = frame["end_offset"] - frame["start_offset"]
     return frame.sort_values(["topic", "partition"]).reset_index(drop=True)

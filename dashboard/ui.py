@@ -51,7 +51,8 @@ def market_status(settings: Settings, now: datetime | None = None) -> str:
         upcoming = calendar.next_session(now)
         text = ":red[**NYSE closed**]"
         if upcoming is not None:
-            text += f" — next session opens {ny_time(upcoming.open, with_day=True)} (in {duration(upcoming.open - now)})"
+            opens = ny_time(upcoming.open, with_day=True)
+            text += f" — next session opens {opens} (in {duration(upcoming.open - now)})"
     if settings.uses_simulator and settings.simulator_clock == "demo":
         text += " · the simulator's demo clock trades around the clock"
     return text

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from stockpipe.admin import ensure_topics
+from stockpipe.admin import admin_client, ensure_topics
 from stockpipe.config import Settings, load_settings
 from stockpipe.storage.migrate import migrate
 
@@ -57,10 +57,15 @@ def redis_client(base_settings: Settings):
 
 
 @pytest.fixture
-def settings(base_settings: Settings, redis_client, pg_database: str) -> Settings:
+def settings(base_settings: Settings, redis_client, pg_database: str):
     """Settings of one test: its own Kafka topics (created), emptied Redis test database."""
     suffix = uuid.uuid4().hex[:8]
     topic, dlq = f"test-prices-{suffix}", f"test-prices-{suffix}.dlq"
     test_settings = base_settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq})
     ensure_topics(test_settings, {topic: test_settings.kafka_partitions, dlq: 1}, wait_s=30)
-    return test_settings
+    yield test_settings
+    for future in admin_client(test_settings).delete_topics([topic, dlq]).values():
+        try:
+            future.result(timeout=30)
+        except Exception:  # a topic a test already removed; nothing to clean
+            pass

@@ -54,14 +54,57 @@ def simulator():
         yield sim
 
 
+AIRFLOW_TEST_DATABASE = "stockpipe_airflow_test"
+AIRFLOW_TEST_REDIS_DB = 14
+
+
+@pytest.fixture(scope="session")
+def af_database(base_settings) -> str:
+    """A migrated database of the Airflow tests only (DAG runs read and write whole tables)."""
+    import psycopg
+
+    from stockpipe.storage.migrate import migrate
+
+    with psycopg.connect(base_settings.pg_dsn("admin", "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{AIRFLOW_TEST_DATABASE}" WITH (FORCE)')
+    migrate(base_settings, AIRFLOW_TEST_DATABASE, wait_s=30)
+    return AIRFLOW_TEST_DATABASE
+
+
 @pytest.fixture
-def dag_env(monkeypatch: pytest.MonkeyPatch, settings, pg_conn, simulator, tmp_path):
+def af_settings(settings, af_database):
+    """The test's settings (own Kafka topics) on the Airflow tests' database and Redis db."""
+    import redis
+
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{AIRFLOW_TEST_REDIS_DB}"
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return settings.model_copy(update={"pg_database": af_database, "redis_url": redis_url})
+
+
+@pytest.fixture
+def af_conn(af_settings):
+    """Writer connection to the emptied Airflow test database."""
+    import psycopg
+
+    with psycopg.connect(af_settings.pg_dsn("writer"), autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE market.bars_1m, market.indicators_1m, market.symbols, ops.stream_batches, ops.repair_queue,"
+            " ops.backfill_runs, ops.data_quality, ops.ingest_cycles, ops.health_checks"
+        )
+        yield conn
+
+
+@pytest.fixture
+def dag_env(monkeypatch: pytest.MonkeyPatch, af_settings, af_conn, simulator, tmp_path):
     """Everything a ``dag.test()`` run reads, pointed at the test services: AIRFLOW_CONN_* from the
-    test's settings (test database, Redis db 15), its own Kafka topics, the in-thread simulator, a
-    fresh stream checkpoint path; the dev stack's Airflow is never contacted (no stream restart)."""
+    test's settings (the Airflow tests' database and Redis db), its own Kafka topics, the in-thread
+    simulator, a fresh stream checkpoint path; the dev stack's Airflow is never contacted."""
     from stockpipe.airflow.connections import connection_specs
     from stockpipe.config import get_settings
 
+    settings = af_settings
     for conn_id, spec in connection_specs(settings).items():
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(spec))
     port = simulator.url.rsplit(":", 1)[1]
@@ -80,7 +123,6 @@ def dag_env(monkeypatch: pytest.MonkeyPatch, settings, pg_conn, simulator, tmp_p
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("POLYGON_API_KEY", raising=False)
     monkeypatch.delenv("STOCKPIPE_POLYGON_API_KEY", raising=False)
-    pg_conn.execute("TRUNCATE ops.ingest_cycles, ops.health_checks")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

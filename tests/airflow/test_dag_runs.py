@@ -36,7 +36,7 @@ def consume(settings, topic: str, want: int, timeout_s: float = 30) -> list:
     return messages
 
 
-def test_market_ingest_one_interval_sends_bars_to_kafka(dagbag, dag_env, pg_conn):
+def test_market_ingest_one_interval_sends_bars_to_kafka(dagbag, dag_env, af_conn):
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     dag_run = run_dag(dagbag, "market_ingest", now)
     assert dag_run.state == "success", task_states(dag_run)
@@ -50,7 +50,7 @@ def test_market_ingest_one_interval_sends_bars_to_kafka(dagbag, dag_env, pg_conn
     assert {m.key().decode() for m in messages} == set(dag_env.watchlist)
     assert all(b["source"] == "simulator" and b["v"] == 1 for b in bars)
     assert max(b["ts"] for b in bars) < finished.strftime("%Y-%m-%dT%H:%M:%SZ")  # only closed minutes
-    row = pg_conn.execute("SELECT symbols, bars_sent, failed_symbols FROM ops.ingest_cycles").fetchone()
+    row = af_conn.execute("SELECT symbols, bars_sent, failed_symbols FROM ops.ingest_cycles").fetchone()
     assert row == (len(dag_env.watchlist), expected, [])
 
 
@@ -66,19 +66,19 @@ def own_symbols(monkeypatch: pytest.MonkeyPatch, dag_env):
     return get_settings()
 
 
-def test_postgres_maintenance(dagbag, own_symbols, pg_conn):
+def test_postgres_maintenance(dagbag, own_symbols, af_conn):
     from stockpipe.calendar import trading_calendar
 
     symbol = own_symbols.watchlist[0]
     session = trading_calendar("demo").last_sessions(1, datetime.now(UTC))[0]
     # three complete bars and one broken (high below close) for AAPL in the last session
-    pg_conn.execute(
+    af_conn.execute(
         "INSERT INTO market.bars_1m (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
         " SELECT %s, %s + make_interval(mins => n), 10, 11, 9, 10.5, 100, 10.2, 5, 'simulator', now()"
         " FROM generate_series(0, 2) n",
         (symbol, session.open),
     )
-    pg_conn.execute(
+    af_conn.execute(
         "INSERT INTO market.bars_1m (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
         " VALUES (%s, %s, 10, 10.1, 9, 10.5, 100, 10.2, 5, 'simulator', now())",
         (symbol, session.open + timedelta(minutes=3)),
@@ -87,12 +87,12 @@ def test_postgres_maintenance(dagbag, own_symbols, pg_conn):
     assert dag_run.state == "success", task_states(dag_run)
 
     in_two_months = (datetime.now(UTC).replace(day=1) + timedelta(days=62)).strftime("%Y%m")
-    assert pg_conn.execute("SELECT to_regclass(%s)", (f"market.bars_1m_{in_two_months}",)).fetchone()[0]
-    assert pg_conn.execute("SELECT bars, volume FROM market.bars_1d WHERE symbol = %s", (symbol,)).fetchone() == (4, 400)
-    assert pg_conn.execute("SELECT count(*) FROM market.bars_5m WHERE symbol = %s", (symbol,)).fetchone()[0] == 1
+    assert af_conn.execute("SELECT to_regclass(%s)", (f"market.bars_1m_{in_two_months}",)).fetchone()[0]
+    assert af_conn.execute("SELECT bars, volume FROM market.bars_1d WHERE symbol = %s", (symbol,)).fetchone() == (4, 400)
+    assert af_conn.execute("SELECT count(*) FROM market.bars_5m WHERE symbol = %s", (symbol,)).fetchone()[0] == 1
     quality = {
         (name, symbol): (ok, value)
-        for name, symbol, ok, value in pg_conn.execute(
+        for name, symbol, ok, value in af_conn.execute(
             "SELECT check_name, symbol, ok, value FROM ops.data_quality WHERE session_date = %s", (session.day,)
         )
     }
@@ -102,35 +102,35 @@ def test_postgres_maintenance(dagbag, own_symbols, pg_conn):
     assert quality[("completeness", own_symbols.watchlist[1])] == (False, 0)
 
 
-def _fresh_pipeline(settings, pg_conn, minutes_ago: int, batch_minutes_ago: int) -> None:
+def _fresh_pipeline(settings, af_conn, minutes_ago: int, batch_minutes_ago: int) -> None:
     newest = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=minutes_ago)
-    pg_conn.execute("SELECT market.ensure_month_partitions(%s, %s)", (newest, newest))
+    af_conn.execute("SELECT market.ensure_month_partitions(%s, %s)", (newest, newest))
     for symbol in settings.watchlist:
-        pg_conn.execute(
+        af_conn.execute(
             "INSERT INTO market.bars_1m (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
             " VALUES (%s, %s, 10, 11, 9, 10.5, 100, 10.2, 5, 'simulator', now())",
             (symbol, newest),
         )
-    pg_conn.execute(
+    af_conn.execute(
         "INSERT INTO ops.stream_batches (query_name, batch_id, rows_in, bars_upserted, committed_at)"
         " VALUES (%s, 1, 5, 5, now() - make_interval(mins => %s))",
         (settings.stream_query_name, batch_minutes_ago),
     )
 
 
-def test_stream_health_passes_when_fresh(dagbag, own_symbols, pg_conn, webhook):
+def test_stream_health_passes_when_fresh(dagbag, own_symbols, af_conn, webhook):
     dag_env = own_symbols
-    _fresh_pipeline(dag_env, pg_conn, minutes_ago=1, batch_minutes_ago=0)
+    _fresh_pipeline(dag_env, af_conn, minutes_ago=1, batch_minutes_ago=0)
     dag_run = run_dag(dagbag, "stream_health", datetime.now(UTC))
     assert dag_run.state == "success", task_states(dag_run)
     assert webhook == []
-    checks = dict(pg_conn.execute("SELECT check_name, ok FROM ops.health_checks").fetchall())
+    checks = dict(af_conn.execute("SELECT check_name, ok FROM ops.health_checks").fetchall())
     assert checks["stream_batch_age"] and checks["kafka_lag"] and checks[f"bar_age:{dag_env.watchlist[0]}"]
 
 
-def test_stream_health_fails_and_alerts_when_stale(dagbag, own_symbols, pg_conn, webhook):
+def test_stream_health_fails_and_alerts_when_stale(dagbag, own_symbols, af_conn, webhook):
     dag_env = own_symbols
-    _fresh_pipeline(dag_env, pg_conn, minutes_ago=60, batch_minutes_ago=30)
+    _fresh_pipeline(dag_env, af_conn, minutes_ago=60, batch_minutes_ago=30)
     producer = Producer({"bootstrap.servers": dag_env.kafka_bootstrap})
     for _ in range(3):  # input waits while the stream does nothing: stalled
         producer.produce(dag_env.kafka_topic, key=b"AAPL", value=b"{}")
@@ -145,7 +145,7 @@ def test_stream_health_fails_and_alerts_when_stale(dagbag, own_symbols, pg_conn,
     assert alert["dag_id"] == "stream_health" and alert["task_id"] == "verdict"
     assert "stream stalled" in alert["detail"] and "3 messages wait" in alert["detail"]
     assert f"bar_age:{dag_env.watchlist[0]}" in alert["detail"]
-    breached = {name for name, ok in pg_conn.execute("SELECT check_name, ok FROM ops.health_checks") if not ok}
+    breached = {name for name, ok in af_conn.execute("SELECT check_name, ok FROM ops.health_checks") if not ok}
     assert {"stream_batch_age", f"bar_age:{dag_env.watchlist[0]}"} <= breached
 
 
@@ -176,7 +176,7 @@ def _day_rows(conn, symbols: list[str]) -> list[tuple]:
 
 
 @pytest.mark.spark
-def test_market_backfill_one_simulated_day(dagbag, nyse_day, pg_conn):
+def test_market_backfill_one_simulated_day(dagbag, nyse_day, af_conn):
     from tests.integration import streamkit as kit
 
     symbols = nyse_day.watchlist
@@ -184,17 +184,17 @@ def test_market_backfill_one_simulated_day(dagbag, nyse_day, pg_conn):
     dag_run = run_dag(dagbag, "market_backfill", logical)
     assert dag_run.state == "success", task_states(dag_run)
 
-    runs = pg_conn.execute(
+    runs = af_conn.execute(
         "SELECT session_date::text, bars, expected_bars, gaps, ohlc_errors, status FROM ops.backfill_runs"
         " WHERE run_id = %s", (dag_run.run_id,),
     ).fetchall()
     assert runs == [("2026-11-24", 390 * len(symbols), 390 * len(symbols), 0, 0, "ok")]
-    first = _day_rows(pg_conn, symbols)
+    first = _day_rows(af_conn, symbols)
     assert len(first) == 390 * len(symbols)
-    frame = kit.stored(pg_conn)
+    frame = kit.stored(af_conn)
     kit.assert_talib_exact(frame[frame["symbol"].isin(symbols)])
 
     # the same day again (a rerun from the UI or `airflow backfill create`) changes nothing
     again = run_dag(dagbag, "market_backfill", logical)
     assert again.state == "success", task_states(again)
-    assert _day_rows(pg_conn, symbols) == first
+    assert _day_rows(af_conn, symbols) == first

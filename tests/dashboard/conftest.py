@@ -107,7 +107,8 @@ def seeded(pg_conn, redis_client, app_env):
     assert abs(last["close"] - REDIS_CLOSE) < 20, "seed drifted: keep the Redis bar near the stored ones"
     redis_ts = last["ts"] + pd.Timedelta(minutes=1)
     redis_client.hset("stockpipe:latest:ZAPL", mapping={
-        "symbol": "ZAPL", "ts": redis_ts.isoformat().replace("+00:00", "Z"), "ts_ms": str(int(redis_ts.timestamp() * 1000)),
+        "symbol": "ZAPL", "ts": redis_ts.isoformat().replace("+00:00", "Z"),
+        "ts_ms": str(int(redis_ts.timestamp() * 1000)),
         "open": str(last["close"]), "high": str(REDIS_CLOSE + 0.5), "low": str(last["close"] - 0.5),
         "close": str(REDIS_CLOSE), "volume": "12345.0", "vwap": "201.1",
         "trades": "42", "rsi_14": "75.5", "sma_20": "200.0",
@@ -116,7 +117,8 @@ def seeded(pg_conn, redis_client, app_env):
     for batch_id in range(30):
         pg_conn.execute(
             "INSERT INTO ops.stream_batches (query_name, batch_id, rows_in, bars_upserted, dead_letters, "
-            "input_rows_per_s, processing_ms, max_event_ts, latency_p50_ms, latency_p95_ms, latency_max_ms, committed_at) "
+            "input_rows_per_s, processing_ms, max_event_ts, latency_p50_ms, latency_p95_ms, latency_max_ms, "
+            "committed_at) "
             "VALUES ('stream_indicators', %s, 10, 10, %s, 5.0, 120.0, %s, 800, 1500, 1800, %s)",
             (batch_id, 1 if batch_id == 29 else 0, end, now - timedelta(minutes=30 - batch_id)),
         )

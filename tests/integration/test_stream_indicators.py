@@ -140,7 +140,6 @@ def test_stream_survives_sigkill_of_the_driver(stream_settings, pg_conn, redis_c
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             (count,) = pg_conn.execute("SELECT count(*) FROM ops.stream_batches").fetchone()
-            print("poll", count, process.poll(), flush=True)
             if count >= 3:
                 break
             assert process.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
