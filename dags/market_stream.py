@@ -20,8 +20,6 @@ over `STOCKPIPE_SPARK_SHUFFLE_PARTITIONS`.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import dag
 
@@ -45,6 +43,8 @@ def market_stream():
         task_id="stream_indicators",
         application=spark_application("stream_indicators.py"),
         name="stockpipe-stream-indicators",
+        # The task log of a days-long job has no rotation: Spark's per-trigger INFO lines stay out of it.
+        conf={"spark.log.level": "WARN"},
         stop_when_paused=True,
         outlets=[BARS_TABLE, INDICATORS_TABLE],
         on_failure_callback=AlertNotifier(title="streaming job stopped (relaunching)"),

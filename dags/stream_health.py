@@ -42,8 +42,12 @@ def stream_health():
         from stockpipe.monitoring.health import check_health
 
         report = check_health(task_settings(), calendar=market_calendar_mode())
-        return {"ok": report.ok, "stalled": report.stalled, "message": report.message(),
-                "checks": [asdict(c) for c in report.checks]}
+        return {
+            "ok": report.ok,
+            "stalled": report.stalled,
+            "message": report.message(),
+            "checks": [asdict(c) for c in report.checks],
+        }
 
     @task(execution_timeout=timedelta(minutes=2))
     def restart_stalled_stream(report: dict) -> list:

@@ -19,7 +19,7 @@ SUPERVISOR_CONF="$HOME_DIR/infra/supervisord.conf"
 export PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
 export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
-ALL_COMPONENTS=(postgres redis kafka simulator airflow producer dashboard)
+ALL_COMPONENTS=(postgres redis kafka simulator airflow producer dashboard exporter prometheus)
 
 mkdir -p "$LOGS" "$STOCKPIPE_LOCAL/supervisor"
 
@@ -50,6 +50,8 @@ install_debian_packages() {
   [ -x "$REDIS_SERVER" ] || missing+=(redis-server)
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
+  { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
+  [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
   step "Debian packages"
   if [ ${#missing[@]} -eq 0 ]; then step_done "present"; return; fi
   need_root_for "${missing[*]}"
@@ -236,6 +238,7 @@ component_port() {
     kafka) echo "$STOCKPIPE_KAFKA_PORT" ;; simulator) echo "$STOCKPIPE_SIMULATOR_PORT" ;;
     producer) echo "$STOCKPIPE_PRODUCER_METRICS_PORT" ;; airflow) echo "$STOCKPIPE_AIRFLOW_PORT" ;;
     dashboard) echo "$STOCKPIPE_DASHBOARD_PORT" ;;
+    exporter) echo "$STOCKPIPE_EXPORTER_PORT" ;; prometheus) echo "$STOCKPIPE_PROMETHEUS_PORT" ;;
     *) echo "-" ;;
   esac
 }
@@ -274,7 +277,7 @@ initial_backfill() {
   [ -f "$marker" ] && return
   range=$("$PY" -m stockpipe.airflow.bootstrap backfill-range)
   if [ -z "$range" ]; then touch "$marker"; return; fi
-  step "airflow: backfill sessions ${range/ / .. }"
+  step "airflow: backfill ${range/ /..}"
   local deadline=$(( $(date +%s) + 240 )) log="$LOGS/airflow-init.log"
   # the dag-processor must have parsed market_backfill before a backfill can be created
   until airflow_cli dags details market_backfill >>"$log" 2>&1; do
@@ -319,6 +322,24 @@ up_dashboard() {
     supervisorctl reread >/dev/null && supervisorctl add dashboard >/dev/null
   fi
   start_program dashboard "$STOCKPIPE_DASHBOARD_PORT" 60
+}
+
+# ---------------------------------------------------------------------------------------------
+# monitoring (infra/prometheus/run.sh): stockpipe's exporter, Prometheus, and Alertmanager when
+# STOCKPIPE_ALERTMANAGER_ENABLED=true; each config is rendered from the settings at start.
+monitoring_program_known() {  # a supervisord started before [program:NAME] existed learns it
+  if { supervisorctl status "$1" 2>&1 || true; } | grep -q "no such"; then
+    supervisorctl reread >/dev/null && supervisorctl add "$1" >/dev/null
+  fi
+}
+up_exporter() { monitoring_program_known exporter; start_program exporter "$STOCKPIPE_EXPORTER_PORT" 30; }
+up_prometheus() {
+  monitoring_program_known prometheus
+  start_program prometheus "$STOCKPIPE_PROMETHEUS_PORT" 60
+  if [ "${STOCKPIPE_ALERTMANAGER_ENABLED:-0}" = 1 ]; then
+    monitoring_program_known alertmanager
+    start_program alertmanager "$STOCKPIPE_ALERTMANAGER_PORT" 60
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------

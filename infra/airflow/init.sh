@@ -9,13 +9,20 @@ AIRFLOW="$HOME_DIR/infra/airflow/airflow.sh"
 
 "$PY" -m stockpipe.airflow.bootstrap secrets >/dev/null
 "$PY" -m stockpipe.airflow.bootstrap database
-# `db migrate` is idempotent but slow (~15 s): once per Airflow version and database.
-stamp="${STOCKPIPE_LOCAL:-$HOME_DIR/.local}/airflow/.migrated-$("$PY" -c 'import airflow; print(airflow.__version__)')"
-if [ ! -f "$stamp" ] || ! "$AIRFLOW" db check-migrations -t 0 >/dev/null 2>&1; then
+state="${STOCKPIPE_LOCAL:-$HOME_DIR/.local}/airflow"
+# `db migrate` is idempotent but slow (~10 s): once per Airflow version (the stamp lives next to
+# the secrets, so `make clean` resets both).
+stamp="$state/.migrated-$("$PY" -c 'import airflow; print(airflow.__version__)')"
+if [ ! -f "$stamp" ]; then
   "$AIRFLOW" db migrate
   touch "$stamp"
 fi
+# Connections follow the settings: re-imported whenever they changed.
 conns="$(mktemp --suffix=.json)"
 trap 'rm -f "$conns"' EXIT
 "$PY" -m stockpipe.airflow.bootstrap connections "$conns"
-"$AIRFLOW" connections import "$conns" --overwrite
+digest="$(sha256sum "$conns" | cut -c1-16)"
+if [ "$(cat "$state/.connections" 2>/dev/null)" != "$digest" ]; then
+  "$AIRFLOW" connections import "$conns" --overwrite
+  echo "$digest" > "$state/.connections"
+fi

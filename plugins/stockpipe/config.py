@@ -191,6 +191,21 @@ class Settings(BaseSettings):
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
+    # --- monitoring (Prometheus, our exporter, optional Alertmanager) ---------------------------
+    prometheus_port: int = Field(9090, ge=1, le=65535, description="Prometheus server (UI, API) port on 127.0.0.1.")
+    prometheus_retention: str = Field(
+        "15d", description="How long Prometheus keeps samples (--storage.tsdb.retention.time)."
+    )
+    exporter_port: int = Field(
+        9109, ge=1, le=65535, description="Port of stockpipe's exporter (stream, freshness, lag, DLQ, services)."
+    )
+    alertmanager_enabled: bool = Field(
+        False, description="Run Alertmanager and route Prometheus alerts to it (webhook: STOCKPIPE_ALERT_WEBHOOK_URL)."
+    )
+    alertmanager_port: int = Field(
+        9095, ge=1, le=65535, description="Alertmanager port on 127.0.0.1 when enabled (9093 is Kafka's controller)."
+    )
+
     # --- logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Log one JSON object per line.")
@@ -297,6 +312,10 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_AIRFLOW_PORT": settings.airflow_port,
         "STOCKPIPE_AIRFLOW_PARALLELISM": settings.airflow_parallelism,
         "STOCKPIPE_AIRFLOW_DAGS_UNPAUSED": int(settings.airflow_dags_unpaused),
+        "STOCKPIPE_PROMETHEUS_PORT": settings.prometheus_port,
+        "STOCKPIPE_EXPORTER_PORT": settings.exporter_port,
+        "STOCKPIPE_ALERTMANAGER_PORT": settings.alertmanager_port,
+        "STOCKPIPE_ALERTMANAGER_ENABLED": int(settings.alertmanager_enabled),
     }
     return "\n".join(f"export {name}={value}" for name, value in values.items())
 

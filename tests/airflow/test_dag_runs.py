@@ -24,8 +24,14 @@ def task_states(dag_run) -> dict[str, str]:
 
 
 def consume(settings, topic: str, want: int, timeout_s: float = 30) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     messages, deadline = [], datetime.now(UTC) + timedelta(seconds=timeout_s)
     while len(messages) < want and datetime.now(UTC) < deadline:
@@ -88,7 +94,10 @@ def test_postgres_maintenance(dagbag, own_symbols, af_conn):
 
     in_two_months = (datetime.now(UTC).replace(day=1) + timedelta(days=62)).strftime("%Y%m")
     assert af_conn.execute("SELECT to_regclass(%s)", (f"market.bars_1m_{in_two_months}",)).fetchone()[0]
-    assert af_conn.execute("SELECT bars, volume FROM market.bars_1d WHERE symbol = %s", (symbol,)).fetchone() == (4, 400)
+    assert af_conn.execute("SELECT bars, volume FROM market.bars_1d WHERE symbol = %s", (symbol,)).fetchone() == (
+        4,
+        400,
+    )
     assert af_conn.execute("SELECT count(*) FROM market.bars_5m WHERE symbol = %s", (symbol,)).fetchone()[0] == 1
     quality = {
         (name, symbol): (ok, value)
@@ -176,6 +185,7 @@ def _day_rows(conn, symbols: list[str]) -> list[tuple]:
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_market_backfill_one_simulated_day(dagbag, nyse_day, af_conn):
     from tests.integration import streamkit as kit
 
@@ -186,7 +196,8 @@ def test_market_backfill_one_simulated_day(dagbag, nyse_day, af_conn):
 
     runs = af_conn.execute(
         "SELECT session_date::text, bars, expected_bars, gaps, ohlc_errors, status FROM ops.backfill_runs"
-        " WHERE run_id = %s", (dag_run.run_id,),
+        " WHERE run_id = %s",
+        (dag_run.run_id,),
     ).fetchall()
     assert runs == [("2026-11-24", 390 * len(symbols), 390 * len(symbols), 0, 0, "ok")]
     first = _day_rows(af_conn, symbols)

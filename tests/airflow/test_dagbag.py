@@ -13,7 +13,11 @@ EXPECTED = {
     "stream_health": {"assess", "restart_stalled_stream", "verdict"},
     "market_backfill": {"plan", "fetch_bars", "compute_indicators", "check_day"},
     "postgres_maintenance": {
-        "ensure_partitions", "apply_retention", "vacuum_analyze", "refresh_rollups", "data_quality",
+        "ensure_partitions",
+        "apply_retention",
+        "vacuum_analyze",
+        "refresh_rollups",
+        "data_quality",
     },
 }
 

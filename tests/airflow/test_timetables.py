@@ -62,14 +62,17 @@ def test_minute_timetable_nyse():
     infos = sessions(minute, utc(2026, 11, 27, 17, 58), utc(2026, 11, 30, 14, 31))
     starts = [i.data_interval.start for i in infos]
     assert starts == [
-        pendulum.datetime(2026, 11, 27, 17, 58), pendulum.datetime(2026, 11, 27, 17, 59),
-        pendulum.datetime(2026, 11, 30, 14, 30), pendulum.datetime(2026, 11, 30, 14, 31),
+        pendulum.datetime(2026, 11, 27, 17, 58),
+        pendulum.datetime(2026, 11, 27, 17, 59),
+        pendulum.datetime(2026, 11, 30, 14, 30),
+        pendulum.datetime(2026, 11, 30, 14, 31),
     ]
     assert infos[0].run_after == pendulum.datetime(2026, 11, 27, 17, 59)  # once the bar has closed
     # Thanksgiving has no minute at all; the day before ends 16:00 ET
     day_before = sessions(minute, utc(2026, 11, 25, 20, 59), utc(2026, 11, 27, 14, 30))
     assert [i.data_interval.start for i in day_before] == [
-        pendulum.datetime(2026, 11, 25, 20, 59), pendulum.datetime(2026, 11, 27, 14, 30)
+        pendulum.datetime(2026, 11, 25, 20, 59),
+        pendulum.datetime(2026, 11, 27, 14, 30),
     ]
     # DST: Monday 2027-03-15 opens 13:30 UTC; Good Friday has no minute
     assert sessions(minute, utc(2027, 3, 13), utc(2027, 3, 15, 13, 30))[0].data_interval.start == pendulum.datetime(

@@ -205,8 +205,11 @@ def test_new_checkpoint_continues_stored_series(spark, stream_settings, pg_conn,
     frame = kit.assert_invariants(pg_conn, redis_client, script)
 
     published = []
-    while (message := subscriber.get_message(timeout=1)) is not None:
-        published.append(json.loads(message["data"]))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # None also stands for the (ignored) subscribe confirmation
+        message = subscriber.get_message(timeout=0.5)
+        if message is not None:
+            published.append(json.loads(message["data"]))
     subscriber.close()
     last = {m["symbol"]: m for m in published}
     for symbol, bars in frame.groupby("symbol"):

@@ -91,7 +91,7 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
             source = source or _source(settings)
             bars = _with_retries(
                 settings,
-                lambda s=symbol: source.minute_bars(s, session.open, session.close - timedelta(minutes=1)),
+                lambda s=symbol, src=source: src.minute_bars(s, session.open, session.close - timedelta(minutes=1)),
                 f"bars of {symbol} on {session.day}",
             )
             fetched_at = datetime.now(UTC)
@@ -104,10 +104,26 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
                 if reason:
                     log.warning("skipped invalid bar %s %s: %s", symbol, message["ts"], reason)
                     continue
-                rows.append((symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.vwap,
-                             bar.trades, settings.source_name, fetched_at))
+                rows.append(
+                    (
+                        symbol,
+                        bar.ts,
+                        bar.open,
+                        bar.high,
+                        bar.low,
+                        bar.close,
+                        bar.volume,
+                        bar.vwap,
+                        bar.trades,
+                        settings.source_name,
+                        fetched_at,
+                    )
+                )
             with conn.transaction():
-                conn.execute("CREATE TEMP TABLE IF NOT EXISTS backfill_bars (LIKE market.bars_1m INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+                conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS backfill_bars (LIKE market.bars_1m INCLUDING DEFAULTS)"
+                    " ON COMMIT DELETE ROWS"
+                )
                 with conn.cursor().copy(
                     "COPY backfill_bars (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
                     " FROM STDIN"
@@ -171,7 +187,9 @@ def check_session(settings: Settings, session: Session, symbols: list[str] | Non
     return check
 
 
-def record_run(settings: Settings, run_id: str, check: DayCheck, symbols: list[str], started_at: datetime | None) -> None:
+def record_run(
+    settings: Settings, run_id: str, check: DayCheck, symbols: list[str], started_at: datetime | None
+) -> None:
     """Write (or replace) the run's ``ops.backfill_runs`` row."""
     status = "ok" if check.ok else "failed"
     with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
@@ -185,8 +203,18 @@ def record_run(settings: Settings, run_id: str, check: DayCheck, symbols: list[s
                 gaps = excluded.gaps, ohlc_errors = excluded.ohlc_errors, status = excluded.status,
                 detail = excluded.detail, finished_at = excluded.finished_at
             """,
-            (run_id, check.session_date, symbols, check.bars, check.expected_bars, check.gaps, check.ohlc_errors,
-             status, "; ".join(check.problems) or None, started_at),
+            (
+                run_id,
+                check.session_date,
+                symbols,
+                check.bars,
+                check.expected_bars,
+                check.gaps,
+                check.ohlc_errors,
+                status,
+                "; ".join(check.problems) or None,
+                started_at,
+            ),
         )
 
 

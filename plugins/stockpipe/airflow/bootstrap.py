@@ -116,8 +116,7 @@ def login_line(settings: Settings) -> str:
     except (OSError, ValueError, KeyError):
         return f"Airflow UI: http://127.0.0.1:{settings.airflow_port} (no login yet: run `make up`)"
     return (
-        f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login: {ADMIN_USER} / {password}"
-        f"  (kept in {passwords})"
+        f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login: {ADMIN_USER} / {password}  (kept in {passwords})"
     )
 
 

@@ -46,7 +46,9 @@ def resend_interval(producer: Any, start: datetime, end: datetime) -> int:
     return sent
 
 
-def run_ingest(settings: Settings, run_id: str, start: datetime, end: datetime, *, producer: Any = None) -> dict[str, Any]:
+def run_ingest(
+    settings: Settings, run_id: str, start: datetime, end: datetime, *, producer: Any = None
+) -> dict[str, Any]:
     """One producer cycle (plus a re-send when [start, end) is already behind the checkpoints)."""
     from stockpipe.producer.core import MarketProducer
 
@@ -81,8 +83,16 @@ def _record_cycle(settings: Settings, run_id: str, start: datetime, result: dict
             conn.execute(
                 "INSERT INTO ops.ingest_cycles (run_id, interval_start, symbols, failed_symbols, bars_fetched,"
                 " bars_sent, dead_letters, duration_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (run_id, start, result["symbols"], result["failed"], result["fetched"],
-                 result["sent"] + result["resent"], result["dead_letters"], result["duration_s"]),
+                (
+                    run_id,
+                    start,
+                    result["symbols"],
+                    result["failed"],
+                    result["fetched"],
+                    result["sent"] + result["resent"],
+                    result["dead_letters"],
+                    result["duration_s"],
+                ),
             )
     except psycopg.Error as error:  # bookkeeping must not fail the ingest itself
         log.warning("could not record the cycle in ops.ingest_cycles: %s", error)

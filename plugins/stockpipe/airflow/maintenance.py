@@ -92,7 +92,9 @@ def refresh_rollups(settings: Settings) -> list[str]:
                 continue
             schema, view = name.split(".")
             conn.execute(
-                sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}.{}").format(sql.Identifier(schema), sql.Identifier(view))
+                sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(view)
+                )
             )
             done.append(name)
     log.info("rollups refreshed: %s", ", ".join(done) or "none exist")
@@ -120,19 +122,43 @@ def data_quality_summary(settings: Settings, sessions: list[Session]) -> list[di
             for symbol, bars, ohlc, no_indicators in rows:
                 completeness = bars / session.minutes if session.minutes else 1.0
                 results += [
-                    {"check_name": "completeness", "symbol": symbol, "session_date": session.day,
-                     "value": completeness, "ok": bars == session.minutes,
-                     "detail": f"{bars} of {session.minutes} minute bars"},
-                    {"check_name": "ohlc_sanity", "symbol": symbol, "session_date": session.day,
-                     "value": ohlc, "ok": ohlc == 0, "detail": f"{ohlc} bars with high/low outside open/close"},
-                    {"check_name": "indicator_coverage", "symbol": symbol, "session_date": session.day,
-                     "value": no_indicators, "ok": no_indicators == 0,
-                     "detail": f"{no_indicators} bars without an indicator row"},
+                    {
+                        "check_name": "completeness",
+                        "symbol": symbol,
+                        "session_date": session.day,
+                        "value": completeness,
+                        "ok": bars == session.minutes,
+                        "detail": f"{bars} of {session.minutes} minute bars",
+                    },
+                    {
+                        "check_name": "ohlc_sanity",
+                        "symbol": symbol,
+                        "session_date": session.day,
+                        "value": ohlc,
+                        "ok": ohlc == 0,
+                        "detail": f"{ohlc} bars with high/low outside open/close",
+                    },
+                    {
+                        "check_name": "indicator_coverage",
+                        "symbol": symbol,
+                        "session_date": session.day,
+                        "value": no_indicators,
+                        "ok": no_indicators == 0,
+                        "detail": f"{no_indicators} bars without an indicator row",
+                    },
                 ]
         for table in ("bars_1m_default", "indicators_1m_default"):
             (parked,) = conn.execute(sql.SQL("SELECT count(*) FROM market.{}").format(sql.Identifier(table))).fetchone()
-            results.append({"check_name": f"{table}_rows", "symbol": None, "session_date": None, "value": parked,
-                            "ok": parked == 0, "detail": f"{parked} rows outside the monthly partitions"})
+            results.append(
+                {
+                    "check_name": f"{table}_rows",
+                    "symbol": None,
+                    "session_date": None,
+                    "value": parked,
+                    "ok": parked == 0,
+                    "detail": f"{parked} rows outside the monthly partitions",
+                }
+            )
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO ops.data_quality (check_name, symbol, session_date, value, ok, detail)"

@@ -26,18 +26,21 @@ STREAM_TASK_ID = "stream_indicators"
 
 
 def _admin_login(settings: Settings) -> tuple[str, str]:
+    """STOCKPIPE_AIRFLOW_API_USER/_PASSWORD, the password defaulting to the generated admin login."""
+    user = settings.airflow_api_user
+    if settings.airflow_api_password.get_secret_value():
+        return user, settings.airflow_api_password.get_secret_value()
     path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
         settings.local_dir / "airflow" / "passwords.json"
     )
-    passwords = json.loads(Path(path).read_text())
-    user = os.environ.get("STOCKPIPE_AIRFLOW_ADMIN", "admin")
-    return user, passwords[user]
+    return user, json.loads(Path(path).read_text())[user]
 
 
 @contextmanager
 def api_client(settings: Settings, base_url: str | None = None) -> Iterator[httpx.Client]:
     """An authenticated client of the local Airflow REST API."""
-    with httpx.Client(base_url=base_url or f"http://127.0.0.1:{settings.airflow_port}", timeout=15) as client:
+    base = base_url or settings.airflow_api_url or f"http://127.0.0.1:{settings.airflow_port}"
+    with httpx.Client(base_url=base, timeout=15) as client:
         user, password = _admin_login(settings)
         token = client.post("/auth/token", json={"username": user, "password": password})
         token.raise_for_status()
@@ -67,7 +70,12 @@ def restart_stream(settings: Settings, reason: str, *, base_url: str | None = No
             if response.status_code == 200:
                 restarted.append(run_id)
             else:
-                log.warning("could not mark %s/%s failed: %s %s", run_id, STREAM_TASK_ID, response.status_code,
-                            response.text[:200])
+                log.warning(
+                    "could not mark %s/%s failed: %s %s",
+                    run_id,
+                    STREAM_TASK_ID,
+                    response.status_code,
+                    response.text[:200],
+                )
     log.warning("stream restart (%s): %s", reason, ", ".join(restarted) or "no running stream task")
     return restarted

@@ -68,8 +68,14 @@ def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int] | None:
     """High watermark per partition, or None when the topic does not exist."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "stockpipe-health",
-                         "enable.auto.commit": False, "socket.timeout.ms": 5000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "stockpipe-health",
+            "enable.auto.commit": False,
+            "socket.timeout.ms": 5000,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = metadata.topics.get(topic)
@@ -122,17 +128,38 @@ def check_health(
     done = checkpoint_offsets(checkpoint or settings.stream_checkpoint, settings.kafka_topic)
     lag: int | None = None
     if end_offsets is None:
-        checks.append(Check("kafka_lag", None, settings.health_max_lag_messages, False,
-                            f"topic {settings.kafka_topic} not found on {settings.kafka_bootstrap}"))
+        checks.append(
+            Check(
+                "kafka_lag",
+                None,
+                settings.health_max_lag_messages,
+                False,
+                f"topic {settings.kafka_topic} not found on {settings.kafka_bootstrap}",
+            )
+        )
     elif done is None:
         lag = sum(end_offsets.values())  # no committed batch yet: everything waits
         ok = lag <= settings.health_max_lag_messages
-        checks.append(Check("kafka_lag", lag, settings.health_max_lag_messages, ok,
-                            f"{lag} messages waiting, the stream has committed no batch yet"))
+        checks.append(
+            Check(
+                "kafka_lag",
+                lag,
+                settings.health_max_lag_messages,
+                ok,
+                f"{lag} messages waiting, the stream has committed no batch yet",
+            )
+        )
     else:
         lag = sum(max(end - done.get(p, 0), 0) for p, end in end_offsets.items())
-        checks.append(Check("kafka_lag", lag, settings.health_max_lag_messages, lag <= settings.health_max_lag_messages,
-                            f"{lag} messages not yet processed (limit {settings.health_max_lag_messages})"))
+        checks.append(
+            Check(
+                "kafka_lag",
+                lag,
+                settings.health_max_lag_messages,
+                lag <= settings.health_max_lag_messages,
+                f"{lag} messages not yet processed (limit {settings.health_max_lag_messages})",
+            )
+        )
 
     with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
         (last_batch,) = conn.execute(
@@ -141,9 +168,16 @@ def check_health(
         waiting = lag is None or lag > 0
         limit = settings.health_max_batch_age_s
         if last_batch is None:
-            checks.append(Check("stream_batch_age", None, limit, not waiting,
-                                "the streaming query has committed no batch yet"
-                                + (f" while {lag} messages wait" if waiting and lag else "")))
+            checks.append(
+                Check(
+                    "stream_batch_age",
+                    None,
+                    limit,
+                    not waiting,
+                    "the streaming query has committed no batch yet"
+                    + (f" while {lag} messages wait" if waiting and lag else ""),
+                )
+            )
         else:
             age = (now - last_batch).total_seconds()
             ok = age <= limit or not waiting
@@ -155,19 +189,30 @@ def check_health(
         session = trading_calendar(calendar).session_at(now)
         max_age = settings.health_max_bar_age_s
         if session is not None and (now - session.open).total_seconds() > max_age:
-            rows = dict(conn.execute(
-                "SELECT s.symbol, (SELECT max(ts) FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts >= %s)"
-                " FROM unnest(%s::text[]) AS s(symbol)",
-                (now - timedelta(days=1), settings.watchlist),
-            ).fetchall())
+            rows = dict(
+                conn.execute(
+                    "SELECT s.symbol, (SELECT max(ts) FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts >= %s)"
+                    " FROM unnest(%s::text[]) AS s(symbol)",
+                    (now - timedelta(days=1), settings.watchlist),
+                ).fetchall()
+            )
             for symbol in settings.watchlist:
                 newest = rows.get(symbol)
                 if newest is None:
-                    checks.append(Check(f"bar_age:{symbol}", None, max_age, False, f"no bar of {symbol} in the last day"))
+                    checks.append(
+                        Check(f"bar_age:{symbol}", None, max_age, False, f"no bar of {symbol} in the last day")
+                    )
                     continue
                 age = (now - (newest + timedelta(minutes=1))).total_seconds()
-                checks.append(Check(f"bar_age:{symbol}", age, max_age, age <= max_age,
-                                    f"newest {symbol} bar ended {age:.0f}s ago (limit {max_age:.0f}s)"))
+                checks.append(
+                    Check(
+                        f"bar_age:{symbol}",
+                        age,
+                        max_age,
+                        age <= max_age,
+                        f"newest {symbol} bar ended {age:.0f}s ago (limit {max_age:.0f}s)",
+                    )
+                )
 
         dlq_offsets = topic_end_offsets(settings, settings.kafka_dlq_topic)
         if dlq_offsets is not None:
@@ -177,8 +222,15 @@ def check_health(
             ).fetchone()
             growth = total - int(previous[0]) if previous and previous[0] is not None and total >= previous[0] else 0
             limit_dlq = settings.health_max_dlq_growth
-            checks.append(Check("dlq_growth", growth, limit_dlq, growth <= limit_dlq,
-                                f"{growth} new dead letters since the last check (limit {limit_dlq})"))
+            checks.append(
+                Check(
+                    "dlq_growth",
+                    growth,
+                    limit_dlq,
+                    growth <= limit_dlq,
+                    f"{growth} new dead letters since the last check (limit {limit_dlq})",
+                )
+            )
             checks.append(Check("dlq_messages", total, None, True, f"{total} dead letters in total"))
 
         failed, attempted = conn.execute(
@@ -189,8 +241,15 @@ def check_health(
         if attempted:
             rate = failed / attempted
             limit_rate = settings.health_max_api_error_rate
-            checks.append(Check("api_error_rate", rate, limit_rate, rate <= limit_rate,
-                                f"{failed} of {attempted} symbol fetches failed in 15 min (limit {limit_rate:.0%})"))
+            checks.append(
+                Check(
+                    "api_error_rate",
+                    rate,
+                    limit_rate,
+                    rate <= limit_rate,
+                    f"{failed} of {attempted} symbol fetches failed in 15 min (limit {limit_rate:.0%})",
+                )
+            )
 
         if record:
             with conn.cursor() as cur:
