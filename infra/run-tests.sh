@@ -15,6 +15,14 @@ if [ ! -x /usr/bin/chromium ]; then
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
     >> .local/logs/install-chromium.log 2>&1 || { echo "chromium install failed: see .local/logs/install-chromium.log" >&2; exit 1; }
 fi
+# tests/test_compose.py validates docker-compose.yaml against the Compose specification's JSON
+# schema, shipped in the docker-compose 1.29.2 wheel (compose/config/compose_spec.json): fetched once.
+if [ ! -s .local/cache/compose_spec.json ]; then
+  mkdir -p .local/cache
+  { .venv/bin/pip download -q docker-compose==1.29.2 --no-deps -d .local/cache \
+    && .venv/bin/python -c 'import glob, zipfile; z = zipfile.ZipFile(glob.glob(".local/cache/docker_compose-1.29.2-*.whl")[0]); open(".local/cache/compose_spec.json", "wb").write(z.read("compose/config/compose_spec.json"))'; } \
+    >> .local/logs/install-compose-spec.log 2>&1 || { echo "fetching the Compose schema failed: see .local/logs/install-compose-spec.log" >&2; exit 1; }
+fi
 mkdir -p test-artifacts
 .venv/bin/python -m pytest "$@"
 rc=$?
