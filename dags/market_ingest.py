@@ -4,8 +4,9 @@
 One producer cycle per trading minute for the watchlist (`STOCKPIPE_WATCHLIST`): fetch the closed
 bars since each symbol's checkpoint through the shared Redis rate limiter, validate them, send them
 to the `stock-prices` topic (invalid ones to `stock-prices.dlq`). Checkpoints move only after Kafka
-confirmed delivery, so a failed or skipped run is caught up by the next one; rerunning an old
-interval re-sends its bars (the stream keeps one row per symbol and minute). Each cycle is recorded
+confirmed delivery, so a failed or skipped run is caught up by the next one; a scheduled run whose
+bars a late earlier run already delivered makes no API call (the queue drains); rerunning an old
+interval (manual, backfill, clear) re-sends its bars (the stream keeps one row per symbol and minute). Each cycle is recorded
 in `ops.ingest_cycles`.
 
 Schedule: `TradingMinuteTimetable` — every minute with the simulator's demo clock, NYSE session
@@ -30,7 +31,7 @@ from stockpipe.airflow.timetables import TradingMinuteTimetable, market_calendar
     schedule=TradingMinuteTimetable(calendar=market_calendar_mode()),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=2,
+    max_active_runs=1,
     dagrun_timeout=timedelta(minutes=10),
     default_args={"owner": "stockpipe", "retries": 2, "retry_delay": timedelta(seconds=15)},
     tags=["stockpipe", "ingest", "kafka"],
@@ -38,7 +39,7 @@ from stockpipe.airflow.timetables import TradingMinuteTimetable, market_calendar
 )
 def market_ingest():
     @task(outlets=[BARS_TOPIC], execution_timeout=timedelta(minutes=5), on_failure_callback=AlertNotifier())
-    def produce_bars(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+    def produce_bars(data_interval_start=None, data_interval_end=None, run_id=None, dag_run=None, ti=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from stockpipe.airflow.connections import task_settings
@@ -47,7 +48,8 @@ def market_ingest():
         settings = task_settings()
         if settings.producer_mode == "supervisor":
             raise AirflowSkipException("the supervisord producer is running (STOCKPIPE_PRODUCER_MODE=supervisor)")
-        return run_ingest(settings, run_id, data_interval_start, data_interval_end)
+        rerun = dag_run.run_type != "scheduled" or ti.try_number > 1
+        return run_ingest(settings, run_id, data_interval_start, data_interval_end, rerun=rerun)
 
     produce_bars()
 

@@ -144,7 +144,7 @@ wait_port() {  # wait_port PORT SECONDS COMPONENT
   local deadline=$(( $(date +%s) + $2 ))
   until port_open "$1"; do
     if [ "$(program_state "$3")" != "RUNNING" ] && [ "$(program_state "$3")" != "STARTING" ]; then
-      tail -n 20 "$LOGS/$3.log" 2>/dev/null | sed 's/^/    | /' >&2
+      { tail -n 20 "$LOGS/$3.log" 2>/dev/null || true; } | sed 's/^/    | /' >&2
       fail "$3 exited; see $LOGS/$3.log"
     fi
     [ "$(date +%s)" -lt "$deadline" ] || fail "$3 did not open port $1 within $2 s; see $LOGS/$3.log"
@@ -227,6 +227,10 @@ up_simulator() { start_program simulator "$STOCKPIPE_SIMULATOR_PORT" 60; }
 
 up_producer() {
   step "producer"
+  if [ "${STOCKPIPE_PRODUCER_MODE:-airflow}" = "airflow" ]; then
+    [ "$(program_state producer)" = "RUNNING" ] && supervisorctl stop producer >/dev/null 2>&1
+    step_done "runs as Airflow's market_ingest DAG"; return
+  fi
   if [ "$(program_state producer)" = "RUNNING" ]; then step_done "already up"; return; fi
   supervisorctl start producer >/dev/null 2>&1 || fail "see $LOGS/producer.log"
   step_done "started"
@@ -392,7 +396,7 @@ cmd_status() {
 }
 
 cmd_logs() {
-  if [ $# -gt 0 ]; then tail -n 50 -F "$LOGS/$1.log"; else tail -n 20 -F "$LOGS"/{postgres,redis,kafka,simulator,producer}.log; fi
+  if [ $# -gt 0 ]; then tail -n 50 -F "$LOGS/$1.log"; else tail -n 20 -F "$LOGS"/*.log; fi
 }
 
 case "${1:-}" in

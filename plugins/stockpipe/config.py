@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     airflow_dags_unpaused: bool = Field(True, description="DAGs start unpaused in the local stack.")
     airflow_parallelism: int = Field(6, ge=2, description="Task instances Airflow runs at once (the stream holds one).")
     producer_mode: Literal["airflow", "supervisor"] = Field(
-        "supervisor",
+        "airflow",
         description="Who runs the producer: Airflow's market_ingest DAG, or the supervisord 'producer' "
         "program (then market_ingest skips its runs).",
     )
@@ -316,6 +316,7 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_EXPORTER_PORT": settings.exporter_port,
         "STOCKPIPE_ALERTMANAGER_PORT": settings.alertmanager_port,
         "STOCKPIPE_ALERTMANAGER_ENABLED": int(settings.alertmanager_enabled),
+        "STOCKPIPE_PRODUCER_MODE": settings.producer_mode,
     }
     return "\n".join(f"export {name}={value}" for name, value in values.items())
 

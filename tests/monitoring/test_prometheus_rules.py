@@ -66,7 +66,11 @@ def test_checked_in_prometheus_config_is_valid():
 @pytest.mark.parametrize("alertmanager", [False, True])
 def test_rendered_prometheus_config(tmp_path: Path, alertmanager: bool):
     settings = load_settings(
-        prometheus_port=19090, exporter_port=19109, producer_metrics_port=19108, alertmanager_enabled=alertmanager
+        prometheus_port=19090,
+        exporter_port=19109,
+        producer_metrics_port=19108,
+        producer_mode="supervisor",
+        alertmanager_enabled=alertmanager,
     )
     out = tmp_path / "prometheus.yml"
     promconfig.write(out, promconfig.prometheus_config(settings))

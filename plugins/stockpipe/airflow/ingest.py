@@ -47,18 +47,27 @@ def resend_interval(producer: Any, start: datetime, end: datetime) -> int:
 
 
 def run_ingest(
-    settings: Settings, run_id: str, start: datetime, end: datetime, *, producer: Any = None
+    settings: Settings, run_id: str, start: datetime, end: datetime, *, rerun: bool = False, producer: Any = None
 ) -> dict[str, Any]:
-    """One producer cycle (plus a re-send when [start, end) is already behind the checkpoints)."""
-    from stockpipe.producer.core import MarketProducer
+    """One producer cycle for the interval [start, end).
+
+    A scheduled run whose bars an earlier (late) run already delivered makes no API call: under a
+    tight rate limit runs can fall behind, and this lets the queue drain instead of growing. A rerun
+    (manual, backfill, retry or cleared task) also re-sends the interval's bars.
+    """
+    from stockpipe.producer.core import CycleSummary, MarketProducer
 
     own_producer = producer is None
     producer = producer or MarketProducer(settings)
     try:
         checkpoints = [producer.checkpoint(s) for s in settings.watchlist]
         already_sent = all(c is not None and c >= start for c in checkpoints)
-        summary = producer.run_cycle()
-        resent = resend_interval(producer, start, end) if already_sent else 0
+        if already_sent and not rerun:
+            log.info("the bars of %s were already delivered by an earlier run; nothing to fetch", start)
+            summary = CycleSummary()
+        else:
+            summary = producer.run_cycle()
+        resent = resend_interval(producer, start, end) if already_sent and rerun else 0
     finally:
         if own_producer:
             producer.close()
