@@ -73,6 +73,13 @@ def test_exporter_reports_stream_freshness_lag_and_dlq(settings, pg_conn, tmp_pa
         " VALUES ('AAPL', %s, 1, 1, 1, 1, 10, 'simulator', %s), ('AAPL', %s, 1, 1, 1, 1, 10, 'simulator', %s)",
         (minute - timedelta(minutes=10), now, minute - timedelta(minutes=3), now),
     )
+    pg_conn.execute("DELETE FROM ops.ingest_cycles")
+    pg_conn.execute(
+        "INSERT INTO ops.ingest_cycles (run_id, interval_start, symbols, failed_symbols, bars_fetched, bars_sent,"
+        " dead_letters, finished_at) VALUES ('r1', %s, 5, '{AAPL}', 10, 10, 0, %s),"
+        " ('r2', %s, 5, '{AAPL,MSFT,TSLA}', 4, 4, 0, %s), ('old', %s, 5, '{}', 5, 5, 0, %s)",
+        (now, now - timedelta(minutes=2), now, now - timedelta(minutes=1), now, now - timedelta(hours=1)),
+    )
     produce(settings, settings.kafka_topic, 10)  # all on partition 0
     produce(settings, settings.kafka_dlq_topic, 3)
     checkpoint = fake_checkpoint(tmp_path / "ckpt", settings.kafka_topic, {0: 4})
@@ -119,6 +126,7 @@ def test_exporter_reports_stream_freshness_lag_and_dlq(settings, pg_conn, tmp_pa
     assert value(found, "stockpipe_stream_lag_messages", topic=settings.kafka_topic) == 10 - 4
     assert value(found, "stockpipe_kafka_dlq_messages_total", topic=settings.kafka_dlq_topic) == 3
 
+    assert value(found, "stockpipe_ingest_symbol_error_ratio_15m") == 4 / 10  # the last hour's cycle is out
     assert value(found, "stockpipe_health_max_batch_age_seconds") == settings.health_max_batch_age_s
     assert value(found, "stockpipe_health_max_lag_messages") == settings.health_max_lag_messages
     assert value(found, "stockpipe_health_max_bar_age_seconds") == settings.health_max_bar_age_s

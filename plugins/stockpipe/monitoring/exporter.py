@@ -18,6 +18,7 @@ rest is still exported):
 ``stockpipe_bar_age_seconds{symbol}``               seconds since that bar ended (+Inf: no bar at all)
 ``stockpipe_market_session_open``                   1 while the market trades (NYSE, or the simulator's clock)
 ``stockpipe_market_session_elapsed_seconds``        seconds since the session opened (0 when closed)
+``stockpipe_ingest_symbol_error_ratio_15m``         failed share of market_ingest's symbol fetches (15 min)
 ``stockpipe_airflow_dag_runs_failed_total{dag_id}`` failed runs per DAG (Airflow REST API, if reachable)
 ``stockpipe_health_max_*``                          the ``STOCKPIPE_HEALTH_*`` thresholds, so the alert
                                                     rules and the stream_health DAG share one source
@@ -133,6 +134,14 @@ class StockpipeCollector(Collector):
                     (s.watchlist,),
                 ).fetchall()
             )
+            # market_ingest (STOCKPIPE_PRODUCER_MODE=airflow) has no metrics endpoint: its cycles are in ops
+            failed, attempted = conn.execute(
+                "SELECT coalesce(sum(cardinality(failed_symbols)), 0), coalesce(sum(symbols), 0)"
+                " FROM ops.ingest_cycles WHERE finished_at >= %s",
+                (now - timedelta(minutes=15),),
+            ).fetchone()
+            if attempted:
+                metrics["ingest_error_ratio"].add_metric([], failed / attempted)
         for symbol in s.watchlist:
             ts = newest.get(symbol)
             if ts is None:
@@ -256,6 +265,10 @@ class StockpipeCollector(Collector):
             "bar_ts": g("stockpipe_bar_newest_timestamp_seconds", "Start of the newest stored bar", labels=symbol),
             "bar_age": g(
                 "stockpipe_bar_age_seconds", "Seconds since the newest stored bar ended (+Inf: none)", labels=symbol
+            ),
+            "ingest_error_ratio": g(
+                "stockpipe_ingest_symbol_error_ratio_15m",
+                "Failed share of market_ingest's symbol fetches over 15 minutes (ops.ingest_cycles)",
             ),
             "dag_failed": c(
                 "stockpipe_airflow_dag_runs_failed", "Failed DAG runs (Airflow REST API)", labels=["dag_id"]
