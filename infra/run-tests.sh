@@ -8,6 +8,8 @@ was_up=0
 if [ -x .venv/bin/supervisorctl ] && .venv/bin/supervisorctl -c infra/supervisord.conf pid >/dev/null 2>&1; then
   was_up=1
 fi
+stop_started_services() { if [ $was_up = 0 ]; then infra/stack.sh down; fi; }
+trap stop_started_services EXIT
 infra/stack.sh up postgres redis kafka || exit 1
 # The browser test drives Debian's Chromium (no browser downloads here).
 if [ ! -x /usr/bin/chromium ]; then
@@ -26,6 +28,5 @@ fi
 mkdir -p test-artifacts
 .venv/bin/python -m pytest "$@"
 rc=$?
-if [ $was_up = 0 ]; then infra/stack.sh down; fi
 if [ $rc = 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi
 exit $rc
