@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Services the test suite needs; the suite starts its own simulators and producers.
 TEST_SERVICES := postgres redis kafka
 
-.PHONY: up down status logs install test test-unit lock clean
+.PHONY: up down status logs install test test-unit bench lock clean
 
 up:            ## install what is missing and start the whole stack
 	@$(STACK) up
@@ -28,6 +28,12 @@ test:          ## install, start the services the tests need, run pytest, stop w
 
 test-unit:     ## the tests that need no service
 	@$(STACK) install && $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench:         ## run every benchmark in bench/ in turn (one: make bench BENCH=bench/dashboard.py); JSON in bench/results/
+	@$(STACK) up $(TEST_SERVICES)
+	@rc=0; for script in $(or $(BENCH),$(wildcard bench/*.py)); do \
+	  echo "==> $$script"; $(PY) $$script || { rc=1; echo "$$script failed" >&2; }; \
+	done; exit $$rc
 
 lock:          ## recompile requirements.txt from requirements.in
 	@.venv/bin/uv pip compile requirements.in -o requirements.txt --python-version 3.11

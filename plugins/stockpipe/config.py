@@ -330,7 +330,10 @@ def _default_text(name: str) -> str:
         return ",".join(value)
     if value is None:
         return ""
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    # paths inside the checkout are shown relative to it, so the docs don't depend on where it lives
+    return str(value).replace(str(ROOT) + "/", "")
 
 
 def _env_name(name: str) -> str:

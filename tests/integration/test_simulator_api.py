@@ -418,4 +418,5 @@ def test_request_log_counts_calls_per_key_and_never_logs_the_key(simulator, capl
     assert "/v2/aggs/ticker/AAPL/prev" in caplog.text and "key-one" not in caplog.text
 
     httpx.post(f"{simulator.url}/_admin/reset")
-    assert httpx.get(f"{simulator.url}/_admin/stats").json()["keys"] == {}
+    # (a slow request of an earlier test may still land after the reset: look at this test's keys)
+    assert not {"key-one", "key-two"} & set(httpx.get(f"{simulator.url}/_admin/stats").json()["keys"])

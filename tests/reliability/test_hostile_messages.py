@@ -1,0 +1,146 @@
+"""Malformed and hostile messages in the bars topic, interleaved with a steady series.
+
+Every hostile record must land in the dead-letter topic exactly once, with its raw bytes, a
+reason and its Kafka origin; the valid bars around them must be stored exactly as sent with
+TA-Lib-exact indicators, as if the hostile records had never been there.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+
+from tests.integration import streamkit as kit
+from tests.reliability import harness
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.spark]
+
+SQL = "'; DROP TABLE market.bars_1m; --"
+
+
+def hostile_messages(good: dict) -> list[tuple[bytes | None, bytes | None, str | None]]:
+    """(key, value, expected reason substring or None when any reason will do)."""
+
+    def variant(**changes) -> bytes:
+        bar = dict(good)
+        for name, value in changes.items():
+            if value is ...:
+                bar.pop(name)
+            else:
+                bar[name] = value
+        return json.dumps(bar, allow_nan=True).encode()
+
+    key = good["symbol"].encode()
+    huge_text = json.dumps(dict(good, source="x" * 900_000)).encode()  # a ~0.9 MB record
+    return [
+        # huge values
+        (key, variant(close=...) [:-1] + b', "close": 1e400}', "not a finite number"),
+        (key, variant(volume=...)[:-1] + b', "volume": 1e999}', "volume is not a finite number"),
+        (key, variant(open=-1e308), "open must be positive"),
+        (key, huge_text.replace(b'"v": 1', b'"v": 99999999999999999999999'), None),
+        # wrong types
+        (key, variant(close="12.5abc"), "non-numeric close"),
+        (key, variant(open=True), None),
+        (key, variant(volume=[1, 2]), None),
+        (key, variant(high={"$gt": 0}), None),
+        (key, variant(ts=1764000000000), None),
+        (key, variant(symbol=12345), "symbol is not a ticker"),
+        (key, variant(v="1"), None),
+        (key, b'"just a string"', "not a JSON object"),
+        (key, b"null", "not a JSON object"),
+        (key, b"", "not a JSON object"),
+        (key, None, "not a JSON object"),  # a tombstone
+        # SQL-looking strings
+        (key, variant(symbol="AAPL" + SQL), "symbol is not a ticker"),
+        (key, variant(ts="2026-11-24T14:31:00Z" + SQL), "unparseable ts"),
+        (SQL.encode(), variant(symbol="x); DELETE FROM market.bars_1m; --"), "symbol is not a ticker"),
+        # NaN / Inf
+        (key, variant(close=float("nan")), "close is not a finite number"),
+        (key, variant(high=float("inf")), "high is not a finite number"),
+        (key, variant(low=float("-inf")), "low is not a finite number"),
+        (key, variant(vwap=float("nan")), "vwap is not a positive finite number"),
+        # negative volume / trades
+        (key, variant(volume=-1.0), "volume is negative"),
+        (key, variant(trades=-3), "trades is negative"),
+        # unknown / invalid symbols
+        (b"aapl", variant(symbol="aapl"), "symbol is not a ticker"),
+        (key, variant(symbol=""), "symbol is not a ticker"),
+        (key, variant(symbol="A" * 40), "symbol is not a ticker"),
+        (key, variant(symbol="ÄPFEL"), "symbol is not a ticker"),
+        (key, variant(symbol=...), "missing field symbol"),
+        # invalid UTF-8 (in the whole value, inside a string, in the key)
+        (key, b"\xff\xfe\xfd" + variant(), "not a JSON object"),
+        (key, variant(symbol="AA@PL").replace(b"@", b"\xc3\x28"), "symbol is not a ticker"),
+        (b"\xff\xfe", b"\x80\x81\x82{", "not a JSON object"),
+        # structurally broken
+        (key, b'{"v": 1, "symbol": "AAPL", "ts": ', "not a JSON object"),
+        (key, b"[" * 5000 + b"]" * 5000, "not a JSON object"),
+    ]
+
+
+def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(spark, settings, pg_conn, redis_client, tmp_path):
+    s = settings.model_copy(
+        update={"stream_checkpoint": str(tmp_path / "checkpoint"), "stream_max_offsets_per_trigger": 2000}
+    )
+    series = {sym: kit.random_bars(sym, kit.SESSION_OPEN, 80, seed=300 + n) for n, sym in enumerate(kit.SYMBOLS)}
+    # A valid bar whose free-text field looks like SQL is data: stored verbatim.
+    series["MSFT"][40] = dict(series["MSFT"][60], source="simulator" + SQL)
+    hostile = hostile_messages(series["AAPL"][0])
+    script = kit.Script()
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    h = 0
+    for i in range(80):
+        for sym in kit.SYMBOLS:
+            script.bar(series[sym][i])
+            messages.append(script.messages[-1])
+        if i % 2 == 0 and h < len(hostile):  # hostile records spread over the whole series
+            messages.append(hostile[h][:2])
+            h += 1
+    messages += [m[:2] for m in hostile[h:]]
+
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "message.max.bytes": 2_000_000})
+    for key, value in messages:
+        producer.produce(s.kafka_topic, key=key, value=value)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+    started = time.monotonic()
+    kit.drain(spark, s)
+    drained_s = time.monotonic() - started
+
+    result = harness.Result(f"hostile messages ({len(hostile)} kinds) in a steady series")
+    _frame, failures = harness.measure(s, script, result)
+    letters = kit.dead_letters(s, expected=len(hostile), timeout_s=60)
+    result.dead_letters = len(letters)
+    result.recover_s = None
+    result.notes = f"{len(letters)}/{len(hostile)} in the DLQ; drained in {drained_s:.1f} s"
+    harness.record(result)
+    if failures:
+        raise failures[0]
+    assert result.lost == 0 and result.duplicated == 0 and result.extra["unexpected_rows"] == 0
+
+    assert len(letters) == len(hostile), [x["error"] for x in letters]
+    by_raw: dict[bytes, list[dict]] = {}
+    for letter in letters:
+        raw = base64.b64decode(letter["raw"]) if letter["raw_encoding"] == "base64" else letter["raw"].encode()
+        by_raw.setdefault(raw, []).append(letter)
+        assert letter["error"], letter
+        assert letter["origin"]["topic"] == s.kafka_topic and letter["origin"]["offset"] >= 0
+    for key, value, reason in hostile:
+        matches = by_raw.get(value or b"", [])
+        assert matches, f"no dead letter for {value[:80] if value else value!r}"
+        letter = matches.pop(0)
+        if reason is not None:
+            assert reason in letter["error"], f"{value[:80]!r}: {letter['error']!r} does not say {reason!r}"
+    # The tables the SQL-looking strings name are intact, and the odd source is stored verbatim.
+    (sources,) = pg_conn.execute(
+        "SELECT array_agg(DISTINCT source) FROM market.bars_1m WHERE symbol = 'MSFT'"
+    ).fetchone()
+    assert "simulator" + SQL in sources
+    (batches,) = pg_conn.execute("SELECT sum(dead_letters) FROM ops.stream_batches").fetchone()
+    assert batches == len(hostile)

@@ -1,0 +1,57 @@
+"""Infrastructure faults while bars stream at a steady rate through Kafka → Spark → PostgreSQL/Redis.
+
+A scripted producer feeds the test topic at 10 bars/s (5 symbols); the streaming job runs as a
+subprocess restarted whenever it exits (as Airflow's market_stream DAG does). Each scenario injects
+one fault once micro-batches are flowing, keeps the feed going during and after it, and then
+checks: 0 bars lost, 0 duplicated rows, every row holds the latest values, indicators equal TA-Lib
+over the stored series, Redis latest equals the last stored row — and prints the time to recover
+(fault over → everything sent before that moment is in PostgreSQL and Redis).
+
+Only the kill -9 runs in `make test`; the others stop shared services (``slow``: `make
+test-reliability`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.reliability import harness
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.spark]
+
+
+def test_kill_9_of_the_spark_driver(settings, pg_conn, redis_client, tmp_path):
+    def fault(job: harness.SupervisedJob) -> None:
+        time.sleep(2)  # mid-stream, with micro-batches in flight
+        job.kill9()
+
+    harness.run_stream_scenario("kill -9 of the Spark driver (whole job)", settings, tmp_path, fault, seed=100)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kafka_broker_restart(settings, pg_conn, redis_client, tmp_path, service_down_s):
+    harness.run_stream_scenario(
+        f"Kafka broker restart ({service_down_s:.0f} s down)", settings, tmp_path,
+        harness.outage("kafka", settings, service_down_s), seed=200,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_postgresql_restart(settings, pg_conn, redis_client, tmp_path, service_down_s):
+    harness.run_stream_scenario(
+        f"PostgreSQL restart ({service_down_s:.0f} s down)", settings, tmp_path,
+        harness.outage("postgres", settings, service_down_s), seed=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_redis_stopped(settings, pg_conn, redis_client, tmp_path, redis_outage_s):
+    harness.run_stream_scenario(
+        f"Redis stopped for {redis_outage_s:.0f} s", settings, tmp_path,
+        harness.outage("redis", settings, redis_outage_s), seed=400,
+    )  # fmt: skip
