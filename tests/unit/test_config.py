@@ -67,3 +67,12 @@ def test_password_values_are_not_echoed(monkeypatch):
 def test_env_example_is_generated_from_settings():
     with open(".env.example") as handle:
         assert handle.read() == env_example(), "regenerate: python -m stockpipe.config --env-example > .env.example"
+
+
+def test_configuration_doc_is_generated_from_settings():
+    from stockpipe.config import markdown_table
+
+    with open("docs/configuration.md") as handle:
+        assert handle.read().endswith(markdown_table()), (
+            "regenerate docs/configuration.md (see its first lines): python -m stockpipe.config --markdown"
+        )
