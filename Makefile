@@ -26,6 +26,9 @@ install:       ## venv, JVM jars and Debian packages only
 test:          ## install, start the services the tests need, run pytest, stop what it started
 	@bash infra/run-tests.sh $(PYTEST_ARGS)
 
+test-reliability: ## the whole fault-injection suite: restarts Kafka, PostgreSQL, stops Redis 2 min (~15 min)
+	@bash infra/run-tests.sh tests/reliability -m reliability --redis-outage-s=120 $(PYTEST_ARGS)
+
 test-unit:     ## the tests that need no service
 	@$(STACK) install && $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 

@@ -51,12 +51,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
 @pytest.fixture
 def redis_outage_s(request) -> float:
-    return request.config.getoption("--redis-outage-s")
+    return request.config.getoption("--redis-outage-s", default=10.0)
 
 
 @pytest.fixture
 def service_down_s(request) -> float:
-    return request.config.getoption("--service-down-s")
+    return request.config.getoption("--service-down-s", default=5.0)
 
 
 # The shared SparkSession of the Spark tests (getOrCreate: the same session as tests/integration's).

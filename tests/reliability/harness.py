@@ -314,7 +314,9 @@ class Probe:
         except (psycopg.Error, redis.RedisError):
             return False
 
-    def wait(self, condition: Callable[[], bool], timeout_s: float, what: str, job: SupervisedJob | None = None) -> float:
+    def wait(
+        self, condition: Callable[[], bool], timeout_s: float, what: str, job: SupervisedJob | None = None
+    ) -> float:
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             if condition():
@@ -334,12 +336,8 @@ def measure(settings: Settings, script: kit.Script, result: Result) -> tuple[obj
     the invariant violations found (asserted by the caller after recording the row)."""
     failures: list[AssertionError] = []
     with psycopg.connect(settings.pg_dsn("writer"), autocommit=True) as conn:
-        (rows, distinct) = conn.execute(
-            "SELECT count(*), count(DISTINCT (symbol, ts)) FROM market.bars_1m"
-        ).fetchone()
-        (dup_ind,) = conn.execute(
-            "SELECT count(*) - count(DISTINCT (symbol, ts)) FROM market.indicators_1m"
-        ).fetchone()
+        (rows, distinct) = conn.execute("SELECT count(*), count(DISTINCT (symbol, ts)) FROM market.bars_1m").fetchone()
+        (dup_ind,) = conn.execute("SELECT count(*) - count(DISTINCT (symbol, ts)) FROM market.indicators_1m").fetchone()
         frame = kit.stored(conn)
     keys = set(zip(frame["symbol"], frame["ts"], strict=True))
     result.bars = len(script.expected)
@@ -377,6 +375,7 @@ def run_stream_scenario(
     after_fault_s: float = 10.0,
     seed: int = 100,
     recover_timeout_s: float = 420.0,
+    settle_s: float = 2.0,
 ) -> Result:
     """Steady feed → supervised streaming job; ``fault`` once the stream is flowing; measure."""
     settings = settings.model_copy(update={"stream_checkpoint": str(tmp_path / "checkpoint")})
@@ -391,6 +390,7 @@ def run_stream_scenario(
         feeder.start()
         # Flowing: a few micro-batches committed, bars in PostgreSQL.
         probe.wait(lambda: (probe.batches() or 0) >= 3 and (probe.stored() or 0) > 0, 240, "stream start", job)
+        time.sleep(settle_s)  # mid-stream, micro-batches in flight
         before = probe.stored()
         fault_started = time.monotonic()
         fault(job)

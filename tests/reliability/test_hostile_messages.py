@@ -37,7 +37,7 @@ def hostile_messages(good: dict) -> list[tuple[bytes | None, bytes | None, str |
     huge_text = json.dumps(dict(good, source="x" * 900_000)).encode()  # a ~0.9 MB record
     return [
         # huge values
-        (key, variant(close=...) [:-1] + b', "close": 1e400}', "not a finite number"),
+        (key, variant(close=...)[:-1] + b', "close": 1e400}', "not a finite number"),
         (key, variant(volume=...)[:-1] + b', "volume": 1e999}', "volume is not a finite number"),
         (key, variant(open=-1e308), "open must be positive"),
         (key, huge_text.replace(b'"v": 1', b'"v": 99999999999999999999999'), None),
@@ -87,7 +87,7 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(spark, settings
     )
     series = {sym: kit.random_bars(sym, kit.SESSION_OPEN, 80, seed=300 + n) for n, sym in enumerate(kit.SYMBOLS)}
     # A valid bar whose free-text field looks like SQL is data: stored verbatim.
-    series["MSFT"][40] = dict(series["MSFT"][60], source="simulator" + SQL)
+    series["MSFT"][40] = dict(series["MSFT"][40], source="simulator" + SQL)
     hostile = hostile_messages(series["AAPL"][0])
     script = kit.Script()
     messages: list[tuple[bytes | None, bytes | None]] = []
@@ -131,7 +131,7 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(spark, settings
         by_raw.setdefault(raw, []).append(letter)
         assert letter["error"], letter
         assert letter["origin"]["topic"] == s.kafka_topic and letter["origin"]["offset"] >= 0
-    for key, value, reason in hostile:
+    for _key, value, reason in hostile:
         matches = by_raw.get(value or b"", [])
         assert matches, f"no dead letter for {value[:80] if value else value!r}"
         letter = matches.pop(0)

@@ -13,8 +13,6 @@ test-reliability`).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.reliability import harness
@@ -23,11 +21,14 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.spar
 
 
 def test_kill_9_of_the_spark_driver(settings, pg_conn, redis_client, tmp_path):
-    def fault(job: harness.SupervisedJob) -> None:
-        time.sleep(2)  # mid-stream, with micro-batches in flight
-        job.kill9()
-
-    harness.run_stream_scenario("kill -9 of the Spark driver (whole job)", settings, tmp_path, fault, seed=100)
+    harness.run_stream_scenario(
+        "kill -9 of the Spark driver (whole job)",
+        settings,
+        tmp_path,
+        harness.SupervisedJob.kill9,
+        seed=100,
+        after_fault_s=3,
+    )
 
 
 @pytest.mark.slow
