@@ -472,11 +472,15 @@ def prepare(settings: Settings) -> None:
 
 
 def delete_topics(settings: Settings) -> None:
-    for future in admin_client(settings).delete_topics([settings.kafka_topic, settings.kafka_dlq_topic]).values():
+    # Keep the client referenced until the futures resolve: a temporary AdminClient is destroyed
+    # before the request is sent (the futures then fail with _DESTROY and nothing is deleted).
+    client = admin_client(settings)
+    for topic, future in client.delete_topics([settings.kafka_topic, settings.kafka_dlq_topic]).items():
         try:
             future.result(timeout=30)
-        except Exception:  # noqa: BLE001 — already gone
-            pass
+        except Exception as error:  # noqa: BLE001
+            if "UNKNOWN_TOPIC" not in str(error):
+                log(f"could not delete topic {topic}: {error}")
 
 
 # --- report ----------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def settings(base_settings: Settings, redis_client, pg_database: str):
     test_settings = base_settings.model_copy(update={"kafka_topic": topic, "kafka_dlq_topic": dlq})
     ensure_topics(test_settings, {topic: test_settings.kafka_partitions, dlq: 1}, wait_s=30)
     yield test_settings
-    for future in admin_client(test_settings).delete_topics([topic, dlq]).values():
+    client = admin_client(test_settings)  # kept alive until the deletes are done
+    for future in client.delete_topics([topic, dlq], operation_timeout=30).values():
         try:
             future.result(timeout=30)
         except Exception:  # a topic a test already removed; nothing to clean
