@@ -174,11 +174,9 @@ class MarketProducer:
     def symbol_metadata(self, symbol: str) -> dict[str, Any] | None:
         """Ticker details, from Redis within the TTL, else from the API (then cached)."""
         key = META_KEY.format(symbol=symbol)
-        cached = self.redis.get(key)
-        if cached is not None:
-            metrics.METADATA_CACHE_HITS.inc()
-            details = json.loads(cached)
-            return details or None
+        cached = self._cached_metadata(symbol)
+        if cached is not False:
+            return cached
         details = self._with_retries(lambda: self.source.ticker_details(symbol), f"ticker details of {symbol}")
         # An unknown symbol is cached too (as {}), so it doesn't cost a call every cycle.
         self.redis.set(key, json.dumps(details or {}), ex=self.settings.metadata_ttl_s or None)
@@ -290,18 +288,36 @@ class MarketProducer:
             )
 
     # -- one cycle -----------------------------------------------------------------------------
+    def _cached_metadata(self, symbol: str) -> dict[str, Any] | None | bool:
+        """Ticker details from Redis: a dict, None (known to be unknown), or False (not cached)."""
+        cached = self.redis.get(META_KEY.format(symbol=symbol))
+        if cached is None:
+            return False
+        metrics.METADATA_CACHE_HITS.inc()
+        return json.loads(cached) or None
+
     def run_cycle(self, symbols: list[str] | None = None) -> CycleSummary:
+        """Bars first, metadata after: under a tight rate limit the first cycle's ticker-details
+        calls must not hold up the prices. A symbol whose fetch returns nothing and whose details
+        say it does not exist is reported as unknown."""
         started = time.monotonic()
         now = self.clock()
         summary = CycleSummary()
+        uncached: list[str] = []
         for symbol in symbols or self.settings.watchlist:
             try:
-                details = self.symbol_metadata(symbol)
-                if details is None:
+                cached = self._cached_metadata(symbol)
+                if cached is None:
                     log.warning("unknown symbol %s: the market-data API has no ticker details; skipped", symbol)
                     summary.results.append(SymbolResult(symbol, error="unknown symbol"))
                     continue
-                summary.results.append(self.produce_symbol(symbol, now))
+                result = self.produce_symbol(symbol, now)
+                if cached is False and result.fetched == 0 and self.symbol_metadata(symbol) is None:
+                    log.warning("unknown symbol %s: the market-data API has no ticker details; skipped", symbol)
+                    result.error = "unknown symbol"
+                elif cached is False:
+                    uncached.append(symbol)
+                summary.results.append(result)
             except KafkaUnavailable as error:
                 log.error("%s", error)
                 summary.results.append(SymbolResult(symbol, error="kafka unavailable"))
@@ -315,6 +331,11 @@ class MarketProducer:
                 log.exception("skipping %s this cycle: %s", symbol, error)
                 summary.results.append(SymbolResult(symbol, error=str(error)))
                 metrics.SYMBOL_FAILURES.labels("other").inc()
+        for symbol in uncached:
+            try:
+                self.symbol_metadata(symbol)
+            except RetryableSourceError as error:  # prices are in; the details wait for the next cycle
+                log.warning("ticker details of %s not refreshed this cycle: %s", symbol, error)
         summary.duration_s = time.monotonic() - started
         metrics.CYCLE_SECONDS.observe(summary.duration_s)
         log.info("%s", summary.line())
