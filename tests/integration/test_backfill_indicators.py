@@ -96,3 +96,46 @@ def test_bar_beyond_the_horizon_is_queued_and_repaired(spark, stream_settings, p
     kit.produce(settings, more.messages)
     kit.drain(spark, settings)
     kit.assert_invariants(pg_conn, redis_client, more)
+
+
+def test_backfilling_history_older_than_the_stream_keeps_every_later_row_exact(
+    spark, stream_settings, pg_conn, redis_client
+):
+    """The first-start case: the stream is live, then the backfill stores the days before its first
+    bar. Every later indicator (stored and still to come) must follow the longer series."""
+    symbols = kit.SYMBOLS[:2]
+    live = kit.Script()
+    history, later = {}, []
+    for n, symbol in enumerate(symbols):
+        bars = kit.random_bars(symbol, kit.SESSION_OPEN, 180, seed=500 + n)
+        history[symbol] = kit.random_bars(symbol, kit.SESSION_OPEN - timedelta(days=1), 120, seed=600 + n)
+        for bar in bars[:120]:
+            live.bar(bar)
+        later += bars[120:]
+    kit.produce(stream_settings, live.messages)
+    kit.drain(spark, stream_settings)
+
+    # What the backfill DAG does: store the older day's bars, then run the batch job for that day.
+    with pg_conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO market.bars_1m (symbol, ts, open, high, low, close, volume, vwap, trades, source, "
+            "fetched_at) VALUES (%(symbol)s, %(ts)s, %(open)s, %(high)s, %(low)s, %(close)s, %(volume)s, "
+            "%(vwap)s, %(trades)s, %(source)s, %(fetched_at)s)",
+            [bar for bars in history.values() for bar in bars],
+        )
+    day = (kit.SESSION_OPEN - timedelta(days=1)).date()
+    start, end = session_range(day, day)
+    backfill(spark, stream_settings, symbols, start, end)
+
+    more = kit.Script()
+    more.expected = dict(live.expected)
+    for bars in history.values():
+        for bar in bars:
+            more.expected[(bar["symbol"], kit._parse(bar["ts"]))] = bar
+    for bar in later:
+        more.bar(bar)
+    kit.produce(stream_settings, more.messages)
+    kit.drain(spark, stream_settings)
+
+    frame = kit.assert_invariants(pg_conn, redis_client, more)
+    assert len(frame) == 2 * (120 + 180)

@@ -104,9 +104,16 @@ def compute_indicators(
 def backfill(
     spark: SparkSession, settings: Settings, symbols: list[str], start: datetime, end: datetime
 ) -> BackfillResult:
-    """Recompute and upsert the indicators of ``symbols`` over [start, end); update Redis."""
+    """Recompute and upsert the indicators of ``symbols`` from ``start`` on; update Redis.
+
+    The bars of [start, end) may be new to the stored series (a backfill fills history the stream
+    never saw), and EMA, RSI and MACD depend on every earlier bar: so the indicators of every later
+    stored bar are rewritten too, and the symbols' epochs move first, so the streaming job rebuilds
+    its state from the stored series before it writes another row (see streaming.operator).
+    """
     began = time.monotonic()
-    frame = compute_indicators(spark, settings, symbols, start, end)
+    bump_epochs(settings, symbols)
+    frame = compute_indicators(spark, settings, symbols, start, FAR_FUTURE)
     sink = PostgresSink(settings)
     try:
         result = sink.write(frame)
@@ -135,6 +142,18 @@ def backfill(
         outcome.seconds,
     )
     return outcome
+
+
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def bump_epochs(settings: Settings, symbols: list[str]) -> None:
+    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ops.symbol_epochs (symbol, epoch) SELECT unnest(%s::text[]), 1 "
+            "ON CONFLICT (symbol) DO UPDATE SET epoch = ops.symbol_epochs.epoch + 1, changed_at = now()",
+            (symbols,),
+        )
 
 
 def repair_ranges(settings: Settings) -> dict[str, datetime]:

@@ -25,6 +25,8 @@ STATE_SCHEMA = T.StructType(
         T.StructField("base", T.StringType()),
         T.StructField("last", T.StringType()),
         T.StructField("trimmed", T.BooleanType()),
+        # ops.symbol_epochs' epoch the state was built from (see make_update_function)
+        T.StructField("epoch", T.LongType()),
     ]
 )
 
@@ -61,6 +63,8 @@ _PANDAS_TYPES = {
 
 Seeder = Callable[[str], pd.DataFrame]
 """symbol → its stored bars (window columns, ts ascending); empty when it has none."""
+Epochs = Callable[[str], int]
+"""symbol → its epoch in ops.symbol_epochs (0 when absent)."""
 
 
 def _shape(frame: pd.DataFrame, symbol: str | None, n_input: int) -> pd.DataFrame:
@@ -76,8 +80,13 @@ def _shape(frame: pd.DataFrame, symbol: str | None, n_input: int) -> pd.DataFram
     return pd.DataFrame({name: pd.array(values, dtype=_PANDAS_TYPES[name]) for name, values in columns.items()})
 
 
-def make_update_function(horizon: int, seeder: Seeder | None):
-    """The function ``applyInPandasWithState`` runs once per symbol (and once for dead letters)."""
+def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | None = None):
+    """The function ``applyInPandasWithState`` runs once per symbol (and once for dead letters).
+
+    With ``epochs``: when a backfill rewrote a symbol's stored history (its epoch moved), the state
+    is rebuilt from the stored series before the new bars are applied — EMA, RSI and MACD depend on
+    every earlier bar, so a state built on the old history would drift from TA-Lib.
+    """
 
     def update(key: tuple, batches: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
         group = str(key[0])
@@ -87,25 +96,31 @@ def make_update_function(horizon: int, seeder: Seeder | None):
             dead = rows[["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]].assign(kind=st.KIND_DEAD)
             yield _shape(dead, None, len(rows))
             return
+        epoch = epochs(group) if epochs is not None and seeder is not None else 0
+        stale = False
         if state.exists:
-            current = st.SymbolState.from_row(state.get)
-        elif seeder is not None:
+            row = state.get
+            current = st.SymbolState.from_row(tuple(row[:4]))
+            stale = seeder is not None and (row[4] or 0) != epoch
+        if stale or (not state.exists and seeder is not None):
             current = st.seed(seeder(group), horizon)
-        else:
+        elif not state.exists:
             current = st.SymbolState()
         history = (lambda: seeder(group)) if seeder is not None else None
         new_state, out = st.advance(current, rows, horizon, history)
-        if new_state is not current or not state.exists:
-            state.update(new_state.to_row())
+        if new_state is not current or not state.exists or stale:
+            state.update((*new_state.to_row(), epoch))
         yield _shape(out, group, len(rows))
 
     return update
 
 
-def apply_indicators(parsed: DataFrame, horizon: int, seeder: Seeder | None = None) -> DataFrame:
+def apply_indicators(
+    parsed: DataFrame, horizon: int, seeder: Seeder | None = None, epochs: Epochs | None = None
+) -> DataFrame:
     """Parsed records (see parse.PARSED_COLUMNS) → operator rows (:data:`OUTPUT_SCHEMA`)."""
     return parsed.groupBy("gkey").applyInPandasWithState(
-        make_update_function(horizon, seeder),
+        make_update_function(horizon, seeder, epochs),
         outputStructType=OUTPUT_SCHEMA,
         stateStructType=STATE_SCHEMA,
         outputMode="update",

@@ -43,6 +43,30 @@ def make_seeder(dsn: str):
     return seeder
 
 
+_epoch_cache: dict[str, tuple[float, dict[str, int]]] = {}
+
+
+def make_epoch_reader(dsn: str, max_age_s: float = 1.0):
+    """symbol → its ops.symbol_epochs epoch; one query a second per worker process, not per symbol."""
+
+    def epoch(symbol: str) -> int:
+        import time
+
+        import psycopg
+
+        cached = _epoch_cache.get(dsn)
+        if cached is None or time.monotonic() - cached[0] > max_age_s:
+            conn = _seed_connections.get(dsn)
+            if conn is None or conn.closed:
+                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+                _seed_connections[dsn] = conn
+            epochs = dict(conn.execute("SELECT symbol, epoch FROM ops.symbol_epochs").fetchall())
+            cached = _epoch_cache[dsn] = (time.monotonic(), epochs)
+        return cached[1].get(symbol, 0)
+
+    return epoch
+
+
 def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
     return (
         spark.readStream.format("kafka")
@@ -58,7 +82,8 @@ def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
     """The streaming plan up to the sink (the operator's rows, see operator.OUTPUT_SCHEMA)."""
     parsed = parse_records(kafka_records(spark, settings)).select(*PARSED_COLUMNS)
     seeder = make_seeder(settings.pg_dsn("writer")) if settings.stream_seed_from_postgres else None
-    return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder)
+    epochs = make_epoch_reader(settings.pg_dsn("writer")) if seeder is not None else None
+    return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder, epochs)
 
 
 def start_stream(
