@@ -298,3 +298,30 @@ def stored_bars(conn: psycopg.Connection, symbol: str, until: Any = None) -> pd.
     for name in ("open", "high", "low", "close", "volume", "vwap"):
         frame[name] = frame[name].astype("float64")
     return frame
+
+
+def stored_bars_many(conn: psycopg.Connection, symbols: list[str], until: Any = None) -> dict[str, pd.DataFrame]:
+    """:func:`stored_bars` of several symbols in one query (symbols without bars get an empty frame)."""
+    query = (
+        "SELECT symbol, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, "
+        "(extract(epoch FROM fetched_at) * 1000000)::bigint AS fetched_us, "
+        "open, high, low, close, volume, vwap, trades, source "
+        "FROM market.bars_1m WHERE symbol = ANY(%s)"
+        + (" AND ts <= %s" if until is not None else "")
+        + " ORDER BY symbol, ts"
+    )
+    params = (list(symbols),) if until is None else (list(symbols), until)
+    with conn.cursor() as cur:
+        records = cur.execute(query, params).fetchall()
+    columns = ["symbol", "ts_ms", "fetched_us", "open", "high", "low", "close", "volume", "vwap", "trades", "source"]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    for name in ("ts_ms", "fetched_us"):
+        frame[name] = frame[name].astype("int64")
+    for name in ("open", "high", "low", "close", "volume", "vwap"):
+        frame[name] = frame[name].astype("float64")
+    out = {
+        symbol: part.drop(columns="symbol").reset_index(drop=True)
+        for symbol, part in frame.groupby("symbol", sort=False)
+    }
+    empty = frame.iloc[0:0].drop(columns="symbol")
+    return {symbol: out.get(symbol, empty) for symbol in symbols}
