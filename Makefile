@@ -3,10 +3,8 @@ SHELL := /bin/bash
 STACK := infra/stack.sh
 PY := .venv/bin/python
 PYTEST_ARGS ?=
-# Services the test suite needs; the suite starts its own simulators and producers.
-TEST_SERVICES := postgres redis kafka
 
-.PHONY: up down status logs install test test-unit bench lock clean
+.PHONY: up down status logs install test test-reliability test-unit bench bench-report lock clean
 
 up:            ## install what is missing and start the whole stack
 	@$(STACK) up
@@ -32,11 +30,11 @@ test-reliability: ## the whole fault-injection suite: restarts Kafka, PostgreSQL
 test-unit:     ## the tests that need no service
 	@$(STACK) install && $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench:         ## run every benchmark in bench/ in turn (one: make bench BENCH=bench/dashboard.py); JSON in bench/results/
-	@$(STACK) up $(TEST_SERVICES)
-	@rc=0; for script in $(or $(BENCH),$(wildcard bench/*.py)); do \
-	  echo "==> $$script"; $(PY) $$script || { rc=1; echo "$$script failed" >&2; }; \
-	done; exit $$rc
+bench:         ## every benchmark (~15-20 min), then one summary table + JSON + docs/benchmarks.md (one: make bench BENCH=bench/backfill.py)
+	@bash infra/run-bench.sh $(BENCH)
+
+bench-report:  ## the summary table of the stored bench/results/*.json; rewrites docs/benchmarks.md's summary block
+	@$(PY) bench/report.py --markdown
 
 lock:          ## recompile requirements.txt from requirements.in
 	@.venv/bin/uv pip compile requirements.in -o requirements.txt --python-version 3.11

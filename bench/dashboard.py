@@ -57,11 +57,21 @@ def year_of_bars(symbol: str, index: pd.DatetimeIndex, seed: int) -> pd.DataFram
     open_ = np.concatenate([[close[0]], close[:-1]])
     spread = np.abs(rng.normal(0, 0.0004, n)) * close
     high, low = np.maximum(open_, close) + spread, np.minimum(open_, close) - spread
-    return pd.DataFrame({
-        "symbol": symbol, "ts": index, "open": open_, "high": high, "low": low, "close": close,
-        "volume": rng.integers(500, 50_000, n).astype("float64"), "vwap": (high + low + close) / 3,
-        "trades": rng.integers(5, 400, n), "source": "simulator", "fetched_at": index + pd.Timedelta(seconds=61),
-    })
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "ts": index,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.integers(500, 50_000, n).astype("float64"),
+            "vwap": (high + low + close) / 3,
+            "trades": rng.integers(5, 400, n),
+            "source": "simulator",
+            "fetched_at": index + pd.Timedelta(seconds=61),
+        }
+    )
 
 
 def _copy(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> None:
@@ -91,16 +101,28 @@ def load(settings, database: str, calendar: str, symbols: list[str], reload: boo
             full, _ = compute_frame(bars)
             _copy(conn, "market.bars_1m", full[BAR_COLUMNS])
             _copy(conn, "market.indicators_1m", full[["symbol", "ts", *INDICATOR_COLUMNS]])
-            conn.execute("INSERT INTO market.symbols (symbol, name, exchange, currency, source) "
-                         "VALUES (%s, %s, 'XNAS', 'usd', 'simulator')", (symbol, f"{symbol} Corp."))
+            conn.execute(
+                "INSERT INTO market.symbols (symbol, name, exchange, currency, source) "
+                "VALUES (%s, %s, 'XNAS', 'usd', 'simulator')",
+                (symbol, f"{symbol} Corp."),
+            )
             print(f"  loaded {symbol}: {len(bars):,} bars", flush=True)
         now = pd.Timestamp(end)
         seconds = pd.date_range(end=now, periods=86_400, freq="1s")
-        batches = pd.DataFrame({
-            "query_name": settings.stream_query_name, "batch_id": np.arange(len(seconds)), "rows_in": 5,
-            "bars_upserted": 5, "dead_letters": 0, "input_rows_per_s": 5.0, "processing_ms": 150.0,
-            "latency_p50_ms": 900.0, "latency_p95_ms": 1400.0, "committed_at": seconds,
-        })
+        batches = pd.DataFrame(
+            {
+                "query_name": settings.stream_query_name,
+                "batch_id": np.arange(len(seconds)),
+                "rows_in": 5,
+                "bars_upserted": 5,
+                "dead_letters": 0,
+                "input_rows_per_s": 5.0,
+                "processing_ms": 150.0,
+                "latency_p50_ms": 900.0,
+                "latency_p95_ms": 1400.0,
+                "committed_at": seconds,
+            }
+        )
         _copy(conn, "ops.stream_batches", batches)
         for view in ("market.bars_5m", "market.bars_1h", "market.bars_1d"):
             conn.execute(f"REFRESH MATERIALIZED VIEW {view}")
@@ -149,8 +171,12 @@ def measure(page: str | None, range_key: str | None, repeat: int) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calendar", choices=["nyse", "demo"], default="nyse",
-                        help="nyse: ~98k bars/symbol (real sessions); demo: 525k bars/symbol (24/7 simulator)")
+    parser.add_argument(
+        "--calendar",
+        choices=["nyse", "demo"],
+        default="nyse",
+        help="nyse: ~98k bars/symbol (real sessions); demo: 525k bars/symbol (24/7 simulator)",
+    )
     parser.add_argument("--symbols", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--reload", action="store_true", help="drop and reload the bench database")
@@ -163,10 +189,12 @@ def main() -> None:
     bars, load_s = load(base, database, args.calendar, symbols, args.reload)
     print(f"  {bars:,} bars " + (f"loaded in {load_s:.0f} s" if load_s else "(reused)"))
     redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    os.environ.update({"STOCKPIPE_PG_DATABASE": database, "STOCKPIPE_REDIS_URL": redis_url,
-                       "STOCKPIPE_WATCHLIST": ",".join(symbols)})
+    os.environ.update(
+        {"STOCKPIPE_PG_DATABASE": database, "STOCKPIPE_REDIS_URL": redis_url, "STOCKPIPE_WATCHLIST": ",".join(symbols)}
+    )
     write_latest(load_settings(), database, symbols)
 
+    loadavg_before = [round(x, 2) for x in os.getloadavg()]
     cases = [("overview", None, None), ("pipeline", "pipeline", None), ("kafka", "kafka", None)]
     cases += [(f"symbol {r}", "symbol", r) for r in ("1D", "5D", "1M", "6M", "1Y")]
     results = []
@@ -180,10 +208,21 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = {"benchmark": "dashboard", "at": stamp, "calendar": args.calendar, "symbols": symbols,
-              "database": database, "bars": bars,
-              "repeat": args.repeat, "target_s": TARGET_S, "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-              "python": platform.python_version(), "results": results}
+    report = {
+        "benchmark": "dashboard",
+        "at": stamp,
+        "calendar": args.calendar,
+        "symbols": symbols,
+        "database": database,
+        "bars": bars,
+        "repeat": args.repeat,
+        "target_s": TARGET_S,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+        "python": platform.python_version(),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "results": results,
+    }
     path = out / f"dashboard-{stamp}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path.relative_to(ROOT)}")

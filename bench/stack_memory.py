@@ -1,6 +1,7 @@
 """Benchmark (not a test): resident memory of the whole local stack, idle and under a burst of bars.
 
     .venv/bin/python bench/stack_memory.py [--idle-s 20] [--burst-s 60] [--rate 1000] [--no-load]
+        [--wait-stream-s 300]
 
 The stack is every process under the supervisord of this checkout (``infra/supervisord.conf``):
 PostgreSQL (postmaster + backends), Redis, Kafka, the simulator, the Airflow api-server, scheduler
@@ -24,7 +25,9 @@ upper bound (it counts e.g. the forked Airflow executor workers' copy-on-write p
   component and total the max. The stream stores these bars in the live ``stockpipe`` database
   (dev stack: acceptable; they are tagged source=simulator and symbols BENCH*).
 
-Prints a table per component and writes bench/results/stack_memory.json.
+Before sampling it waits (``--wait-stream-s``, 300 s) for market_stream's Spark driver: right after
+`make up`, Airflow needs a minute or two to start it. Prints a table per component and writes
+bench/results/stack_memory.json.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ except ImportError:  # pragma: no cover - psutil is in the venv; /proc is the fa
 GIB = 1024**3
 TARGET_IDLE_BYTES = 5 * GIB
 CONF = str(ROOT / "infra" / "supervisord.conf")
+SPARK_DRIVER = "spark driver JVM (market_stream)"
 ORDER = [
     "supervisord",
     "postgres",
@@ -129,7 +133,7 @@ def component(cmd: str) -> str:
     if "kafka.Kafka" in cmd:
         return "kafka"
     if "java" in cmd and "pyspark" in cmd:
-        return "spark driver JVM (market_stream)"
+        return SPARK_DRIVER
     if "spark_jobs/" in cmd:
         return "spark driver python"
     if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
@@ -191,6 +195,28 @@ def sample() -> dict[str, dict[str, int]]:
         entry["pss"] += memory[1]
         entry["processes"] += 1
     return out
+
+
+def wait_for_stream(timeout_s: float, settle_s: float) -> None:
+    """Wait until market_stream's Spark driver runs under this stack (Airflow starts it a minute or two
+    after `make up`): without it the biggest part of the stack would be missing from the figures. A
+    driver that has just started gets ``settle_s`` more for its first micro-batches."""
+    started = time.monotonic()
+    next_note = started
+    while not any(component(_cmdline(pid)) == SPARK_DRIVER for pid in stack_pids()):
+        waited = time.monotonic() - started
+        if waited > timeout_s:
+            raise SystemExit(
+                f"market_stream's Spark driver is not running after {timeout_s:.0f} s: start Airflow (`make up`) "
+                "and check that the market_stream DAG is unpaused in the Airflow UI (or pass --wait-stream-s 0)"
+            )
+        if time.monotonic() >= next_note:
+            print(f"waiting for market_stream's Spark driver ({waited:.0f} of {timeout_s:.0f} s) ...", flush=True)
+            next_note += 30
+        time.sleep(1)
+    if time.monotonic() - started > 1:
+        print(f"market_stream's Spark driver is up; {settle_s:.0f} s for its first micro-batches ...", flush=True)
+        time.sleep(settle_s)
 
 
 def others() -> list[str]:
@@ -308,6 +334,7 @@ def machine() -> dict:
     return {
         "nproc": os.cpu_count(),
         "arch": platform.machine(),
+        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?"),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "free_g": subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.strip(),
         "python": platform.python_version(),
@@ -326,8 +353,17 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=100, help="BENCH0..BENCH<n-1>")
     parser.add_argument("--after-s", type=float, default=20.0, help="keep sampling after the burst")
     parser.add_argument("--no-load", action="store_true", help="idle only")
+    parser.add_argument(
+        "--wait-stream-s",
+        type=float,
+        default=300.0,
+        help="wait this long for market_stream's Spark driver before measuring (0: measure without it)",
+    )
+    parser.add_argument("--settle-s", type=float, default=60.0, help="after the driver has just started")
     args = parser.parse_args()
     settings = load_settings()
+    if args.wait_stream_s > 0:
+        wait_for_stream(args.wait_stream_s, args.settle_s)
 
     load_idle = machine()["loadavg"]
     print(f"idle: sampling the stack for {args.idle_s:.0f} s ...", flush=True)
