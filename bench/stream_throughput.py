@@ -563,12 +563,16 @@ def main() -> None:
     parser.add_argument("--rates", default="100,1000", help="input rates of the latency phase (bars/s)")
     parser.add_argument("--duration", type=float, default=45, help="seconds per latency rate")
     parser.add_argument("--warmup", type=float, default=5, help="seconds at the start of each rate left out")
-    parser.add_argument("--trigger", type=float, default=1.0, help="processingTime trigger of the stream (s)")
+    parser.add_argument(
+        "--trigger", type=float, default=None, help="processingTime trigger of the stream (s; default: the setting's)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench topics (default: delete them)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 
     settings = bench_settings()
+    if args.trigger is None:
+        args.trigger = settings.stream_trigger_s
     started = time.monotonic()
     result: dict = {
         "benchmark": "stream_throughput",

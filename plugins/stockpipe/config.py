@@ -104,7 +104,10 @@ class Settings(BaseSettings):
     # --- spark streaming / backfill ----------------------------------------------------------
     spark_master: str = Field("local[2]", description="Spark master URL of the streaming and backfill jobs.")
     spark_shuffle_partitions: int = Field(
-        4, ge=1, description="spark.sql.shuffle.partitions: shards of the per-symbol indicator state."
+        2,
+        ge=1,
+        description="spark.sql.shuffle.partitions: shards of the indicator state (frozen into the checkpoint; "
+        "local mode: one per core).",
     )
     spark_driver_memory: str = Field("1g", description="Spark driver memory (local mode: the whole job).")
     spark_jars_dir: Path = Field(
@@ -115,7 +118,9 @@ class Settings(BaseSettings):
         str(ROOT / ".local" / "checkpoints" / "stream_indicators"),
         description="Checkpoint location of the streaming query (any Hadoop path).",
     )
-    stream_trigger_s: float = Field(1.0, gt=0, description="Micro-batch trigger interval in seconds.")
+    stream_trigger_s: float = Field(
+        0.5, gt=0, description="Micro-batch trigger interval in seconds (a batch starts at most this often)."
+    )
     stream_max_offsets_per_trigger: int = Field(
         200_000, ge=1, description="Kafka maxOffsetsPerTrigger: most records one micro-batch reads."
     )
@@ -127,6 +132,12 @@ class Settings(BaseSettings):
         ge=60,
         description="Bars per symbol kept in stream state: a late or corrected bar within them is applied "
         "and every later indicator recomputed; an older one is stored and queued for the backfill.",
+    )
+    stream_state_buckets: int = Field(
+        16,
+        ge=1,
+        description="Symbols are hashed into this many state groups (one operator call each per micro-batch). "
+        "Frozen into the checkpoint: change it only with a new stream_checkpoint.",
     )
     stream_seed_from_postgres: bool = Field(
         True, description="Seed a symbol's indicator state from its stored bars when the stream first sees it."

@@ -1,17 +1,25 @@
 """Batch recomputation of indicators for given symbols and a time range, through the stream's sink.
 
 The bars are already in ``market.bars_1m`` (the backfill DAG stores what it fetched first, the
-stream stores what it consumed). For each symbol, a Spark task reads its stored series **from its
-first bar** up to the range's end and runs it through ``indicators.compute_frame`` — the same
-``SymbolIndicators`` the stream steps — then keeps the rows inside the range.
+stream stores what it consumed). Each symbol's stored series is read **from its first bar** up to
+the range's end and run through ``indicators.compute_values`` — the loop of ``compute_frame``, the
+same ``SymbolIndicators`` the stream steps — then the rows inside the range are kept.
 
 Why from the first bar: EMA, RSI and MACD are recursive, so their value at any bar depends on every
 earlier bar. Seeding from "the last N bars before the range" would be an approximation; TA-Lib over
 the stored series (invariant 1) is only matched by the state that saw the whole series. Replaying a
-symbol's history costs about a second per 100,000 bars (a year of minute bars, extended hours
+symbol's history costs about half a second per 100,000 bars (a year of minute bars, extended hours
 included, is ~100k), once per backfill, in parallel across symbols — cheap next to being exact.
-The rows are then written by :class:`~stockpipe.storage.postgres.PostgresSink`, the stream's sink,
-which is why streaming a day and backfilling it give the same rows (invariant 2).
+
+The work is split by *groups of symbols*, not by symbol: the driver counts each symbol's stored
+bars (one query), packs the symbols into chunks of at most :data:`MAX_CHUNK_BARS` bars and deals
+the chunks to one Spark task per core, balanced by bars. A task opens one
+:class:`~stockpipe.storage.postgres.PostgresSink` connection and, per chunk, reads all its
+symbols' series with one query, computes them, and writes the rows through the sink (the stream's
+sink, which is why streaming a day and backfilling it give the same rows: invariant 2) in one
+transaction. Nothing but per-symbol row counts goes back to the driver. A failed task leaves the
+chunks it committed (exact rows, the upserts are idempotent) and fails the job before the repair
+queue or Redis is touched; running the backfill again completes it.
 
 A symbol's open ``ops.repair_queue`` entries inside the range are marked repaired afterwards;
 :func:`repair_ranges` turns the open queue into the ranges to backfill (earliest queued bar → now).
@@ -20,7 +28,9 @@ A symbol's open ``ops.repair_queue`` entries inside the range are marked repaire
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -31,14 +41,17 @@ import psycopg
 from pyspark.sql import SparkSession
 
 from stockpipe.config import Settings
-from stockpipe.indicators import INDICATOR_COLUMNS, compute_frame
-from stockpipe.storage.postgres import PostgresSink, stored_bars
+from stockpipe.indicators import INDICATOR_COLUMNS, SymbolIndicators, compute_values
+from stockpipe.storage.postgres import PostgresSink, stored_bars_frame, symbol_bounds
 from stockpipe.storage.redis_latest import LatestWriter
-from stockpipe.streaming.operator import OUTPUT_COLUMNS, OUTPUT_SCHEMA
-from stockpipe.streaming.state import KIND_BAR
+from stockpipe.streaming.state import BAR_VALUE_COLUMNS, KIND_BAR
 
 log = logging.getLogger(__name__)
 NEW_YORK = ZoneInfo("America/New_York")
+
+#: Stored bars read, computed and written at once by a task (a chunk; ~0.1 GB of Python objects at
+#: its peak). A symbol with a longer series is a chunk of its own.
+MAX_CHUNK_BARS = 200_000
 
 
 @dataclass
@@ -59,46 +72,116 @@ def session_range(first: date, last: date) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def symbol_indicators(bars: pd.DataFrame, start_ms: int, end_ms: int) -> pd.DataFrame:
-    """Operator-shaped ``bar`` rows for the bars in [start_ms, end_ms) of one symbol's full series."""
-    frame = bars.assign(ts=pd.to_datetime(bars["ts_ms"].to_numpy(dtype=np.int64), unit="ms", utc=True))
-    computed, _ = compute_frame(frame)
-    inside = computed[(computed["ts_ms"] >= start_ms) & (computed["ts_ms"] < end_ms)]
-    out = inside[["ts_ms", "fetched_us", "open", "high", "low", "close", "volume", "vwap", *INDICATOR_COLUMNS]].copy()
-    out["kind"] = KIND_BAR
-    out["bar_changed"] = False  # the stored bars are the input; only indicators are written
-    return out
+def indicator_rows(bars: pd.DataFrame, start_ms: int, end_ms: int) -> pd.DataFrame:
+    """Operator-shaped ``bar`` rows for the bars in [start_ms, end_ms) of several symbols' full stored
+    series (``bars`` as :func:`~stockpipe.storage.postgres.stored_bars_frame` returns them: ordered
+    by symbol, ts). Each symbol starts from a fresh ``SymbolIndicators`` at its first bar."""
+    ts_ms = bars["ts_ms"].to_numpy(dtype=np.int64)
+    close, vwap, volume = (
+        bars[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in ("close", "vwap", "volume")
+    )
+    values = np.empty((len(bars), len(INDICATOR_COLUMNS)))
+    for first, stop in symbol_bounds(bars["symbol"]).values():
+        values[first:stop] = compute_values(
+            ts_ms[first:stop] * 1000, close[first:stop], vwap[first:stop], volume[first:stop], SymbolIndicators()
+        )
+    inside = (ts_ms >= start_ms) & (ts_ms < end_ms)
+    carried = ("symbol", "ts_ms", "fetched_us", *BAR_VALUE_COLUMNS, "trades", "source")
+    out = {name: bars[name].to_numpy()[inside] for name in carried}
+    out.update({name: values[inside, j] for j, name in enumerate(INDICATOR_COLUMNS)})
+    out["kind"] = np.full(int(inside.sum()), KIND_BAR, dtype=object)
+    out["bar_changed"] = np.zeros(len(out["kind"]), dtype=bool)  # the stored bars are the input
+    return pd.DataFrame(out)
 
 
-def _compute_partition(dsn: str, start_ms: int, end_ms: int):
-    def compute(key: tuple, symbols: pd.DataFrame) -> pd.DataFrame:
-        symbol = str(key[0])
-        end = datetime.fromtimestamp(end_ms / 1000, UTC)
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-            # ts < end: stored_bars takes an inclusive bound, so ask for the last microsecond before it.
-            bars = stored_bars(conn, symbol, until=end - timedelta(microseconds=1))
-        out = symbol_indicators(bars, start_ms, end_ms)
-        out["symbol"] = symbol
-        for name in OUTPUT_COLUMNS:
-            if name not in out:
-                out[name] = None
-        return out[OUTPUT_COLUMNS]
+def plan_tasks(bars_per_symbol: dict[str, int], tasks: int, max_bars: int = MAX_CHUNK_BARS) -> list[list[list[str]]]:
+    """Symbols → at most ``tasks`` lists of chunks (symbol lists), balanced by stored bars.
 
-    return compute
+    Chunks hold about ``total / tasks`` bars and never more than ``max_bars`` (unless one symbol
+    has more), so a task's memory does not grow with the backfill; the heaviest chunk goes first to
+    the least loaded task."""
+    if not bars_per_symbol:
+        return []
+    target = max(1, min(max_bars, math.ceil(sum(bars_per_symbol.values()) / tasks)))
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for symbol, bars in bars_per_symbol.items():
+        if chunks[-1] and size + bars > target:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(symbol)
+        size += bars
+    weights = [sum(bars_per_symbol[s] for s in chunk) for chunk in chunks]
+    plan: list[list[list[str]]] = [[] for _ in range(min(tasks, len(chunks)))]
+    load = [0] * len(plan)
+    for i in sorted(range(len(chunks)), key=weights.__getitem__, reverse=True):
+        lightest = load.index(min(load))
+        plan[lightest].append(chunks[i])
+        load[lightest] += weights[i]
+    return plan
 
 
-def compute_indicators(
+def write_chunks(settings: Settings, chunks: list[list[str]], start_ms: int, end_ms: int) -> pd.DataFrame:
+    """One task's work: per chunk, one query for its symbols' series, their rows, one sink write.
+
+    Returns (symbol, rows) for the symbols that got rows."""
+    # ts < end: the stored-bars query takes an inclusive bound, so ask for the last microsecond before it.
+    until = datetime.fromtimestamp(end_ms / 1000, UTC) - timedelta(microseconds=1)
+    sink = PostgresSink(settings)
+    counts: list[pd.Series] = []
+    try:
+        conn = sink.connection()
+        for chunk in chunks:
+            with conn.transaction():
+                bars = stored_bars_frame(conn, chunk, until=until)
+            rows = indicator_rows(bars, start_ms, end_ms)
+            sink.write(rows)
+            counts.append(rows["symbol"].value_counts())
+    finally:
+        sink.close()
+    written = pd.concat(counts) if counts else pd.Series(dtype="int64")
+    return pd.DataFrame({"symbol": written.index.to_numpy(dtype=object), "rows": written.to_numpy(dtype=np.int64)})
+
+
+def _task_runner(settings: Settings, plan: list[list[list[str]]], start_ms: int, end_ms: int):
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for task in batch["id"].tolist():
+                yield write_chunks(settings, plan[task], start_ms, end_ms)
+
+    return run
+
+
+def stored_bar_counts(settings: Settings, symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
+    """symbol → its stored bars before ``end``, for the symbols with bars in [start, end).
+
+    Also creates the monthly partitions those bars' indicators go to, once, before the tasks write
+    in parallel (two tasks creating the same partition would collide)."""
+    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+        records = conn.execute(
+            "SELECT symbol, count(*), min(ts) FILTER (WHERE ts >= %(start)s), max(ts) FROM market.bars_1m "
+            "WHERE symbol = ANY(%(symbols)s) AND ts < %(end)s GROUP BY symbol HAVING max(ts) >= %(start)s "
+            "ORDER BY symbol",
+            {"symbols": symbols, "start": start, "end": end},
+        ).fetchall()
+        if records:
+            first, last = min(r[2] for r in records), max(r[3] for r in records)
+            conn.execute("SELECT market.ensure_month_partitions(%s, %s)", (first, last))
+    return {symbol: bars for symbol, bars, _, _ in records}
+
+
+def write_indicators(
     spark: SparkSession, settings: Settings, symbols: list[str], start: datetime, end: datetime
-) -> pd.DataFrame:
-    """The rows a backfill of ``symbols`` over [start, end) writes (one Spark task per symbol)."""
+) -> dict[str, int]:
+    """Recompute and upsert the indicator rows of ``symbols`` in [start, end) in Spark tasks (one
+    per core, each a group of symbols); symbol → rows written."""
+    plan = plan_tasks(stored_bar_counts(settings, symbols, start, end), spark.sparkContext.defaultParallelism)
+    if not plan:
+        return {}
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    keys = spark.createDataFrame([(s,) for s in symbols], "symbol string").repartition(
-        min(len(symbols), settings.spark_shuffle_partitions), "symbol"
-    )
-    rows = keys.groupBy("symbol").applyInPandas(
-        _compute_partition(settings.pg_dsn("writer"), start_ms, end_ms), schema=OUTPUT_SCHEMA
-    )
-    return rows.toPandas()
+    tasks = spark.range(0, len(plan), 1, numPartitions=len(plan))
+    written = tasks.mapInPandas(_task_runner(settings, plan, start_ms, end_ms), schema="symbol string, rows long")
+    return {row["symbol"]: row["rows"] for row in written.collect()}
 
 
 def backfill(
@@ -113,10 +196,10 @@ def backfill(
     """
     began = time.monotonic()
     bump_epochs(settings, symbols)
-    frame = compute_indicators(spark, settings, symbols, start, FAR_FUTURE)
+    written = write_indicators(spark, settings, symbols, start, FAR_FUTURE)
     sink = PostgresSink(settings)
     try:
-        result = sink.write(frame)
+        latest = sink.latest_rows(sorted(written))
         conn = sink.connection()
         with conn.transaction():
             repaired = conn.execute(
@@ -126,12 +209,12 @@ def backfill(
             ).rowcount
     finally:
         sink.close()
-    latest = LatestWriter(settings)
+    writer = LatestWriter(settings)
     try:
-        latest.write(result.latest if result else [])
+        writer.write(latest)
     finally:
-        latest.close()
-    outcome = BackfillResult(symbols, start, end, len(frame), repaired, time.monotonic() - began)
+        writer.close()
+    outcome = BackfillResult(symbols, start, end, sum(written.values()), repaired, time.monotonic() - began)
     log.info(
         "backfill %s %s..%s: %s indicator rows, %s repairs closed, %.1f s",
         ",".join(symbols),

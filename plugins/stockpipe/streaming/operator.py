@@ -1,16 +1,30 @@
-"""The stateful per-symbol operator: ``applyInPandasWithState`` around :func:`state.advance`.
+"""The stateful operator: ``applyInPandasWithState`` around :func:`state.advance_columns`.
 
-State lives in the query's checkpoint (one row per symbol, :data:`STATE_SCHEMA`), so a restart —
-clean or after ``kill -9`` — resumes exactly where the last committed batch left it. A symbol the
-state store has never seen is seeded from its bars already stored in PostgreSQL (when enabled), so
-a new checkpoint over an existing database still continues the stored series exactly; the same
-reader rebuilds a symbol's state when a bar older than its recompute horizon arrives.
+Symbols are hashed into a fixed number of *state buckets* (``stream_state_buckets``); the operator
+runs once per bucket and micro-batch, and the bucket's state row holds every one of its symbols'
+states (:class:`~stockpipe.streaming.state.SymbolState` rows, pickled as plain tuples). Grouping by
+bucket rather than by symbol is what makes 500 symbols cheap: Spark's Python runner pays a pandas
+frame, an Arrow round trip and a state row per *group*, which cost ~5 ms a group — more than
+computing a symbol's indicators — so per-symbol groups capped the stream at a few thousand bars/s.
+Inside a bucket the symbols are processed from numpy columns, without pandas per symbol.
+
+State lives in the query's checkpoint, so a restart — clean or after ``kill -9`` — resumes exactly
+where the last committed batch left it. A symbol its bucket has never seen is seeded from its bars
+already stored in PostgreSQL (when enabled; one query for all of a bucket's new symbols), so a new
+checkpoint over an existing database still continues the stored series exactly; the same reader
+rebuilds a symbol's state when a bar older than its recompute horizon arrives, or when a backfill
+rewrote its history (its epoch in ``ops.symbol_epochs`` moved).
+
+The bucket count is frozen into the checkpoint (a symbol's state lives in its bucket): the state row
+records it, and a query restarted with another count fails with a message naming the setting.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -21,12 +35,10 @@ from stockpipe.streaming.parse import DLQ_GROUP
 
 STATE_SCHEMA = T.StructType(
     [
-        T.StructField("window", T.BinaryType()),
-        T.StructField("base", T.StringType()),
-        T.StructField("last", T.StringType()),
-        T.StructField("trimmed", T.BooleanType()),
-        # ops.symbol_epochs' epoch the state was built from (see make_update_function)
-        T.StructField("epoch", T.LongType()),
+        # pickle of {symbol: (window bytes, base, last, trimmed, epoch)} (see make_update_function)
+        T.StructField("symbols", T.BinaryType()),
+        # the bucket count the state was built with (stream_state_buckets)
+        T.StructField("buckets", T.IntegerType()),
     ]
 )
 
@@ -61,27 +73,80 @@ _PANDAS_TYPES = {
     for f in OUTPUT_SCHEMA.fields
 }
 
-Seeder = Callable[[str], pd.DataFrame]
-"""symbol → its stored bars (window columns, ts ascending); empty when it has none."""
+Seeder = Callable[[list[str]], dict[str, pd.DataFrame]]
+"""symbols → their stored bars (window columns, ts ascending; empty when none), one query for all."""
 Epochs = Callable[[str], int]
 """symbol → its epoch in ops.symbol_epochs (0 when absent)."""
 
+_INPUT_INTS = ("ts_ms", "fetched_us", "kpartition", "koffset")
+_INPUT_FLOATS = (*st.BAR_VALUE_COLUMNS, "trades")
 
-def _shape(frame: pd.DataFrame, symbol: str | None, n_input: int) -> pd.DataFrame:
-    """``frame`` plus one stats row, in :data:`OUTPUT_COLUMNS` (absent columns NULL)."""
-    n = len(frame)
-    columns = {}
+
+def _columns(rows: pd.DataFrame) -> st.Columns:
+    """The parsed rows of a bucket as numpy columns (NULL → NaN for the floats)."""
+    columns: st.Columns = {name: rows[name].to_numpy(dtype=np.int64) for name in _INPUT_INTS}
+    for name in _INPUT_FLOATS:
+        columns[name] = pd.to_numeric(rows[name]).to_numpy(dtype=np.float64, na_value=np.nan)
+    columns["source"] = rows["source"].to_numpy(dtype=object)
+    return columns
+
+
+def _frame(parts: list[tuple[str, st.Columns]], n_input: int, dead: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every symbol's rows (then ``dead``'s) plus one stats row, in :data:`OUTPUT_COLUMNS` (absent = NULL)."""
+    pieces = [(len(part["ts_ms"]), part) for _, part in parts]
+    if dead is not None:
+        pieces.append((len(dead), {name: dead[name].to_numpy() for name in dead.columns}))
+    pieces.append((1, {"kind": np.array([st.KIND_STATS], dtype=object), "n_input": np.array([n_input])}))
+    data: dict[str, object] = {}
     for name in OUTPUT_COLUMNS:
-        values = frame[name].tolist() if name in frame else [None] * n
-        columns[name] = values + [None]
-    columns["symbol"] = [symbol] * (n + 1)
-    columns["kind"][-1] = st.KIND_STATS
-    columns["n_input"][-1] = n_input
-    return pd.DataFrame({name: pd.array(values, dtype=_PANDAS_TYPES[name]) for name, values in columns.items()})
+        kind = _PANDAS_TYPES[name]
+        if kind == "float64":
+            data[name] = np.concatenate(
+                [np.asarray(p[name], dtype=np.float64) if name in p else np.full(n, np.nan) for n, p in pieces]
+            )
+        elif kind in ("Int64", "Int32", "boolean"):
+            numpy_type = bool if kind == "boolean" else np.int64
+            values, nulls = [], []
+            for n, p in pieces:
+                if name in p:
+                    raw = np.asarray(p[name])
+                    missing = pd.isna(raw) if raw.dtype == object or raw.dtype.kind == "f" else np.zeros(n, dtype=bool)
+                    filled = np.where(missing, 0, raw) if missing.any() else raw
+                    values.append(np.asarray(filled).astype(numpy_type))
+                    nulls.append(np.asarray(missing, dtype=bool))
+                else:
+                    values.append(np.zeros(n, dtype=numpy_type))
+                    nulls.append(np.ones(n, dtype=bool))
+            merged, mask = np.concatenate(values), np.concatenate(nulls)
+            if kind == "boolean":
+                data[name] = pd.arrays.BooleanArray(merged, mask)
+            else:
+                data[name] = pd.array(pd.arrays.IntegerArray(merged, mask), dtype=kind)
+        else:
+            data[name] = np.concatenate(
+                [np.asarray(p[name], dtype=object) if name in p else np.full(n, None, dtype=object) for n, p in pieces]
+            )
+    data["symbol"] = np.concatenate(
+        [np.full(n, symbol, dtype=object) for (symbol, _), (n, _) in zip(parts, pieces, strict=False)]
+        + [np.full(sum(n for n, _ in pieces[len(parts) :]), None, dtype=object)]
+    )
+    return pd.DataFrame(data)
 
 
-def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | None = None):
-    """The function ``applyInPandasWithState`` runs once per symbol (and once for dead letters).
+def _bucket_state(state: GroupState, buckets: int) -> dict[str, tuple]:
+    if not state.exists:
+        return {}
+    blob, built_with = state.get
+    if built_with != buckets:
+        raise RuntimeError(
+            f"STOCKPIPE_STREAM_STATE_BUCKETS is {buckets} but the checkpoint's state was built with {built_with}: "
+            "set it back, or start the query on a new STOCKPIPE_STREAM_CHECKPOINT (state is reseeded from PostgreSQL)"
+        )
+    return pickle.loads(bytes(blob))
+
+
+def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | None = None, buckets: int = 1):
+    """The function ``applyInPandasWithState`` runs once per state bucket (and once for dead letters).
 
     With ``epochs``: when a backfill rewrote a symbol's stored history (its epoch moved), the state
     is rebuilt from the stored series before the new bars are applied — EMA, RSI and MACD depend on
@@ -94,33 +159,54 @@ def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | N
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT_COLUMNS)
         if group == DLQ_GROUP:
             dead = rows[["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]].assign(kind=st.KIND_DEAD)
-            yield _shape(dead, None, len(rows))
+            yield _frame([], len(rows), dead)
             return
-        epoch = epochs(group) if epochs is not None and seeder is not None else 0
-        stale = False
-        if state.exists:
-            row = state.get
-            current = st.SymbolState.from_row(tuple(row[:4]))
-            stale = seeder is not None and (row[4] or 0) != epoch
-        if stale or (not state.exists and seeder is not None):
-            current = st.seed(seeder(group), horizon)
-        elif not state.exists:
-            current = st.SymbolState()
-        history = (lambda: seeder(group)) if seeder is not None else None
-        new_state, out = st.advance(current, rows, horizon, history)
-        if new_state is not current or not state.exists or stale:
-            state.update((*new_state.to_row(), epoch))
-        yield _shape(out, group, len(rows))
+        entries = _bucket_state(state, buckets)
+        columns = _columns(rows)
+        by_symbol = rows.groupby("symbol", sort=True).indices
+        symbols = list(by_symbol)
+        with_epochs = epochs is not None and seeder is not None
+        current_epoch = {symbol: epochs(symbol) if with_epochs else 0 for symbol in symbols}
+        reseed = [
+            symbol
+            for symbol in symbols
+            if seeder is not None
+            and (symbol not in entries or (with_epochs and (entries[symbol][4] or 0) != current_epoch[symbol]))
+        ]
+        seeds = seeder(reseed) if reseed else {}
+        parts: list[tuple[str, st.Columns]] = []
+        changed = not state.exists
+        for symbol in symbols:
+            if symbol in seeds:
+                current = st.seed(seeds[symbol], horizon)
+            elif symbol in entries:
+                current = st.SymbolState.from_row(tuple(entries[symbol][:4]))
+            else:
+                current = st.SymbolState()
+            history = (lambda symbol=symbol: seeder([symbol])[symbol]) if seeder is not None else None
+            bars = {name: values[by_symbol[symbol]] for name, values in columns.items()}
+            new_state, out = st.advance_columns(current, bars, horizon, history)
+            if new_state is not current or symbol in seeds or symbol not in entries:
+                entries[symbol] = (*new_state.to_row(), current_epoch[symbol])
+                changed = True
+            parts.append((symbol, out))
+        if changed:
+            state.update((pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL), buckets))
+        yield _frame(parts, len(rows))
 
     return update
 
 
 def apply_indicators(
-    parsed: DataFrame, horizon: int, seeder: Seeder | None = None, epochs: Epochs | None = None
+    parsed: DataFrame,
+    horizon: int,
+    seeder: Seeder | None = None,
+    epochs: Epochs | None = None,
+    buckets: int = 1,
 ) -> DataFrame:
-    """Parsed records (see parse.PARSED_COLUMNS) → operator rows (:data:`OUTPUT_SCHEMA`)."""
+    """Parsed records (see parse.PARSED_COLUMNS, ``gkey`` = state bucket) → operator rows (:data:`OUTPUT_SCHEMA`)."""
     return parsed.groupBy("gkey").applyInPandasWithState(
-        make_update_function(horizon, seeder, epochs),
+        make_update_function(horizon, seeder, epochs, buckets),
         outputStructType=OUTPUT_SCHEMA,
         stateStructType=STATE_SCHEMA,
         outputMode="update",

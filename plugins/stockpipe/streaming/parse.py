@@ -2,8 +2,9 @@
 
 Every record comes out of :func:`parse_records` as one row: the bar's typed fields plus ``error``
 (NULL for a valid bar, else the first rule it breaks) and its origin (topic, partition, offset, raw
-key and value). Valid rows are keyed by symbol for the stateful operator; invalid ones share the
-:data:`DLQ_GROUP` key and pass through it untouched, so one query (and one checkpoint) covers both.
+key and value). Valid rows are keyed by their symbol's state bucket (:func:`state_bucket`) for the
+stateful operator; invalid ones share the :data:`DLQ_GROUP` key and pass through it untouched, so
+one query (and one checkpoint) covers both.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 CONTRACT_VERSION = 1
-# Not a ticker (see SYMBOL_PATTERN), so dead letters never share a state key with a symbol.
+# Not a ticker (see SYMBOL_PATTERN) nor a bucket, so dead letters never share a state key with bars.
 DLQ_GROUP = "~dlq"
+BUCKET_PREFIX = "~b"
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,11}$"
 MICROS_PER_MINUTE = 60_000_000
 
@@ -84,7 +86,12 @@ def validation_error(bar: Column, ts: Column, fetched: Column) -> Column:
     return _first_error(checks)
 
 
-def parse_records(kafka: DataFrame) -> DataFrame:
+def state_bucket(symbol: Column, buckets: int) -> Column:
+    """``~b<n>``: the state group of ``symbol`` (xxhash64, stable across runs and Spark versions)."""
+    return F.concat(F.lit(BUCKET_PREFIX), F.pmod(F.xxhash64(symbol), F.lit(buckets)).cast("string"))
+
+
+def parse_records(kafka: DataFrame, buckets: int = 1) -> DataFrame:
     """Kafka source rows (key, value, topic, partition, offset, ...) → :data:`PARSED_COLUMNS`."""
     text = F.col("value").cast("string")
     parsed = kafka.select(
@@ -109,7 +116,7 @@ def parse_records(kafka: DataFrame) -> DataFrame:
     with_error = parsed.select("*", ts.alias("ts"), fetched.alias("fetched"), error.alias("error"))
     valid = F.col("error").isNull()
     return with_error.select(
-        F.when(valid, F.col("bar.symbol")).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
+        F.when(valid, state_bucket(F.col("bar.symbol"), buckets)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
         F.col("bar.symbol").alias("symbol"),
         F.unix_millis(F.col("ts")).alias("ts_ms"),
         *(F.col(f"bar.{name}").alias(name) for name in ("open", "high", "low", "close", "volume", "vwap", "trades")),

@@ -27,18 +27,18 @@ _seed_connections: dict[str, Any] = {}
 
 
 def make_seeder(dsn: str):
-    """symbol → its stored bars; runs in the Python workers, one connection per worker process."""
+    """symbols → their stored bars (one query); runs in the Python workers, one connection per worker."""
 
-    def seeder(symbol: str) -> pd.DataFrame:
+    def seeder(symbols: list[str]) -> dict[str, pd.DataFrame]:
         import psycopg
 
-        from stockpipe.storage.postgres import stored_bars
+        from stockpipe.storage.postgres import stored_bars_many
 
         conn = _seed_connections.get(dsn)
         if conn is None or conn.closed:
             conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
             _seed_connections[dsn] = conn
-        return stored_bars(conn, symbol)
+        return stored_bars_many(conn, symbols)
 
     return seeder
 
@@ -80,10 +80,49 @@ def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
 
 def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
     """The streaming plan up to the sink (the operator's rows, see operator.OUTPUT_SCHEMA)."""
-    parsed = parse_records(kafka_records(spark, settings)).select(*PARSED_COLUMNS)
+    buckets = settings.stream_state_buckets
+    parsed = parse_records(kafka_records(spark, settings), buckets).select(*PARSED_COLUMNS)
     seeder = make_seeder(settings.pg_dsn("writer")) if settings.stream_seed_from_postgres else None
     epochs = make_epoch_reader(settings.pg_dsn("writer")) if seeder is not None else None
-    return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder, epochs)
+    return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder, epochs, buckets)
+
+
+_listening: set[int] = set()
+
+
+def log_progress(spark: SparkSession) -> None:
+    """Log one line per micro-batch with Spark's own timings (where a batch's time goes)."""
+    if id(spark) in _listening:
+        return
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressLogger(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's API)
+            pass
+
+        def onQueryProgress(self, event) -> None:  # noqa: N802
+            progress = event.progress
+            state = progress.stateOperators[0] if progress.stateOperators else None
+            log.info(
+                "progress %s batch %s: %s input rows; ms: %s%s",
+                progress.name,
+                progress.batchId,
+                progress.numInputRows,
+                ", ".join(f"{k} {v}" for k, v in sorted((progress.durationMs or {}).items())),
+                ""
+                if state is None
+                else f"; state: {state.numRowsTotal} groups, {state.memoryUsedBytes / 1e6:.1f} MB, "
+                f"commit {state.commitTimeMs} ms",
+            )
+
+        def onQueryIdle(self, event) -> None:  # noqa: N802
+            pass
+
+        def onQueryTerminated(self, event) -> None:  # noqa: N802
+            pass
+
+    spark.streams.addListener(ProgressLogger())
+    _listening.add(id(spark))
 
 
 def start_stream(
@@ -91,6 +130,7 @@ def start_stream(
 ):
     """Start the query (checkpoint ``settings.stream_checkpoint``); return it and its writer."""
     writer = writer or BatchWriter(settings)
+    log_progress(spark)
     stream = (
         indicator_rows(spark, settings)
         .writeStream.queryName(settings.stream_query_name)

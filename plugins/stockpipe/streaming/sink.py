@@ -94,9 +94,8 @@ class BatchWriter:
         # Always run the plan, even for a batch committed before: that rewrites its state-store
         # version (deterministically the same), so the next batch finds it.
         frame = batch_df.toPandas()
-        self.write_frame(
-            frame, batch_id, started=started, since_previous_s=since_previous, plan_ms=(time.monotonic() - started) * 1000
-        )
+        plan_ms = (time.monotonic() - started) * 1000
+        self.write_frame(frame, batch_id, started=started, since_previous_s=since_previous, plan_ms=plan_ms)
 
     def write_frame(
         self,

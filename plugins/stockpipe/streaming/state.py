@@ -142,14 +142,23 @@ Columns = dict[str, np.ndarray]
 """A set of rows as named numpy columns (cheaper than pandas for the few rows of one batch)."""
 
 
-def latest_per_ts(bars: pd.DataFrame) -> Columns:
+def _floats(values) -> np.ndarray:
+    """A float64 column (NaN for NULL) from a pandas Series, a numpy array or a list."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    return pd.to_numeric(pd.Series(values)).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def latest_per_ts(bars: pd.DataFrame | Columns) -> Columns:
     """One bar per ts, ts ascending: the highest fetched_at; on a tie the first received (lowest
     partition, offset). Ordering on every column that can differ makes the result independent of
-    the order Spark hands the rows over in, so a replayed batch produces the same output."""
-    ts = bars["ts_ms"].to_numpy(dtype=np.int64)
-    fetched = bars["fetched_us"].to_numpy(dtype=np.int64)
+    the order Spark hands the rows over in, so a replayed batch produces the same output.
+
+    ``bars`` is a frame or named numpy columns (the operator's fast path: no pandas per symbol)."""
+    ts = np.asarray(bars["ts_ms"], dtype=np.int64)
+    fetched = np.asarray(bars["fetched_us"], dtype=np.int64)
     order = np.lexsort(
-        (bars["koffset"].to_numpy(dtype=np.int64), bars["kpartition"].to_numpy(dtype=np.int64), -fetched, ts)
+        (np.asarray(bars["koffset"], dtype=np.int64), np.asarray(bars["kpartition"], dtype=np.int64), -fetched, ts)
     )
     ts_sorted = ts[order]
     first = np.ones(len(order), dtype=bool)
@@ -157,9 +166,9 @@ def latest_per_ts(bars: pd.DataFrame) -> Columns:
     pick = order[first]
     columns: Columns = {"ts_ms": ts[pick], "fetched_us": fetched[pick]}
     for name in BAR_VALUE_COLUMNS:
-        columns[name] = pd.to_numeric(bars[name]).to_numpy(dtype=np.float64, na_value=np.nan)[pick]
-    columns["trades"] = pd.to_numeric(bars["trades"]).to_numpy(dtype=np.float64, na_value=np.nan)[pick]
-    columns["source"] = bars["source"].to_numpy(dtype=object)[pick]
+        columns[name] = _floats(bars[name])[pick]
+    columns["trades"] = _floats(bars["trades"])[pick]
+    columns["source"] = np.asarray(bars["source"], dtype=object)[pick]
     return columns
 
 
@@ -191,13 +200,22 @@ def _window_rows(window: Window, start: int, values: np.ndarray) -> Columns:
 
 
 def advance(
-    state: SymbolState, bars: pd.DataFrame, horizon: int, history: History | None = None
+    state: SymbolState, bars: pd.DataFrame | Columns, horizon: int, history: History | None = None
 ) -> tuple[SymbolState, pd.DataFrame]:
+    """:func:`advance_columns` with the rows as a frame."""
+    new_state, rows = advance_columns(state, bars, horizon, history)
+    return new_state, pd.DataFrame(rows)
+
+
+def advance_columns(
+    state: SymbolState, bars: pd.DataFrame | Columns, horizon: int, history: History | None = None
+) -> tuple[SymbolState, Columns]:
     """Apply one batch of valid bars of one symbol; return the new state and the rows to write.
 
     ``bars`` has the parsed columns (``ts_ms``, ``fetched_us``, prices, ``trades``, ``source``,
-    ``kpartition``, ``koffset``). The result has one row per bar to write: ``kind`` (bar/late),
-    ``bar_changed`` (whether the bar itself must be upserted) and the indicator columns.
+    ``kpartition``, ``koffset``), as a frame or numpy columns. The result has one row per bar to
+    write: ``kind`` (bar/late), ``bar_changed`` (whether the bar itself must be upserted) and the
+    indicator columns.
 
     ``history`` (the symbol's stored bars, read on demand) lets a bar beyond the horizon also
     repair the state: see :func:`reseed_after_late`.
@@ -324,7 +342,7 @@ OUTPUT_COLUMNS = [
 _EMPTY = {"kind": object, "source": object, "bar_changed": bool, "ts_ms": np.int64, "fetched_us": np.int64}
 
 
-def _finish(parts: list[Columns]) -> pd.DataFrame:
+def _finish(parts: list[Columns]) -> Columns:
     parts = [part for part in parts if len(part["ts_ms"])]
     columns: Columns = {}
     for name in OUTPUT_COLUMNS:
@@ -335,10 +353,14 @@ def _finish(parts: list[Columns]) -> pd.DataFrame:
             else:
                 n = len(part["ts_ms"])
                 pieces.append(np.full(n, None, dtype=object) if name == "source" else np.full(n, np.nan))
-        columns[name] = np.concatenate(pieces) if pieces else np.array([], dtype=_EMPTY.get(name, np.float64))
-    out = pd.DataFrame(columns)
-    if len(parts) > 1 and out["ts_ms"].duplicated().any():
+        if len(pieces) == 1:
+            columns[name] = pieces[0]
+        else:
+            columns[name] = np.concatenate(pieces) if pieces else np.array([], dtype=_EMPTY.get(name, np.float64))
+    if len(parts) > 1 and len(np.unique(columns["ts_ms"])) < len(columns["ts_ms"]):
         # A bar re-emitted by a later step: its last indicators count, and it changed if any step said so.
+        out = pd.DataFrame(columns)
         changed = out.groupby("ts_ms")["bar_changed"].transform("any")
         out = out.assign(bar_changed=changed).drop_duplicates("ts_ms", keep="last").reset_index(drop=True)
-    return out
+        columns = {name: out[name].to_numpy() for name in OUTPUT_COLUMNS}
+    return columns
