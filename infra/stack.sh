@@ -18,7 +18,7 @@ PY="$VENV/bin/python"
 SUPERVISOR_CONF="$HOME_DIR/infra/supervisord.conf"
 export PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
-export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
+export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m -XX:G1PeriodicGCInterval=60000}"
 ALL_COMPONENTS=(postgres redis kafka simulator airflow producer dashboard exporter prometheus)
 
 mkdir -p "$LOGS" "$STOCKPIPE_LOCAL/supervisor"

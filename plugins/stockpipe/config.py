@@ -160,7 +160,9 @@ class Settings(BaseSettings):
     # --- airflow (orchestration, health, maintenance) -----------------------------------------
     airflow_port: int = Field(8080, ge=1, le=65535, description="Airflow api-server (UI) port on 127.0.0.1.")
     airflow_dags_unpaused: bool = Field(True, description="DAGs start unpaused in the local stack.")
-    airflow_parallelism: int = Field(6, ge=2, description="Task instances Airflow runs at once (the stream holds one).")
+    airflow_parallelism: int = Field(
+        4, ge=2, description="Task instances Airflow runs at once (the stream holds one; one worker process each)."
+    )
     producer_mode: Literal["airflow", "supervisor"] = Field(
         "airflow",
         description="Who runs the producer: Airflow's market_ingest DAG, or the supervisord 'producer' "

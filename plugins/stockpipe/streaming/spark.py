@@ -36,6 +36,11 @@ def spark_session(settings: Settings, app_name: str = "stockpipe"):
         .master(settings.spark_master)
         .config("spark.jars", ",".join(connector_jars(settings)))
         .config("spark.driver.memory", settings.spark_driver_memory)
+        # Give idle heap back to the OS (G1 keeps what a busy spell grew it to otherwise).
+        .config(
+            "spark.driver.extraJavaOptions",
+            "-XX:G1PeriodicGCInterval=60000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30",
+        )
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.ui.enabled", "false")
