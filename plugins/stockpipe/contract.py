@@ -29,6 +29,12 @@ def parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+# Sanity bounds: far beyond any listed stock (the dearest trades near 1e6 a share), yet small
+# enough that every indicator (sums of squares over 50 bars included) stays finite.
+MAX_PRICE = 1e9
+MAX_VOLUME = 1e15
+
+
 def invalid_reason(message: dict[str, Any]) -> str | None:
     """Why this bar must go to the dead-letter topic, or None when it is valid."""
     if message.get("v") != VERSION:
@@ -59,6 +65,10 @@ def invalid_reason(message: dict[str, Any]) -> str | None:
         return "low is above open or close"
     if numbers["volume"] < 0:
         return "volume is negative"
+    if max(numbers[f] for f in PRICE_FIELDS) > MAX_PRICE or (vwap is not None and vwap > MAX_PRICE):
+        return f"a price is above {MAX_PRICE:g}"
+    if numbers["volume"] > MAX_VOLUME:
+        return f"volume is above {MAX_VOLUME:g}"
     return None
 
 

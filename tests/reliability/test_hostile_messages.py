@@ -40,6 +40,8 @@ def hostile_messages(good: dict) -> list[tuple[bytes | None, bytes | None, str |
         (key, variant(close=...)[:-1] + b', "close": 1e400}', "not a finite number"),
         (key, variant(volume=...)[:-1] + b', "volume": 1e999}', "volume is not a finite number"),
         (key, variant(open=-1e308), "open must be positive"),
+        (key, variant(open=1e300, high=1e300, close=1e300), "a price is above 1e+09"),
+        (key, variant(volume=1e300), "volume is above 1e+15"),
         (key, huge_text.replace(b'"v": 1', b'"v": 99999999999999999999999'), None),
         # wrong types
         (key, variant(close="12.5abc"), "non-numeric close"),

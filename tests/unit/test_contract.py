@@ -34,6 +34,9 @@ def test_valid_bar_has_no_reason():
         ({"symbol": "aapl; DROP TABLE"}, "invalid symbol"),
         ({"v": 2}, "version"),
         ({"open": True}, "open is not a finite number"),
+        ({"open": 1e300, "high": 1e300, "close": 1e300}, "a price is above 1e+09"),
+        ({"vwap": 2e9}, "a price is above"),
+        ({"volume": 1e300}, "volume is above 1e+15"),
     ],
 )
 def test_invalid_bars_say_why(changes, reason):

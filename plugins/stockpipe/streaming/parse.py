@@ -13,6 +13,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from stockpipe.contract import MAX_PRICE, MAX_VOLUME
+
 CONTRACT_VERSION = 1
 # Not a ticker (see SYMBOL_PATTERN) nor a bucket, so dead letters never share a state key with bars.
 DLQ_GROUP = "~dlq"
@@ -78,8 +80,13 @@ def validation_error(bar: Column, ts: Column, fetched: Column) -> Column:
         (bar["high"] >= F.greatest(bar["open"], bar["close"]), "high is below max(open, close)"),
         (bar["low"] <= F.least(bar["open"], bar["close"]), "low is above min(open, close)"),
         (bar["volume"] >= 0, "volume is negative"),
+        (F.greatest(*(bar[name] for name in PRICE_FIELDS)) <= MAX_PRICE, f"a price is above {MAX_PRICE:g}"),
+        (bar["volume"] <= MAX_VOLUME, f"volume is above {MAX_VOLUME:g}"),
         # vwap and trades are optional, as in Polygon's aggregates (``vw``, ``n``) and in bars_1m.
-        (bar["vwap"].isNull() | (_finite(bar["vwap"]) & (bar["vwap"] > 0)), "vwap is not a positive finite number"),
+        (
+            bar["vwap"].isNull() | (_finite(bar["vwap"]) & (bar["vwap"] > 0) & (bar["vwap"] <= MAX_PRICE)),
+            "vwap is not a positive finite number (at most 1e9)",
+        ),
         (bar["trades"].isNull() | (bar["trades"] >= 0), "trades is negative"),
         (bar["source"].isNotNull() & (F.length(bar["source"]) > 0), "missing field source"),
     ]
