@@ -6,8 +6,8 @@ bars since each symbol's checkpoint through the shared Redis rate limiter, valid
 to the `stock-prices` topic (invalid ones to `stock-prices.dlq`). Checkpoints move only after Kafka
 confirmed delivery, so a failed or skipped run is caught up by the next one; a scheduled run whose
 bars a late earlier run already delivered makes no API call (the queue drains); rerunning an old
-interval (manual, backfill, clear) re-sends its bars (the stream keeps one row per symbol and minute). Each cycle is recorded
-in `ops.ingest_cycles`.
+interval (manual, backfill, clear) re-sends its bars (the stream keeps one row per symbol and
+minute). Each cycle is recorded in `ops.ingest_cycles`.
 
 Schedule: `TradingMinuteTimetable` — every minute with the simulator's demo clock, NYSE session
 minutes otherwise. No catchup: a live feed has nothing to gain from replaying missed minutes.

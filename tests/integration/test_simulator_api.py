@@ -16,6 +16,7 @@ import httpx
 import polygon
 import pytest
 from openapi_schema_validator import OAS30Validator
+
 from stockpipe import contract
 from stockpipe.sources.polygon import (
     BadPayload,

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
+
 from stockpipe.sources.polygon import Bar, redact
 from stockpipe.sources.simulator.clock import make_clock, new_york_midnight_s
 from stockpipe.sources.simulator.market import SimulatedMarket
