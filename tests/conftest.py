@@ -2,11 +2,13 @@
 (infra/run-tests.sh), never here; a test that needs one and can't reach it errors, it does not skip.
 
 Isolation from a running dev stack: tests use the database ``stockpipe_test`` (recreated once per
-session), Redis database 15, and Kafka topics with a unique suffix per test.
+session), Redis database 15 (``STOCKPIPE_TEST_DATABASE`` / ``STOCKPIPE_TEST_REDIS_DB`` override
+them), and Kafka topics with a unique suffix per test.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import psycopg
@@ -17,8 +19,9 @@ from stockpipe.admin import admin_client, ensure_topics
 from stockpipe.config import Settings, load_settings
 from stockpipe.storage.migrate import migrate
 
-TEST_DATABASE = "stockpipe_test"
-TEST_REDIS_DB = 15
+# Overridable so that two checkouts' suites can share one local stack without dropping each other's data.
+TEST_DATABASE = os.environ.get("STOCKPIPE_TEST_DATABASE", "stockpipe_test")
+TEST_REDIS_DB = int(os.environ.get("STOCKPIPE_TEST_REDIS_DB", "15"))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ one query (and one checkpoint) covers both.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -93,13 +93,44 @@ def validation_error(bar: Column, ts: Column, fetched: Column) -> Column:
     return _first_error(checks)
 
 
-def state_bucket(symbol: Column, buckets: int) -> Column:
-    """``~b<n>``: the state group of ``symbol`` (xxhash64, stable across runs and Spark versions)."""
-    return F.concat(F.lit(BUCKET_PREFIX), F.pmod(F.xxhash64(symbol), F.lit(buckets)).cast("string"))
+def bucket_labels(spark: SparkSession, buckets: int, modulus: int = 64) -> list[str]:
+    """The ``gkey`` of each state bucket, chosen so the buckets spread evenly over the shuffle partitions.
+
+    Spark places a group in partition ``pmod(hash(gkey), P)``; with plain labels (``~b0``..``~b15``)
+    12 of 16 land in one of 2 partitions, and that task paces every micro-batch. Bucket ``b`` gets
+    the first label ``~b<n>`` with ``pmod(hash(label), 64) == b % 64``, so any P dividing 64 (1, 2,
+    4, …) gets an equal share. The labels depend on the bucket count only (frozen into the
+    checkpoint), not on P; Spark's own ``hash`` computes them, so they match its partitioner.
+    """
+    candidates = (
+        spark.range(buckets * modulus)
+        .selectExpr("id", f"pmod(hash(concat('{BUCKET_PREFIX}', cast(id AS string))), {modulus}) AS slot")
+        .orderBy("id")
+        .collect()
+    )
+    free: dict[int, list[int]] = {}
+    for row in candidates:
+        free.setdefault(int(row.slot), []).append(int(row.id))
+    labels = []
+    for bucket in range(buckets):
+        pool = free.get(bucket % modulus)
+        if not pool:
+            raise RuntimeError(f"no state-bucket label left for bucket {bucket} of {buckets}")
+        labels.append(f"{BUCKET_PREFIX}{pool.pop(0)}")
+    return labels
 
 
-def parse_records(kafka: DataFrame, buckets: int = 1) -> DataFrame:
-    """Kafka source rows (key, value, topic, partition, offset, ...) → :data:`PARSED_COLUMNS`."""
+def state_bucket(symbol: Column, labels: list[str]) -> Column:
+    """The state group of ``symbol``: its bucket ``pmod(xxhash64(symbol), len(labels))``'s label."""
+    index = F.pmod(F.xxhash64(symbol), F.lit(len(labels))) + F.lit(1)
+    return F.element_at(F.array(*(F.lit(label) for label in labels)), index.cast("int"))
+
+
+def parse_records(kafka: DataFrame, labels: list[str] | None = None) -> DataFrame:
+    """Kafka source rows (key, value, topic, partition, offset, ...) → :data:`PARSED_COLUMNS`.
+
+    ``labels``: the state buckets' keys (:func:`bucket_labels`); default one bucket."""
+    labels = labels or [f"{BUCKET_PREFIX}0"]
     text = F.col("value").cast("string")
     parsed = kafka.select(
         F.col("key").alias("raw_key"),
@@ -123,7 +154,7 @@ def parse_records(kafka: DataFrame, buckets: int = 1) -> DataFrame:
     with_error = parsed.select("*", ts.alias("ts"), fetched.alias("fetched"), error.alias("error"))
     valid = F.col("error").isNull()
     return with_error.select(
-        F.when(valid, state_bucket(F.col("bar.symbol"), buckets)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
+        F.when(valid, state_bucket(F.col("bar.symbol"), labels)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
         F.col("bar.symbol").alias("symbol"),
         F.unix_millis(F.col("ts")).alias("ts_ms"),
         *(F.col(f"bar.{name}").alias(name) for name in ("open", "high", "low", "close", "volume", "vwap", "trades")),

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from stockpipe.config import Settings
 from stockpipe.streaming.operator import apply_indicators
-from stockpipe.streaming.parse import PARSED_COLUMNS, parse_records
+from stockpipe.streaming.parse import PARSED_COLUMNS, bucket_labels, parse_records
 from stockpipe.streaming.sink import BatchWriter
 from stockpipe.streaming.spark import spark_session
 
@@ -81,7 +81,8 @@ def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
 def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
     """The streaming plan up to the sink (the operator's rows, see operator.OUTPUT_SCHEMA)."""
     buckets = settings.stream_state_buckets
-    parsed = parse_records(kafka_records(spark, settings), buckets).select(*PARSED_COLUMNS)
+    labels = bucket_labels(spark, buckets)
+    parsed = parse_records(kafka_records(spark, settings), labels).select(*PARSED_COLUMNS)
     seeder = make_seeder(settings.pg_dsn("writer")) if settings.stream_seed_from_postgres else None
     epochs = make_epoch_reader(settings.pg_dsn("writer")) if seeder is not None else None
     return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder, epochs, buckets)

@@ -29,6 +29,7 @@ A bar with an older ``fetched_at`` than the one applied, or an equal one, change
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,12 +59,17 @@ def new_indicators() -> SymbolIndicators:
     return SymbolIndicators()
 
 
-def load_indicators(serialised: str | None) -> SymbolIndicators:
-    return SymbolIndicators() if serialised is None else SymbolIndicators.from_state(json.loads(serialised))
+def load_indicators(serialised: bytes | str | None) -> SymbolIndicators:
+    """From :func:`dump_indicators` (or the JSON text of ``to_state()``)."""
+    if serialised is None:
+        return SymbolIndicators()
+    state = pickle.loads(serialised) if isinstance(serialised, bytes) else json.loads(serialised)
+    return SymbolIndicators.from_state(state)
 
 
-def dump_indicators(indicators: SymbolIndicators) -> str:
-    return json.dumps(indicators.to_state(), separators=(",", ":"))
+def dump_indicators(indicators: SymbolIndicators) -> bytes:
+    """``to_state()`` pickled: plain dicts, lists and floats (bit-exact, ~5× cheaper than JSON)."""
+    return pickle.dumps(indicators.to_state(), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _step(indicators: SymbolIndicators, ts_ms: int, values: np.ndarray) -> tuple[float | None, ...]:
@@ -111,8 +117,8 @@ class Window:
 @dataclass
 class SymbolState:
     window: Window = field(default_factory=Window)
-    base: str | None = None
-    last: str | None = None
+    base: bytes | None = None
+    last: bytes | None = None
     trimmed: bool = False
 
     # The Spark state row (see operator.STATE_SCHEMA): plain types only.
@@ -248,12 +254,19 @@ def advance_columns(
         return state, _finish(parts)
 
     changed_ts = new["ts_ms"]
-    replaced = np.isin(window.ts, changed_ts)
     new_window = _as_window(new)
-    merged_ints = np.concatenate([window.ints[~replaced], new_window.ints])
-    merged_values = np.concatenate([window.values[~replaced], new_window.values])
-    order = np.argsort(merged_ints[:, 0], kind="stable")
-    merged = Window(merged_ints[order], merged_values[order])
+    if not len(window) or changed_ts[0] > window.ts[-1]:
+        # The common case: every bar is newer than the window (``new`` is ts ascending).
+        replaced = np.zeros(len(window), dtype=bool)
+        merged = Window(
+            np.concatenate([window.ints, new_window.ints]), np.concatenate([window.values, new_window.values])
+        )
+    else:
+        replaced = np.isin(window.ts, changed_ts)
+        merged_ints = np.concatenate([window.ints[~replaced], new_window.ints])
+        merged_values = np.concatenate([window.values[~replaced], new_window.values])
+        order = np.argsort(merged_ints[:, 0], kind="stable")
+        merged = Window(merged_ints[order], merged_values[order])
 
     first_changed = int(np.searchsorted(merged.ts, changed_ts[0]))
     if first_changed == len(window) and not replaced.any() and state.last is not None:
