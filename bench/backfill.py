@@ -8,10 +8,11 @@ COPYs them into ``market.bars_1m`` of the dedicated database ``stockpipe_bench_b
 by ``stockpipe.storage.migrate.migrate``; the live ``stockpipe`` database is not touched; the latest
 state goes to Redis db 13). Then, in the same run:
 
-* **backfill** — the real batch job: a SparkSession (``spark_session``, the project settings:
-  ``local[2]``, 4 shuffle partitions) and ``stockpipe.streaming.backfill.backfill`` over the day,
-  which reads each symbol's stored bars from its first bar, runs them through the stream's
-  ``SymbolIndicators`` in one Spark task per symbol and upserts the rows with ``PostgresSink`` (the
+* **backfill** — the real batch job: a SparkSession (``spark_session`` with the project settings,
+  ``local[2]``, and the batch jobs' ``BATCH_JAVA_OPTIONS``, as ``spark_jobs/backfill_indicators.py``
+  starts it) and ``stockpipe.streaming.backfill.backfill`` over the day: one Spark task per core,
+  each reading its group of symbols' stored bars from their first bar with one query, running them
+  through the stream's ``SymbolIndicators`` and upserting the rows with ``PostgresSink`` (the
   stream's sink). Timed end to end, SparkSession start included (what
   ``spark_jobs/backfill_indicators.py`` costs), and the ``backfill()`` call alone.
 * **naive baseline** — per symbol: SELECT its bars, a pandas frame, TA-Lib (SMA 5/20/50, EMA 12/26,
@@ -115,11 +116,11 @@ def load_bars(settings, symbols: list[str]) -> tuple[int, float]:
 
 def run_backfill(settings, symbols: list[str]) -> dict:
     from stockpipe.streaming.backfill import backfill
-    from stockpipe.streaming.spark import spark_session
+    from stockpipe.streaming.spark import BATCH_JAVA_OPTIONS, spark_session
 
     start, end = session_range(DAY, DAY)
     t0 = time.perf_counter()
-    spark = spark_session(settings, app_name="bench_backfill")
+    spark = spark_session(settings, app_name="bench_backfill", java_options=BATCH_JAVA_OPTIONS)
     spark_s = time.perf_counter() - t0
     try:
         result = backfill(spark, settings, symbols, start, end)

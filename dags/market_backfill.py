@@ -31,6 +31,7 @@ from stockpipe.airflow.alerts import AlertNotifier
 from stockpipe.airflow.assets import BARS_TABLE, INDICATORS_TABLE
 from stockpipe.airflow.operators import StockpipeSparkSubmitOperator, spark_application
 from stockpipe.airflow.timetables import TradingSessionTimetable, market_calendar_mode
+from stockpipe.streaming.spark import BATCH_JAVA_OPTIONS
 
 
 @dag(
@@ -93,6 +94,8 @@ def market_backfill():
             "--end",
             "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
         ],
+        # Under spark-submit the driver JVM starts before the job's code runs: its options go here.
+        conf={"spark.driver.extraJavaOptions": " ".join(BATCH_JAVA_OPTIONS)},
         outlets=[INDICATORS_TABLE],
         execution_timeout=timedelta(hours=1),
     )

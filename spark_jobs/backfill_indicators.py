@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 from stockpipe.config import load_settings  # noqa: E402
 from stockpipe.logs import setup_logging  # noqa: E402
 from stockpipe.streaming.backfill import backfill, repair_ranges, session_range  # noqa: E402
-from stockpipe.streaming.spark import spark_session  # noqa: E402
+from stockpipe.streaming.spark import BATCH_JAVA_OPTIONS, spark_session  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --start (and optionally --end), or --repair")
     settings = load_settings(**({"watchlist": args.symbols} if args.symbols else {}))
     setup_logging(settings.log_level, settings.log_json)
-    spark = spark_session(settings, app_name="backfill_indicators")
+    spark = spark_session(settings, app_name="backfill_indicators", java_options=BATCH_JAVA_OPTIONS)
     try:
         if args.repair:
             until = datetime.now(UTC) + timedelta(days=1)

@@ -2,12 +2,13 @@
 
 ``SymbolIndicators`` holds one symbol's ``market.indicators_1m`` columns as state machines:
 ``update(bar)`` per bar, ``to_state()`` / ``from_state()`` to persist and restore (JSON), ``copy()``
-to keep a cheap snapshot. ``compute_frame(df, state)`` runs the same machine over a frame of bars.
+to keep a cheap snapshot. ``compute_frame(df, state)`` runs the same machine over a frame of bars
+(``compute_values`` over numpy columns).
 Their output equals the ``ta-lib`` wheel run over the symbol's whole series, bit for bit; see
 ``talib_compat`` for the TA-Lib details that takes, and ``session_vwap`` for the VWAP definition.
 """
 
-from .frame import REQUIRED_COLUMNS, compute_frame
+from .frame import REQUIRED_COLUMNS, compute_frame, compute_values
 from .session_vwap import SESSION_TIMEZONE, SessionVWAP
 from .symbol import INDICATOR_COLUMNS, STATE_VERSION, SymbolIndicators, epoch_seconds
 from .talib_compat import EMA, MACD, RSI, SMA, BollingerBands
@@ -25,5 +26,6 @@ __all__ = [
     "SessionVWAP",
     "SymbolIndicators",
     "compute_frame",
+    "compute_values",
     "epoch_seconds",
 ]

@@ -6,7 +6,7 @@ bit-identical to feeding the bars one by one, which is what keeps stream == batc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ import pandas as pd
 
 from .symbol import INDICATOR_COLUMNS, SymbolIndicators
 
-__all__ = ["compute_frame", "REQUIRED_COLUMNS"]
+__all__ = ["compute_frame", "compute_values", "REQUIRED_COLUMNS"]
 
 #: Bar columns ``compute_frame`` reads; any other columns are carried through untouched.
 REQUIRED_COLUMNS: tuple[str, ...] = ("ts", "close", "vwap", "volume")
@@ -57,20 +57,35 @@ def compute_frame(
             f"bars must be in strictly increasing ts order; row {row} ({ts.iloc[row]}) "
             f"does not follow row {row - 1} ({ts.iloc[row - 1]})"
         )
-    # Integer microseconds / 1e6: the same bits as datetime.timestamp() in the per-bar path.
-    epochs = (micros / 1e6).tolist()
-
-    step = indicators.step
-    rows = [
-        step(ts_, close, vwap, volume)
-        for ts_, close, vwap, volume in zip(
-            epochs,
-            _float_column(df, "close"),
-            _float_column(df, "vwap"),
-            _float_column(df, "volume"),
-            strict=True,
-        )
-    ]
-    values = np.array(rows, dtype="float64").reshape(len(rows), len(INDICATOR_COLUMNS))
+    values = compute_values(
+        micros, _float_column(df, "close"), _float_column(df, "vwap"), _float_column(df, "volume"), indicators
+    )
     out = df.assign(**{name: values[:, j] for j, name in enumerate(INDICATOR_COLUMNS)})
     return out, indicators.to_state()
+
+
+def compute_values(
+    ts_us: np.ndarray,
+    close: Sequence[float],
+    vwap: Sequence[float],
+    volume: Sequence[float],
+    indicators: SymbolIndicators,
+) -> np.ndarray:
+    """The loop of :func:`compute_frame` without pandas: bars as columns, ``indicators`` stepped in place.
+
+    ``ts_us`` holds integer epoch microseconds (strictly increasing), the other columns floats (NaN
+    for a missing VWAP or volume). Returns an n × ``len(INDICATOR_COLUMNS)`` float64 array, NaN
+    where a value is NULL. For a symbol's whole series this is the batch's hot path.
+    """
+    # Integer microseconds / 1e6: the same bits as datetime.timestamp() in the per-bar path.
+    epochs = (np.asarray(ts_us, dtype=np.int64) / 1e6).tolist()
+    step = indicators.step
+    rows = [
+        step(ts_, close_, vwap_, volume_)
+        for ts_, close_, vwap_, volume_ in zip(epochs, _floats(close), _floats(vwap), _floats(volume), strict=True)
+    ]
+    return np.array(rows, dtype="float64").reshape(len(rows), len(INDICATOR_COLUMNS))
+
+
+def _floats(values: Sequence[float]) -> list[float]:
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)

@@ -7,7 +7,7 @@ transaction:
 1. claims ``(query_name, batch_id)`` in ``ops.stream_batches`` — if a previous attempt already
    committed that batch (a replay after a crash), nothing else happens and the call returns
    ``None``;
-2. COPYs the rows into a session temp table;
+2. COPYs the rows into a session temp table (binary: floats keep their exact bits);
 3. upserts changed bars into ``market.bars_1m`` where the incoming ``fetched_at`` is newer than the
    stored one (latest fetched_at wins; an equal one changes nothing), stamping ``written_at``;
 4. upserts the indicators of every ``bar`` row into ``market.indicators_1m`` (only rows whose
@@ -23,7 +23,6 @@ Monthly partitions for the batch's months are created first, in their own short 
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg.rows import dict_row
 
 from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS
@@ -41,6 +39,17 @@ log = logging.getLogger(__name__)
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades", "source"]
 STAGE_COLUMNS = ["kind", "symbol", "ts", *BAR_COLUMNS, "fetched_at", "bar_changed", *INDICATOR_COLUMNS]
+_NOT_FLOAT8 = {
+    "kind": "text",
+    "symbol": "text",
+    "ts": "timestamptz",
+    "trades": "int4",
+    "source": "text",
+    "fetched_at": "timestamptz",
+    "bar_changed": "bool",
+}
+#: The staging columns' types, for the binary COPY.
+STAGE_TYPES = [_NOT_FLOAT8.get(name, "float8") for name in STAGE_COLUMNS]
 REASON_LATE = "arrived beyond the stream's recompute horizon"
 REASON_STALE = "a newer version of the bar is stored than the one the stream computed on"
 
@@ -124,30 +133,34 @@ def _months(ts_ms: np.ndarray) -> list[pd.Timestamp]:
     return sorted({pd.Timestamp(year=t.year, month=t.month, day=1, tz="UTC") for t in stamps})
 
 
-def stage_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """Operator rows → the staging table's columns, typed for COPY (CSV)."""
-    out = pd.DataFrame(
-        {
-            "kind": rows["kind"].to_numpy(),
-            "symbol": rows["symbol"].to_numpy(),
-            "ts": pd.to_datetime(rows["ts_ms"].to_numpy(dtype=np.int64), unit="ms", utc=True),
-        }
-    )
+def _nullable(values: np.ndarray, missing: np.ndarray) -> list[Any]:
+    """``values`` as Python objects with ``None`` where ``missing`` (what COPY writes as NULL)."""
+    out = values.astype(object)
+    out[missing] = None
+    return out.tolist()
+
+
+def _timestamps(stamps: pd.DatetimeIndex) -> list[Any]:
+    return _nullable(stamps.to_pydatetime(), np.asarray(stamps.isna()))
+
+
+def stage_columns(rows: pd.DataFrame) -> list[list[Any]]:
+    """Operator rows → the staging table's columns (:data:`STAGE_COLUMNS`) as Python values for a
+    binary COPY: floats travel as their exact bits, NaN and NA become NULL."""
+    columns: dict[str, list[Any]] = {
+        "kind": rows["kind"].to_numpy(dtype=object, na_value=None).tolist(),
+        "symbol": rows["symbol"].to_numpy(dtype=object, na_value=None).tolist(),
+        "ts": _timestamps(pd.to_datetime(rows["ts_ms"].to_numpy(dtype=np.int64), unit="ms", utc=True)),
+        "source": rows["source"].to_numpy(dtype=object, na_value=None).tolist(),
+        "trades": pd.array(pd.to_numeric(rows["trades"]), dtype="Int64").to_numpy(dtype=object, na_value=None).tolist(),
+        "bar_changed": rows["bar_changed"].fillna(False).astype(bool).tolist(),
+    }
+    fetched = pd.array(pd.to_numeric(rows["fetched_us"]).to_numpy(dtype=np.float64), dtype="Int64")
+    columns["fetched_at"] = _timestamps(pd.to_datetime(fetched, unit="us", utc=True))
     for name in ("open", "high", "low", "close", "volume", "vwap", *INDICATOR_COLUMNS):
-        out[name] = pd.to_numeric(rows[name]).to_numpy(dtype=np.float64)
-    out["trades"] = pd.array(pd.to_numeric(rows["trades"]), dtype="Int64")
-    out["source"] = rows["source"].to_numpy()
-    fetched = pd.to_numeric(rows["fetched_us"]).to_numpy(dtype=np.float64)
-    out["fetched_at"] = pd.to_datetime(pd.array(fetched, dtype="Int64"), unit="us", utc=True)
-    out["bar_changed"] = rows["bar_changed"].fillna(False).astype(bool).map({True: "t", False: "f"}).to_numpy()
-    return out[STAGE_COLUMNS]
-
-
-def _csv(frame: pd.DataFrame) -> str:
-    buffer = io.StringIO()
-    # repr-precision floats (pandas' default) round-trip exactly; empty unquoted field = NULL.
-    frame.to_csv(buffer, header=False, index=False, na_rep="", date_format="%Y-%m-%d %H:%M:%S.%f%z")
-    return buffer.getvalue()
+        values = pd.to_numeric(rows[name]).to_numpy(dtype=np.float64, na_value=np.nan)
+        columns[name] = _nullable(values, np.isnan(values))
+    return [columns[name] for name in STAGE_COLUMNS]
 
 
 class PostgresSink:
@@ -243,14 +256,16 @@ class PostgresSink:
                         return None
                 result = BatchResult(rows=len(rows))
                 if len(rows):
-                    with cur.copy(f"COPY stage_rows ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
-                        copy.write(_csv(stage_frame(rows)))
+                    with cur.copy(f"COPY stage_rows ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT binary)") as copy:
+                        copy.set_types(STAGE_TYPES)
+                        for record in zip(*stage_columns(rows), strict=True):
+                            copy.write_row(record)
                     bars, p50, p95, max_ms, max_ts = cur.execute(_UPSERT_BARS, {"late": REASON_LATE}).fetchone()
                     cur.execute(_UPSERT_INDICATORS)
                     cur.execute(_QUEUE_STALE, {"stale": REASON_STALE})
                     result.bars_upserted, result.max_event_ts = bars, max_ts
                     result.latency_p50_ms, result.latency_p95_ms, result.latency_max_ms = p50, p95, max_ms
-                    result.latest = self._latest(cur, sorted(set(rows.loc[rows["kind"] == "bar", "symbol"])))
+                    result.latest = self._latest(cur, sorted(rows.loc[rows["kind"] == "bar", "symbol"].unique()))
                 if batch_id is not None:
                     elapsed_s = time.monotonic() - started
                     n_in = len(rows) if rows_in is None else rows_in
@@ -280,28 +295,14 @@ class PostgresSink:
             raise
 
 
-def stored_bars(conn: psycopg.Connection, symbol: str, until: Any = None) -> pd.DataFrame:
-    """One symbol's stored bars (ts ascending, up to ``until`` inclusive), in the operator's columns."""
-    query = (
-        "SELECT (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, "
-        "(extract(epoch FROM fetched_at) * 1000000)::bigint AS fetched_us, "
-        "open, high, low, close, volume, vwap, trades, source "
-        "FROM market.bars_1m WHERE symbol = %s" + (" AND ts <= %s" if until is not None else "") + " ORDER BY ts"
-    )
-    params = (symbol,) if until is None else (symbol, until)
-    with conn.cursor(row_factory=dict_row) as cur:
-        records = cur.execute(query, params).fetchall()
-    columns = ["ts_ms", "fetched_us", "open", "high", "low", "close", "volume", "vwap", "trades", "source"]
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    for name in ("ts_ms", "fetched_us"):
-        frame[name] = frame[name].astype("int64")
-    for name in ("open", "high", "low", "close", "volume", "vwap"):
-        frame[name] = frame[name].astype("float64")
-    return frame
+STORED_COLUMNS = ["ts_ms", "fetched_us", "open", "high", "low", "close", "volume", "vwap", "trades", "source"]
+"""The columns of :func:`stored_bars` (the operator's names: epoch ms and µs, not timestamps)."""
+_STORED_DTYPES = {"ts_ms": "int64", "fetched_us": "int64", **dict.fromkeys(STORED_COLUMNS[2:8], "float64")}
 
 
-def stored_bars_many(conn: psycopg.Connection, symbols: list[str], until: Any = None) -> dict[str, pd.DataFrame]:
-    """:func:`stored_bars` of several symbols in one query (symbols without bars get an empty frame)."""
+def stored_bars_frame(conn: psycopg.Connection, symbols: list[str], until: Any = None) -> pd.DataFrame:
+    """The stored bars of ``symbols`` (up to ``until`` inclusive) in one frame ordered by symbol, ts:
+    ``symbol`` + :data:`STORED_COLUMNS`. One query, binary transfer, no per-symbol pandas."""
     query = (
         "SELECT symbol, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms, "
         "(extract(epoch FROM fetched_at) * 1000000)::bigint AS fetched_us, "
@@ -311,17 +312,46 @@ def stored_bars_many(conn: psycopg.Connection, symbols: list[str], until: Any = 
         + " ORDER BY symbol, ts"
     )
     params = (list(symbols),) if until is None else (list(symbols), until)
-    with conn.cursor() as cur:
+    with conn.cursor(binary=True) as cur:
         records = cur.execute(query, params).fetchall()
-    columns = ["symbol", "ts_ms", "fetched_us", "open", "high", "low", "close", "volume", "vwap", "trades", "source"]
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    for name in ("ts_ms", "fetched_us"):
-        frame[name] = frame[name].astype("int64")
-    for name in ("open", "high", "low", "close", "volume", "vwap"):
-        frame[name] = frame[name].astype("float64")
-    out = {
-        symbol: part.drop(columns="symbol").reset_index(drop=True)
-        for symbol, part in frame.groupby("symbol", sort=False)
+    names = ["symbol", *STORED_COLUMNS]
+    if not records:
+        return pd.DataFrame({name: pd.Series(dtype=_STORED_DTYPES.get(name, object)) for name in names})
+    # One object matrix, then a cast per column: far cheaper than transposing the tuples in Python.
+    # trades and the texts are inferred as from_records would (int64, or float64 with NaN; str).
+    matrix = np.array(records, dtype=object)
+    return pd.DataFrame(
+        {
+            name: matrix[:, j].astype(_STORED_DTYPES[name])
+            if name in _STORED_DTYPES
+            else pd.Series(matrix[:, j]).infer_objects()
+            for j, name in enumerate(names)
+        }
+    )
+
+
+def symbol_bounds(symbols: pd.Series | np.ndarray) -> dict[str, tuple[int, int]]:
+    """symbol → its [first, last + 1) row range in a column sorted by symbol."""
+    values = np.asarray(symbols, dtype=object)
+    if not len(values):
+        return {}
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    stops = np.r_[starts[1:], len(values)]
+    return {values[a]: (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
+
+
+def stored_bars_many(conn: psycopg.Connection, symbols: list[str], until: Any = None) -> dict[str, pd.DataFrame]:
+    """:func:`stored_bars` of several symbols in one query (symbols without bars get an empty frame)."""
+    frame = stored_bars_frame(conn, symbols, until)
+    bars = frame[STORED_COLUMNS]
+    bounds = symbol_bounds(frame["symbol"])
+    empty = bars.iloc[0:0]
+    return {
+        symbol: bars.iloc[bounds[symbol][0] : bounds[symbol][1]].reset_index(drop=True) if symbol in bounds else empty
+        for symbol in symbols
     }
-    empty = frame.iloc[0:0].drop(columns="symbol")
-    return {symbol: out.get(symbol, empty) for symbol in symbols}
+
+
+def stored_bars(conn: psycopg.Connection, symbol: str, until: Any = None) -> pd.DataFrame:
+    """One symbol's stored bars (ts ascending, up to ``until`` inclusive), in :data:`STORED_COLUMNS`."""
+    return stored_bars_many(conn, [symbol], until)[symbol]

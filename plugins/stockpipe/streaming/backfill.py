@@ -30,15 +30,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import psycopg
-from pyspark.sql import SparkSession
 
 from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS, SymbolIndicators, compute_values
@@ -46,12 +47,15 @@ from stockpipe.storage.postgres import PostgresSink, stored_bars_frame, symbol_b
 from stockpipe.storage.redis_latest import LatestWriter
 from stockpipe.streaming.state import BAR_VALUE_COLUMNS, KIND_BAR
 
+if TYPE_CHECKING:  # the tasks import this module too; they need no pyspark.sql
+    from pyspark.sql import SparkSession
+
 log = logging.getLogger(__name__)
 NEW_YORK = ZoneInfo("America/New_York")
 
-#: Stored bars read, computed and written at once by a task (a chunk; ~0.1 GB of Python objects at
-#: its peak). A symbol with a longer series is a chunk of its own.
-MAX_CHUNK_BARS = 200_000
+#: Stored bars a task reads, computes and writes at once (a chunk): ~1.7 KB of memory per bar at the
+#: peak (the rows as Python values for the COPY), ~170 MB. A symbol with more bars is a chunk of its own.
+MAX_CHUNK_BARS = 100_000
 
 
 @dataclass
@@ -121,14 +125,14 @@ def plan_tasks(bars_per_symbol: dict[str, int], tasks: int, max_bars: int = MAX_
     return plan
 
 
-def write_chunks(settings: Settings, chunks: list[list[str]], start_ms: int, end_ms: int) -> pd.DataFrame:
+def write_chunks(settings: Settings, chunks: list[list[str]], start_ms: int, end_ms: int) -> dict[str, int]:
     """One task's work: per chunk, one query for its symbols' series, their rows, one sink write.
 
-    Returns (symbol, rows) for the symbols that got rows."""
+    Returns symbol → rows written."""
     # ts < end: the stored-bars query takes an inclusive bound, so ask for the last microsecond before it.
     until = datetime.fromtimestamp(end_ms / 1000, UTC) - timedelta(microseconds=1)
+    written: dict[str, int] = {}
     sink = PostgresSink(settings)
-    counts: list[pd.Series] = []
     try:
         conn = sink.connection()
         for chunk in chunks:
@@ -136,20 +140,17 @@ def write_chunks(settings: Settings, chunks: list[list[str]], start_ms: int, end
                 bars = stored_bars_frame(conn, chunk, until=until)
             rows = indicator_rows(bars, start_ms, end_ms)
             sink.write(rows)
-            counts.append(rows["symbol"].value_counts())
+            written.update((symbol, int(n)) for symbol, n in rows["symbol"].value_counts().items())
     finally:
         sink.close()
-    written = pd.concat(counts) if counts else pd.Series(dtype="int64")
-    return pd.DataFrame({"symbol": written.index.to_numpy(dtype=object), "rows": written.to_numpy(dtype=np.int64)})
+    return written
 
 
-def _task_runner(settings: Settings, plan: list[list[list[str]]], start_ms: int, end_ms: int):
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            for task in batch["id"].tolist():
-                yield write_chunks(settings, plan[task], start_ms, end_ms)
-
-    return run
+def _run_tasks(
+    settings: Settings, start_ms: int, end_ms: int, tasks: Iterable[list[list[str]]]
+) -> Iterator[tuple[str, int]]:
+    for chunks in tasks:
+        yield from write_chunks(settings, chunks, start_ms, end_ms).items()
 
 
 def stored_bar_counts(settings: Settings, symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
@@ -179,9 +180,10 @@ def write_indicators(
     if not plan:
         return {}
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    tasks = spark.range(0, len(plan), 1, numPartitions=len(plan))
-    written = tasks.mapInPandas(_task_runner(settings, plan, start_ms, end_ms), schema="symbol string, rows long")
-    return {row["symbol"]: row["rows"] for row in written.collect()}
+    # Plain Python partitions, one task each: only symbol counts come back, so no DataFrame and no
+    # Arrow (mapInPandas costs ~2 s more on a cold session for the same work: Arrow, pandas workers).
+    tasks = spark.sparkContext.parallelize(plan, len(plan))
+    return dict(tasks.mapPartitions(partial(_run_tasks, settings, start_ms, end_ms)).collect())
 
 
 def backfill(
