@@ -43,7 +43,12 @@ INDICATOR_COLUMNS = list(_INDICATOR_COLUMNS)
 BAR_VALUE_COLUMNS = ["open", "high", "low", "close", "volume", "vwap"]
 # What the window keeps per bar: ts and fetched_at (epoch ms / µs) and the values indicators read.
 WINDOW_INT_COLUMNS = ["ts_ms", "fetched_us"]
-WINDOW_COLUMNS = WINDOW_INT_COLUMNS + BAR_VALUE_COLUMNS
+# ...and the values: only what indicators read (open/high/low of a re-emitted bar are not needed:
+# the sink rewrites only its indicators), which keeps the state ~40 % smaller.
+WINDOW_VALUE_COLUMNS = ["close", "volume", "vwap"]
+WINDOW_COLUMNS = WINDOW_INT_COLUMNS + WINDOW_VALUE_COLUMNS
+
+_NV = len(WINDOW_VALUE_COLUMNS)
 
 History = Callable[[], pd.DataFrame]
 """Reads the symbol's stored bars (window columns, ts ascending) when a bar beyond the horizon needs them."""
@@ -73,21 +78,22 @@ def dump_indicators(indicators: SymbolIndicators) -> bytes:
 
 
 def _step(indicators: SymbolIndicators, ts_ms: int, values: np.ndarray) -> tuple[float | None, ...]:
-    """One bar into ``indicators``; ``values`` follows :data:`BAR_VALUE_COLUMNS` (NaN vwap = none).
+    """One bar into ``indicators``; ``values`` follows :data:`WINDOW_VALUE_COLUMNS` (NaN vwap = none).
 
     ``ts_ms / 1000`` is the same double as ``epoch_seconds()`` of the bar's timestamp (both are the
     correctly rounded quotient of the same integer), so stream and batch see identical sessions.
     """
-    vwap = float(values[5])
-    return indicators.step(ts_ms / 1000.0, float(values[3]), None if vwap != vwap else vwap, float(values[4]))
+    vwap = float(values[2])
+    return indicators.step(ts_ms / 1000.0, float(values[0]), None if vwap != vwap else vwap, float(values[1]))
 
 
 @dataclass
 class Window:
-    """Columnar bars, ts ascending: ``ints`` (n × 2: ts_ms, fetched_us) and ``values`` (n × 6)."""
+    """Columnar bars, ts ascending: ``ints`` (n × 2: ts_ms, fetched_us), ``values`` (n × 3: close,
+    volume, vwap)."""
 
     ints: np.ndarray = field(default_factory=lambda: np.empty((0, 2), dtype=np.int64))
-    values: np.ndarray = field(default_factory=lambda: np.empty((0, 6), dtype=np.float64))
+    values: np.ndarray = field(default_factory=lambda: np.empty((0, _NV), dtype=np.float64))
 
     def __len__(self) -> int:
         return len(self.ints)
@@ -104,14 +110,14 @@ class Window:
     def from_bytes(cls, blob: bytes) -> Window:
         n = int(np.frombuffer(blob, dtype=np.int64, count=1)[0])
         ints = np.frombuffer(blob, dtype=np.int64, count=2 * n, offset=8).reshape(n, 2)
-        values = np.frombuffer(blob, dtype=np.float64, count=6 * n, offset=8 + 16 * n).reshape(n, 6)
+        values = np.frombuffer(blob, dtype=np.float64, count=_NV * n, offset=8 + 16 * n).reshape(n, _NV)
         return cls(ints.copy(), values.copy())
 
     @classmethod
     def from_frame(cls, bars: pd.DataFrame) -> Window:
         ints = bars[WINDOW_INT_COLUMNS].to_numpy(dtype=np.int64).reshape(-1, 2)
-        values = bars[BAR_VALUE_COLUMNS].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
-        return cls(ints.copy(), values.reshape(-1, 6).copy())
+        values = bars[WINDOW_VALUE_COLUMNS].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        return cls(ints.copy(), values.reshape(-1, _NV).copy())
 
 
 @dataclass
@@ -184,7 +190,7 @@ def _take(columns: Columns, mask: np.ndarray) -> Columns:
 
 def _as_window(columns: Columns) -> Window:
     ints = np.column_stack([columns["ts_ms"], columns["fetched_us"]]).astype(np.int64).reshape(-1, 2)
-    values = np.column_stack([columns[name] for name in BAR_VALUE_COLUMNS]).astype(np.float64).reshape(-1, 6)
+    values = np.column_stack([columns[name] for name in WINDOW_VALUE_COLUMNS]).astype(np.float64).reshape(-1, _NV)
     return Window(ints, values)
 
 
@@ -195,7 +201,7 @@ def _late_rows(columns: Columns) -> Columns:
 
 def _window_rows(window: Window, start: int, values: np.ndarray) -> Columns:
     rows: Columns = {"ts_ms": window.ts[start:], "fetched_us": window.ints[start:, 1]}
-    for j, name in enumerate(BAR_VALUE_COLUMNS):
+    for j, name in enumerate(WINDOW_VALUE_COLUMNS):
         rows[name] = window.values[start:, j]
     for j, name in enumerate(INDICATOR_COLUMNS):
         rows[name] = values[:, j]
@@ -281,7 +287,8 @@ def advance_columns(
     pos_ok = np.minimum(pos, len(changed_ts) - 1)
     is_new = changed_ts[pos_ok] == rows["ts_ms"]
     rows["bar_changed"] = is_new
-    rows["trades"] = np.where(is_new, new["trades"][pos_ok], np.nan)
+    for name in ("open", "high", "low", "trades"):
+        rows[name] = np.where(is_new, new[name][pos_ok], np.nan)
     rows["source"] = np.where(is_new, new["source"][pos_ok], None)
     parts.append(rows)
 
@@ -372,8 +379,11 @@ def _finish(parts: list[Columns]) -> Columns:
             columns[name] = np.concatenate(pieces) if pieces else np.array([], dtype=_EMPTY.get(name, np.float64))
     if len(parts) > 1 and len(np.unique(columns["ts_ms"])) < len(columns["ts_ms"]):
         # A bar re-emitted by a later step: its last indicators count, and it changed if any step said so.
+        # Bar values: the last step that carried them (a re-emitted window row has no open/high/low).
         out = pd.DataFrame(columns)
-        changed = out.groupby("ts_ms")["bar_changed"].transform("any")
-        out = out.assign(bar_changed=changed).drop_duplicates("ts_ms", keep="last").reset_index(drop=True)
+        by_ts = out.groupby("ts_ms")
+        carried = {name: by_ts[name].transform("last") for name in (*BAR_VALUE_COLUMNS, "trades", "source")}
+        changed = by_ts["bar_changed"].transform("any")
+        out = out.assign(bar_changed=changed, **carried).drop_duplicates("ts_ms", keep="last").reset_index(drop=True)
         columns = {name: out[name].to_numpy() for name in OUTPUT_COLUMNS}
     return columns
