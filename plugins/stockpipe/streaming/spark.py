@@ -69,4 +69,12 @@ def spark_session(settings: Settings, app_name: str = "stockpipe", java_options:
         # and infers nothing useful here.
         .config("spark.sql.constraintPropagation.enabled", "false")
     )
+    if "://" not in settings.stream_checkpoint or settings.stream_checkpoint.startswith("file:"):
+        # A local checkpoint: Hadoop's FileContext manager forks `stat`/`chmod` for every file it
+        # writes (~150 ms per micro-batch in offsets, commits and state deltas); a local rename is
+        # atomic, so the FileSystem-based manager is as safe and several times faster.
+        builder = builder.config(
+            "spark.sql.streaming.checkpointFileManagerClass",
+            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
+        )
     return builder.getOrCreate()
