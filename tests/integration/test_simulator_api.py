@@ -30,7 +30,9 @@ from stockpipe.sources.simulator import start_in_thread
 from stockpipe.sources.simulator.clock import make_clock
 from stockpipe.sources.simulator.model import day_bars
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "polygon-rest-openapi-stocks.json"
+# Polygon's OpenAPI description of the stocks REST API (the design's reference, vendored so a clone
+# anywhere runs the contract tests).
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "polygon-rest-openapi-stocks.json"
 KEY = "test-key"
 SESSION_OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)  # Tuesday 09:30 ET
 AFTER_THE_CLOSE = datetime(2026, 11, 27, 21, 0, tzinfo=UTC).timestamp()  # Friday, after the early close
