@@ -8,6 +8,7 @@ them), and Kafka topics with a unique suffix per test.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -20,6 +21,10 @@ from stockpipe.config import Settings, load_settings
 from stockpipe.storage.migrate import migrate
 
 # Overridable so that two checkouts' suites can share one local stack without dropping each other's data.
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after pytest
+# closed the streams ("--- Logging error ---"): only its warnings matter here.
+logging.getLogger("py4j").setLevel(logging.WARNING)
+
 TEST_DATABASE = os.environ.get("STOCKPIPE_TEST_DATABASE", "stockpipe_test")
 TEST_REDIS_DB = int(os.environ.get("STOCKPIPE_TEST_REDIS_DB", "15"))
 
