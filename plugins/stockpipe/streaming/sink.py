@@ -12,8 +12,9 @@ Order inside one micro-batch, and why:
    at-least-once, their origin offset identifies duplicates);
 4. one PostgreSQL transaction (storage.postgres) — the exactly-once point;
 5. Redis after the commit, from the rows PostgreSQL holds, so Redis never shows what PostgreSQL
-   doesn't. A failure there fails the batch; its replay is skipped in PostgreSQL but rewrites
-   Redis (step 2), so Redis converges.
+   doesn't. When Redis is unreachable the batch still succeeds (PostgreSQL, the history, has it):
+   the symbols are remembered and their latest rows are read back from PostgreSQL and written at
+   the first batch that reaches Redis again, so Redis converges without restarting the stream.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from typing import Any
 
 import pandas as pd
+import redis
 from confluent_kafka import Producer
 
 from stockpipe import contract
@@ -86,6 +88,30 @@ class BatchWriter:
         self.latest = LatestWriter(settings)
         self.dead_letters = DeadLetterWriter(settings)
         self._previous_start: float | None = None
+        self._redis_pending: set[str] = set()  # symbols whose latest row Redis has not got yet
+
+    def write_latest(self, rows: list[dict[str, Any]]) -> bool:
+        """Mirror ``rows`` (and any symbols a Redis outage left behind) to Redis; False if it is down."""
+        symbols = {str(row["symbol"]) for row in rows}
+        try:
+            behind = sorted(self._redis_pending - symbols)
+            if behind:
+                self.latest.write(self.postgres.latest_rows(behind))
+            self.latest.write(rows)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            self._redis_pending |= symbols
+            log.warning(
+                "Redis at %s is unreachable (%s): the latest state of %s symbol(s) follows when it is back; "
+                "PostgreSQL has every row",
+                self.settings.redis_url.rsplit("@", 1)[-1],
+                error,
+                len(self._redis_pending),
+            )
+            return False
+        if self._redis_pending:
+            log.info("Redis is back: the latest state of %s symbol(s) caught up", len(self._redis_pending))
+            self._redis_pending.clear()
+        return True
 
     def __call__(self, batch_df, batch_id: int) -> None:
         started = time.monotonic()
@@ -113,7 +139,7 @@ class BatchWriter:
         query = self.settings.stream_query_name
         if self.postgres.already_applied(query, batch_id):
             # A replay: PostgreSQL has it; Redis may not have (crash before step 5).
-            self.latest.write(self.postgres.latest_rows(sorted(set(rows["symbol"]))))
+            self.write_latest(self.postgres.latest_rows(sorted(set(rows["symbol"]))))
             log.info("batch %s of %s was committed before: skipped", batch_id, query)
             return
         if len(dead):
@@ -130,7 +156,7 @@ class BatchWriter:
         if result is None:
             return
         written = time.monotonic()
-        self.latest.write(result.latest)
+        self.write_latest(result.latest)
         done = time.monotonic()
         log.info(
             "batch %s: %s records in, %s bars upserted, %s rows written, %s dead letters, %.0f ms "
