@@ -215,3 +215,31 @@ def test_new_checkpoint_continues_stored_series(spark, stream_settings, pg_conn,
     for symbol, bars in frame.groupby("symbol"):
         assert last[symbol]["ts"] == kit.iso(bars["ts"].iloc[-1].to_pydatetime())
         assert last[symbol]["close"] == bars["close"].iloc[-1]
+
+
+def test_redis_outage_defers_the_latest_state_without_failing_batches(spark, stream_settings, pg_conn, redis_client):
+    """Redis unreachable: every batch still commits to PostgreSQL; once Redis answers again, the
+    latest row of every symbol left behind is written — also of symbols without a new bar."""
+    from stockpipe.storage.redis_latest import LatestWriter
+
+    series = {s: kit.random_bars(s, kit.SESSION_OPEN, 31, seed=70 + n) for n, s in enumerate(kit.SYMBOLS)}
+    script = kit.Script()
+    for i in range(30):
+        for symbol in kit.SYMBOLS:
+            script.bar(series[symbol][i])
+    kit.produce(stream_settings, script.messages)
+    writer = BatchWriter(stream_settings)
+    writer.latest = LatestWriter(stream_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    kit.drain(spark, stream_settings, writer=writer)  # no exception: the batches committed
+    assert len(kit.stored(pg_conn)) == 30 * len(kit.SYMBOLS)
+    assert not redis_client.keys("stockpipe:latest:*")
+
+    # Redis is back; only the first symbol gets a new bar, yet every symbol must catch up.
+    first = kit.SYMBOLS[0]
+    more = kit.Script(expected=dict(script.expected))
+    more.bar(series[first][30])
+    kit.produce(stream_settings, more.messages)
+    writer.latest = LatestWriter(stream_settings)
+    kit.drain(spark, stream_settings, writer=writer)
+    kit.assert_invariants(pg_conn, redis_client, more)
+    assert len(redis_client.keys("stockpipe:latest:*")) == len(kit.SYMBOLS)
