@@ -11,13 +11,15 @@ A missing or invalid setting stops start-up with one sentence naming it (:func:`
 from __future__ import annotations
 
 import os
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_WATCHLIST = ["AAPL", "GOOGL", "MSFT", "AMZN", "TSLA"]
@@ -34,6 +36,32 @@ def project_root() -> Path:
 
 
 ROOT = project_root()
+
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+
+
+def _host_port(text: str) -> bool:
+    """``host:port`` (``[v6]:port``) with a port in 1..65535."""
+    match = _HOST_PORT.match(text)
+    return bool(match) and 1 <= int(match.group(2)) <= 65535
+
+
+def _url_ok(text: str, schemes: tuple[str, ...], *, any_path: bool = False) -> bool:
+    """A ``scheme://host[:port]`` URL of one of ``schemes``; its path ``/N`` (a Redis db) unless any_path."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # ValueError when not a number in 0..65535
+    except ValueError:
+        return False
+    if parts.scheme not in schemes or not parts.hostname or port == 0 or any(c.isspace() for c in text):
+        return False
+    return any_path or parts.path in ("", "/") or parts.path[1:].isdigit()
+
+
+def _unix_socket_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme == "unix" and len(parts.path) > 1
 
 
 class ConfigError(SystemExit):
@@ -246,6 +274,36 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_kafka_bootstrap(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",")]
+        if not all(_host_port(server) for server in servers):
+            raise PydanticCustomError(
+                "kafka_bootstrap", "must be host:port[,host:port…] with ports 1-65535, e.g. 127.0.0.1:9092"
+            )
+        return ",".join(servers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not _url_ok(value, ("redis", "rediss")) and not _unix_socket_url(value):
+            raise PydanticCustomError(
+                "redis_url",
+                "must be redis://[:password@]host[:port][/db] (or rediss://, unix://path), e.g. "
+                "redis://127.0.0.1:6380/0",
+            )
+        return value
+
+    @field_validator("airflow_api_url")
+    @classmethod
+    def _check_airflow_api_url(cls, value: str) -> str:
+        if value and not _url_ok(value, ("http", "https"), any_path=True):
+            raise PydanticCustomError(
+                "airflow_api_url", "must be empty or http(s)://host[:port][/path], e.g. http://127.0.0.1:8080"
+            )
+        return value
+
     # --- derived -----------------------------------------------------------------------------
     @property
     def uses_simulator(self) -> bool:
@@ -292,6 +350,8 @@ def _describe(error: ValidationError) -> str:
     if spec is not None and isinstance(spec.validation_alias, AliasChoices):
         env_name = " or ".join(str(c) for c in spec.validation_alias.choices)
     value = first.get("input")
+    if isinstance(value, str):  # a URL's password (redis://:secret@host) is not echoed either
+        value = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", value)
     shown = "" if "password" in field or "key" in field else f" (got {value!r})"
     return f"Invalid setting {env_name}{shown}: {first['msg']}."
 

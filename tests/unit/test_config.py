@@ -34,6 +34,16 @@ def test_watchlist_from_comma_separated_env(monkeypatch):
         ("STOCKPIPE_RATE_LIMIT_PER_MINUTE", "0", "STOCKPIPE_RATE_LIMIT_PER_MINUTE"),
         ("STOCKPIPE_WATCHLIST", "AAPL,$$$", "STOCKPIPE_WATCHLIST"),
         ("STOCKPIPE_SIMULATOR_CLOCK", "lunar", "STOCKPIPE_SIMULATOR_CLOCK"),
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "localhost", "STOCKPIPE_KAFKA_BOOTSTRAP (got 'localhost')"),
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092,other", "STOCKPIPE_KAFKA_BOOTSTRAP"),
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:909200", "STOCKPIPE_KAFKA_BOOTSTRAP"),
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "", "STOCKPIPE_KAFKA_BOOTSTRAP"),
+        ("STOCKPIPE_REDIS_URL", "127.0.0.1:6380", "STOCKPIPE_REDIS_URL"),
+        ("STOCKPIPE_REDIS_URL", "redis://127.0.0.1:port/0", "STOCKPIPE_REDIS_URL"),
+        ("STOCKPIPE_REDIS_URL", "redis://127.0.0.1:6380/zero", "STOCKPIPE_REDIS_URL"),
+        ("STOCKPIPE_REDIS_URL", "http://127.0.0.1:6380/0", "STOCKPIPE_REDIS_URL"),
+        ("STOCKPIPE_AIRFLOW_API_URL", "127.0.0.1:8080", "STOCKPIPE_AIRFLOW_API_URL"),
+        ("STOCKPIPE_AIRFLOW_API_URL", "http://127.0.0.1:99999", "STOCKPIPE_AIRFLOW_API_URL"),
     ],
 )
 def test_bad_setting_is_one_sentence_naming_it(monkeypatch, variable, value, fragment):
@@ -53,6 +63,57 @@ def test_bad_setting_stops_a_process_with_exit_code_and_no_traceback():
     )
     assert proc.returncode != 0
     assert "STOCKPIPE_PRODUCER_INTERVAL_S" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "kafka-1:9092, kafka-2:9092,[::1]:9094"),
+        ("STOCKPIPE_REDIS_URL", "redis://127.0.0.1:6380/0"),
+        ("STOCKPIPE_REDIS_URL", "rediss://:pw@cache.internal"),
+        ("STOCKPIPE_REDIS_URL", "unix:///run/redis/redis.sock?db=2"),
+        ("STOCKPIPE_AIRFLOW_API_URL", ""),
+        ("STOCKPIPE_AIRFLOW_API_URL", "https://airflow.internal/api/"),
+    ],
+)
+def test_good_addresses_are_accepted(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    load_settings()
+
+
+def test_kafka_bootstrap_list_is_normalised(monkeypatch):
+    monkeypatch.setenv("STOCKPIPE_KAFKA_BOOTSTRAP", " a:9092 , b:9093")
+    assert load_settings().kafka_bootstrap == "a:9092,b:9093"
+
+
+def test_a_redis_password_in_a_bad_url_is_not_echoed(monkeypatch):
+    monkeypatch.setenv("STOCKPIPE_REDIS_URL", "redis://:s3cret-value@127.0.0.1:port/0")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "STOCKPIPE_REDIS_URL" in str(raised.value) and "s3cret-value" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STOCKPIPE_KAFKA_BOOTSTRAP", "localhost"),
+        ("STOCKPIPE_REDIS_URL", "localhost:6380"),
+        ("STOCKPIPE_AIRFLOW_API_URL", "localhost:8080"),
+    ],
+)
+def test_shell_exports_stop_with_one_sentence_on_a_bad_address(variable, value):
+    """infra/stack.sh evaluates ``--shell``: a bad address must not be an IndexError traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "stockpipe.config", "--shell"],
+        env={variable: value, "PATH": "/usr/bin", "PYTHONPATH": "plugins"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0] and repr(value) in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
