@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -128,6 +128,55 @@ class Settings(BaseSettings):
     kafka_topic: str = Field("stock-prices", description="Topic of minute bars.")
     kafka_dlq_topic: str = Field("stock-prices.dlq", description="Dead-letter topic.")
     kafka_partitions: int = Field(6, ge=1, description="Partitions of the bars topic when created.")
+    # security of every Kafka client (producer, stream source and DLQ, exporter, dashboard, verify,
+    # Airflow's kafka_default): stockpipe.clients builds their configuration from these
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="Protocol of the Kafka clients: PLAINTEXT (local stack), SSL, SASL_PLAINTEXT or SASL_SSL "
+        "(AWS MSK with SCRAM: SASL_SSL).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism with SASL_PLAINTEXT/SASL_SSL (AWS MSK: SCRAM-SHA-512)."
+    )
+    kafka_sasl_username: str = Field("", description="SASL username (required with SASL_PLAINTEXT/SASL_SSL).")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password (required with SASL_PLAINTEXT/SASL_SSL; never logged)."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA certificates the brokers' TLS certificates are checked against "
+        "(SSL/SASL_SSL; empty: the system's trust store, which AWS MSK's certificates chain to).",
+    )
+    kafka_scram_port: int = Field(
+        9094,
+        ge=1,
+        le=65535,
+        description="Local stack: the broker's second listener, SASL_SSL with SCRAM-SHA-512 on 127.0.0.1 (its user "
+        "and password: STOCKPIPE_KAFKA_SASL_* in .local/secrets.env; CA: .local/kafka/tls/ca.pem).",
+    )
+
+    @field_validator("kafka_ssl_ca_file", mode="before")
+    @classmethod
+    def _empty_ca_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("kafka_ssl_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise PydanticCustomError("kafka_ssl_ca_file", "no such file")
+        return value
+
+    @field_validator("kafka_sasl_username", "kafka_sasl_password")
+    @classmethod
+    def _sasl_needs_credentials(cls, value: Any, info: ValidationInfo) -> Any:
+        protocol = info.data.get("kafka_security_protocol", "PLAINTEXT")
+        empty = not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+        if protocol.startswith("SASL_") and empty:
+            raise PydanticCustomError(
+                "kafka_sasl", "required when STOCKPIPE_KAFKA_SECURITY_PROTOCOL is {protocol}", {"protocol": protocol}
+            )
+        return value
 
     # --- spark streaming / backfill ----------------------------------------------------------
     spark_master: str = Field("local[2]", description="Spark master URL of the streaming and backfill jobs.")
@@ -379,6 +428,7 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_REDIS_PORT": urlsplit(settings.redis_url).port or 6379,
         "STOCKPIPE_KAFKA_PORT": kafka_port,
         "STOCKPIPE_KAFKA_CONTROLLER_PORT": kafka_port + 1,
+        "STOCKPIPE_KAFKA_SCRAM_PORT": settings.kafka_scram_port,
         "STOCKPIPE_SIMULATOR_PORT": settings.simulator_port,
         "STOCKPIPE_PRODUCER_METRICS_PORT": settings.producer_metrics_port,
         "STOCKPIPE_DASHBOARD_PORT": settings.dashboard_port,
