@@ -11,12 +11,30 @@ fi
 stop_started_services() { if [ $was_up = 0 ]; then infra/stack.sh down; fi; }
 trap stop_started_services EXIT
 infra/stack.sh up postgres redis kafka || exit 1
-# The browser test drives Debian's Chromium (no browser downloads here).
-if [ ! -x /usr/bin/chromium ]; then
-  echo "==> installing Debian's chromium for the browser test (log: .local/logs/install-chromium.log)"
-  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
-    >> .local/logs/install-chromium.log 2>&1 || { echo "chromium install failed: see .local/logs/install-chromium.log" >&2; exit 1; }
+# The browser test drives a real headless Chromium (infra/platform.sh): one already installed (never
+# Ubuntu's snap stub), else the distribution's package (Debian: chromium), else, on Ubuntu, Playwright's
+# own build. Its path reaches the test as STOCKPIPE_CHROMIUM.
+# shellcheck source=infra/platform.sh
+. infra/platform.sh
+STOCKPIPE_CHROMIUM="${STOCKPIPE_CHROMIUM:-$(platform_chromium)}"
+if [ -z "$STOCKPIPE_CHROMIUM" ]; then
+  chromium_pkg=$(platform_package chromium)
+  if [ "$(platform_os)" = unsupported ]; then
+    echo "no headless Chromium found: $(platform_unsupported_message)" >&2; exit 1
+  elif [ -n "$chromium_pkg" ]; then
+    echo "==> installing $chromium_pkg for the browser test (log: .local/logs/install-chromium.log)"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$chromium_pkg"; } \
+      >> .local/logs/install-chromium.log 2>&1 || { echo "chromium install failed: see .local/logs/install-chromium.log" >&2; exit 1; }
+    STOCKPIPE_CHROMIUM=$(platform_chromium)
+  else
+    echo "==> installing Playwright's Chromium for the browser test (log: .local/logs/install-chromium.log)"
+    export PLAYWRIGHT_BROWSERS_PATH="$PWD/.local/ms-playwright"
+    .venv/bin/python -m playwright install --with-deps chromium >> .local/logs/install-chromium.log 2>&1 \
+      || { echo "chromium install failed: see .local/logs/install-chromium.log" >&2; exit 1; }
+    STOCKPIPE_CHROMIUM=$(find "$PLAYWRIGHT_BROWSERS_PATH" -path '*chrome-linux*/chrome' -type f | head -n 1)
+  fi
 fi
+export STOCKPIPE_CHROMIUM
 # tests/test_compose.py validates docker-compose.yaml against the Compose specification's JSON
 # schema, shipped in the docker-compose 1.29.2 wheel (compose/config/compose_spec.json): fetched once.
 if [ ! -s .local/cache/compose_spec.json ]; then

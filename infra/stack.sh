@@ -16,8 +16,13 @@ LOGS="$STOCKPIPE_LOCAL/logs"
 VENV="$HOME_DIR/.venv"
 PY="$VENV/bin/python"
 SUPERVISOR_CONF="$HOME_DIR/infra/supervisord.conf"
-export PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
-export REDIS_SERVER="${REDIS_SERVER:-/usr/bin/redis-server}"
+# Distribution-specific package names and binary locations (Debian 12/13, Ubuntu 24.04): infra/platform.sh
+# shellcheck source=infra/platform.sh
+. "$HOME_DIR/infra/platform.sh"
+# PostgreSQL: the version that made an existing data directory, else the highest installed >= 15.
+PG_BIN="${PG_BIN:-$(platform_pg_bin "$(cat "$STOCKPIPE_LOCAL/postgres/data/PG_VERSION" 2>/dev/null || true)")}"
+REDIS_SERVER="${REDIS_SERVER:-$(platform_redis_server)}"   # redis-server, else valkey-server
+export PG_BIN REDIS_SERVER
 export KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m -XX:G1PeriodicGCInterval=60000}"
 ALL_COMPONENTS=(postgres redis kafka simulator airflow producer dashboard exporter prometheus)
 
@@ -46,21 +51,28 @@ need_root_for() { [ "$(id -u)" = 0 ] || fail "installing $1 needs root (apt-get)
 
 install_debian_packages() {
   local missing=()
-  [ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
-  [ -x "$REDIS_SERVER" ] || missing+=(redis-server)
-  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  { [ -n "$PG_BIN" ] && [ -x "$PG_BIN/postgres" ]; } || missing+=("$(platform_package postgres)")
+  { [ -n "$REDIS_SERVER" ] && [ -x "$REDIS_SERVER" ]; } || missing+=("$(platform_package redis)")
+  command -v java >/dev/null || missing+=("$(platform_package java)")
   command -v mvn >/dev/null || missing+=(maven)
   { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
   [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
-  step "Debian packages"
+  command -v python3 >/dev/null && python3 -c 'import ensurepip' 2>/dev/null || missing+=("$(platform_package venv)")
+  step "system packages ($(platform_os))"
   if [ ${#missing[@]} -eq 0 ]; then step_done "present"; return; fi
+  [ "$(platform_os)" != unsupported ] || fail "$(platform_unsupported_message)"
   need_root_for "${missing[*]}"
   local log="$LOGS/install-apt.log"
-  # Debian's packages try to start their own services; ours run on other ports, so keep them down.
+  # The distribution's packages try to start their own services; ours run on other ports, so keep them down.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
   run_logged "$log" apt-get update -q
   run_logged "$log" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   rm -f /usr/sbin/policy-rc.d
+  [ -x "${PG_BIN:-/nonexistent}/postgres" ] || PG_BIN=$(platform_pg_bin)
+  [ -x "${REDIS_SERVER:-/nonexistent}" ] || REDIS_SERVER=$(platform_redis_server)
+  [ -n "$PG_BIN" ] || fail "no PostgreSQL >= $PLATFORM_PG_MIN server under /usr/lib/postgresql after installing; see $log"
+  [ -n "$REDIS_SERVER" ] || fail "no redis-server or valkey-server after installing; see $log"
+  export PG_BIN REDIS_SERVER
   step_done "installed ${missing[*]}"
 }
 
@@ -70,7 +82,18 @@ install_venv() {
   local want; want=$(cat "$HOME_DIR/requirements.txt" "$HOME_DIR/pyproject.toml" | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then step_done "up to date"; return; fi
   local log="$LOGS/install-venv.log"
-  [ -x "$PY" ] || run_logged "$log" python3 -m venv "$VENV"
+  if [ ! -x "$PY" ]; then
+    local python; python=$(platform_python)
+    if [ -n "$python" ]; then
+      run_logged "$log" "$python" -m venv "$VENV"
+    else
+      # no Python 3.11 packaged (Debian 13: 3.13, Ubuntu 24.04: 3.12): uv fetches a standalone 3.11
+      [ -x "$STOCKPIPE_LOCAL/uv/bin/uv" ] || { run_logged "$log" python3 -m venv "$STOCKPIPE_LOCAL/uv" \
+        && run_logged "$log" "$STOCKPIPE_LOCAL/uv/bin/pip" install -q uv; }
+      run_logged "$log" env UV_PYTHON_INSTALL_DIR="$STOCKPIPE_LOCAL/python" \
+        "$STOCKPIPE_LOCAL/uv/bin/uv" venv --seed --python 3.11 --python-preference only-managed "$VENV"
+    fi
+  fi
   [ -x "$VENV/bin/uv" ] || run_logged "$log" "$VENV/bin/pip" install -q uv
   run_logged "$log" "$VENV/bin/uv" pip sync -p "$PY" "$HOME_DIR/requirements.txt"
   run_logged "$log" "$VENV/bin/uv" pip install -p "$PY" --no-deps -e "$HOME_DIR"

@@ -1,4 +1,5 @@
-"""The running app in Debian's headless Chromium (Playwright, no browser download): every page
+"""The running app in a real headless Chromium (Playwright driving the system's browser:
+Debian's chromium, or the one infra/platform.sh found, passed by `make test` as STOCKPIPE_CHROMIUM): every page
 renders its tiles and charts, shows no Streamlit exception box, and leaves a screenshot in
 test-artifacts/."""
 
@@ -17,7 +18,7 @@ from conftest import APP, REDIS_CLOSE, free_port
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("STOCKPIPE_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 # page path -> (plotly charts at least, text that must show)
 PAGES = {
@@ -61,7 +62,7 @@ def running_app(seeded, app_env, redis_client):
 def test_every_page_renders_in_chromium(running_app, redis_client):
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium (make test does)"
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM}: `make test` finds or installs one (infra/platform.sh)"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
