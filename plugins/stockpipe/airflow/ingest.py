@@ -24,10 +24,22 @@ class IngestFailed(RuntimeError):
 
 
 def resend_interval(producer: Any, start: datetime, end: datetime) -> int:
-    """Send the bars of [start, end) again for every watchlist symbol (a rerun of an old interval)."""
+    """Send the bars of [start, end) again for every watchlist symbol (a rerun of an old interval).
+
+    Every message carries a delivery callback: the task fails (:class:`IngestFailed`) unless Kafka
+    confirmed each one within the producer's delivery timeout; what it did not confirm is purged,
+    so nothing trickles out after the failure (a retry sends the interval again)."""
+    from confluent_kafka import KafkaException
+
     from stockpipe import contract
 
-    sent = 0
+    sent = refused = 0
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err.str() if hasattr(err, "str") else str(err))
+
     fetched_at = producer.clock()
     for symbol in producer.settings.watchlist:
         bars = producer._with_retries(
@@ -39,10 +51,33 @@ def resend_interval(producer: Any, start: datetime, end: datetime) -> int:
             message = bar.to_message(producer.settings.source_name, fetched_at)
             if contract.invalid_reason(message):
                 continue  # the live cycle already dead-lettered it
-            producer.kafka.produce(producer.settings.kafka_topic, key=symbol.encode(), value=contract.encode(message))
+            value = contract.encode(message)
+            try:
+                try:
+                    producer.kafka.produce(
+                        producer.settings.kafka_topic, key=symbol.encode(), value=value, on_delivery=on_delivery
+                    )
+                except BufferError:  # the local queue is full: let deliveries drain, then once more
+                    producer.kafka.poll(1)
+                    producer.kafka.produce(
+                        producer.settings.kafka_topic, key=symbol.encode(), value=value, on_delivery=on_delivery
+                    )
+            except (BufferError, KafkaException) as error:  # refused before it was even queued
+                errors.append(str(error))
+                refused += 1
+                continue
             sent += 1
-    if producer.kafka.flush(producer.delivery_timeout_s):
-        raise IngestFailed(f"Kafka at {producer.settings.kafka_bootstrap} did not confirm the re-sent bars")
+            producer.kafka.poll(0)
+    unconfirmed = producer.kafka.flush(producer.delivery_timeout_s)
+    if unconfirmed or errors:
+        producer.kafka.purge()  # undelivered bars must not trickle out after the task failed
+        producer.kafka.flush(1)
+        why = errors[0] if errors else f"no answer within {producer.delivery_timeout_s:g} s"
+        raise IngestFailed(
+            f"Kafka at {producer.settings.kafka_bootstrap} did not confirm {len(errors) + unconfirmed} of the "
+            f"{sent + refused} bars of {start:%Y-%m-%d %H:%M}..{end:%H:%M} UTC re-sent to "
+            f"{producer.settings.kafka_topic} ({why}); the run fails so Airflow retries it"
+        )
     return sent
 
 
