@@ -43,6 +43,9 @@ if [ ! -s .local/cache/compose_spec.json ]; then
     && .venv/bin/python -c 'import glob, zipfile; z = zipfile.ZipFile(glob.glob(".local/cache/docker_compose-1.29.2-*.whl")[0]); open(".local/cache/compose_spec.json", "wb").write(z.read("compose/config/compose_spec.json"))'; } \
     >> .local/logs/install-compose-spec.log 2>&1 || { echo "fetching the Compose schema failed: see .local/logs/install-compose-spec.log" >&2; exit 1; }
 fi
+# Pinned linters of the repository itself: actionlint (the CI workflow), the CDK app's venv and CLI
+# (tests/deploy: cdk synth, cfn-lint, the template's security assertions).
+infra/tools.sh || exit 1
 mkdir -p test-artifacts
 .venv/bin/python -m pytest "$@"
 rc=$?
