@@ -21,7 +21,14 @@ transaction. Nothing but per-symbol row counts goes back to the driver. A failed
 chunks it committed (exact rows, the upserts are idempotent) and fails the job before the repair
 queue or Redis is touched; running the backfill again completes it.
 
-A symbol's open ``ops.repair_queue`` entries inside the range are marked repaired afterwards;
+A symbol's open ``ops.repair_queue`` entries inside the range are marked repaired afterwards, but
+only those the recomputation is sure to have included: :func:`open_repairs` reads the open entries
+(each with its row version, ``xmin``) in a snapshot taken *before* any task reads a bar, and
+:func:`close_repairs` closes exactly those row versions. The sink stores a bar and queues it in one
+transaction, so every entry in that snapshot has its bar visible to every later read. An entry
+queued (or re-queued: a newer version of the bar, a new row version) after the snapshot stays open
+for the next repair, even when its transaction began earlier — which is why the check is the row
+version and not ``flagged_at`` (a transaction's start time, not its commit time).
 :func:`repair_ranges` turns the open queue into the ranges to backfill (earliest queued bar → now).
 """
 
@@ -198,17 +205,14 @@ def backfill(
     """
     began = time.monotonic()
     bump_epochs(settings, symbols)
+    queued = open_repairs(settings, symbols, start, end)  # before the recomputation reads any bar
     written = write_indicators(spark, settings, symbols, start, FAR_FUTURE)
     sink = PostgresSink(settings)
     try:
         latest = sink.latest_rows(sorted(written))
         conn = sink.connection()
         with conn.transaction():
-            repaired = conn.execute(
-                "UPDATE ops.repair_queue SET repaired_at = now() "
-                "WHERE symbol = ANY(%s) AND ts >= %s AND ts < %s AND repaired_at IS NULL",
-                (symbols, start, end),
-            ).rowcount
+            repaired = close_repairs(conn, queued)
     finally:
         sink.close()
     writer = LatestWriter(settings)
@@ -239,6 +243,42 @@ def bump_epochs(settings: Settings, symbols: list[str]) -> None:
             "ON CONFLICT (symbol) DO UPDATE SET epoch = ops.symbol_epochs.epoch + 1, changed_at = now()",
             (symbols,),
         )
+
+
+@dataclass(frozen=True)
+class QueuedRepair:
+    """One open ``ops.repair_queue`` entry as a snapshot saw it; ``version`` is its row's ``xmin``."""
+
+    symbol: str
+    ts: datetime
+    version: str
+
+
+def open_repairs(settings: Settings, symbols: list[str], start: datetime, end: datetime) -> list[QueuedRepair]:
+    """The open repair entries of ``symbols`` in [start, end), read in one committed snapshot.
+
+    Call it before the recomputation reads the stored bars: each entry's bar (stored in the same
+    transaction as the entry) is then visible to that read, so :func:`close_repairs` may close it."""
+    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT symbol, ts, xmin::text FROM ops.repair_queue "
+            "WHERE symbol = ANY(%s) AND ts >= %s AND ts < %s AND repaired_at IS NULL",
+            (symbols, start, end),
+        ).fetchall()
+    return [QueuedRepair(*row) for row in rows]
+
+
+def close_repairs(conn: psycopg.Connection, queued: list[QueuedRepair]) -> int:
+    """Mark repaired the entries of ``queued`` that are still the row version :func:`open_repairs`
+    read; an entry queued again since (a newer bar) is a new row version and stays open."""
+    if not queued:
+        return 0
+    return conn.execute(
+        "UPDATE ops.repair_queue AS q SET repaired_at = now() "
+        "FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) AS r(symbol, ts, version) "
+        "WHERE q.symbol = r.symbol AND q.ts = r.ts AND q.xmin = r.version::xid AND q.repaired_at IS NULL",
+        ([q.symbol for q in queued], [q.ts for q in queued], [q.version for q in queued]),
+    ).rowcount
 
 
 def repair_ranges(settings: Settings) -> dict[str, datetime]:
