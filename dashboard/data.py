@@ -8,6 +8,7 @@ pages turn it into a banner (see ``ui.py``), never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import psycopg
 import redis
 import streamlit as st
 
+from stockpipe import clients
 from stockpipe.config import Settings, load_settings
 from stockpipe.indicators import INDICATOR_COLUMNS, compute_frame
 
@@ -427,37 +429,21 @@ def _kafka_down(s: Settings, error: Exception) -> ServiceDown:
 
 
 @st.cache_resource(show_spinner=False)
-def _kafka_admin(bootstrap: str):
-    from confluent_kafka.admin import AdminClient
-
-    # log_level 0: a down broker is reported once by the banner, not every second on stderr
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000,
-                        "socket.connection.setup.timeout.ms": 3000, "log_level": 0})
+def _kafka_admin(_s: Settings, config_key: str):
+    """One admin client per Kafka configuration (``config_key``: its digest; the settings aren't hashed)."""
+    # role dashboard: log_level 0, a down broker is reported once by the banner, not every second on stderr
+    return clients.kafka_admin(_s, "dashboard")
 
 
 def _admin():
     s = settings()
-    return s, _kafka_admin(s.kafka_bootstrap)
+    config = json.dumps(clients.kafka_config(s, "dashboard"), sort_keys=True, default=str)
+    return s, _kafka_admin(s, hashlib.sha256(config.encode()).hexdigest())
 
 
 def _offsets(admin, partitions: list[tuple[str, int]], spec: str) -> dict[tuple[str, int], int]:
-    from confluent_kafka import KafkaException, TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    if not partitions:
-        return {}
-    wanted = {TopicPartition(t, p): (OffsetSpec.latest() if spec == "latest" else OffsetSpec.earliest())
-              for t, p in partitions}
-    futures = admin.list_offsets(wanted, request_timeout=KAFKA_TIMEOUT_S)
-    offsets, failures = {}, []
-    for tp, future in futures.items():
-        try:
-            offsets[(tp.topic, tp.partition)] = future.result().offset
-        except KafkaException as error:  # one partition moving leaders must not blank the page
-            failures.append(error)
-    if failures and not offsets:
-        raise failures[0]
-    return offsets
+    # partial: one partition moving leaders must not blank the page
+    return clients.partition_offsets(admin, partitions, spec, timeout_s=KAFKA_TIMEOUT_S, partial=True)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -505,13 +491,12 @@ def kafka_consumer_groups() -> pd.DataFrame:
 @st.cache_data(ttl=5, show_spinner=False)
 def kafka_tail(topic: str, count: int = 20) -> pd.DataFrame:
     """The last ``count`` messages of a topic across its partitions, newest first."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     s = settings()
     parts = kafka_topics(include_internal=True)
     parts = parts[parts["topic"] == topic]
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": "stockpipe-dashboard",
-                         "enable.auto.commit": False, "socket.timeout.ms": 3000, "log_level": 0})
+    consumer = clients.kafka_consumer(s, "dashboard")
     rows: list[dict[str, Any]] = []
     try:
         assignment, remaining = [], {}

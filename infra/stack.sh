@@ -228,10 +228,61 @@ up_redis() {
   start_program redis "$STOCKPIPE_REDIS_PORT" 30
 }
 
+# Kafka's SASL_SSL listener (STOCKPIPE_KAFKA_SCRAM_PORT, SCRAM-SHA-512): its SCRAM user in
+# secrets.env (added to an existing one too), and a local CA + the broker's certificate.
+ensure_kafka_secrets() {
+  local secrets="$STOCKPIPE_LOCAL/secrets.env"
+  grep -qs '^STOCKPIPE_KAFKA_SASL_USERNAME=' "$secrets" && grep -qs '^STOCKPIPE_KAFKA_SASL_PASSWORD=' "$secrets" && return
+  (
+    umask 077
+    {
+      grep -qs '^STOCKPIPE_KAFKA_SASL_USERNAME=' "$secrets" || echo "STOCKPIPE_KAFKA_SASL_USERNAME=stockpipe"
+      grep -qs '^STOCKPIPE_KAFKA_SASL_PASSWORD=' "$secrets" \
+        || echo "STOCKPIPE_KAFKA_SASL_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+    } >> "$secrets"
+  )
+}
+
+ensure_kafka_tls() {  # .local/kafka/tls: ca.pem (clients trust it), broker.pem (key + certificate, 0600)
+  local tls="$STOCKPIPE_LOCAL/kafka/tls"
+  if [ -s "$tls/ca.pem" ] && [ -s "$tls/broker.pem" ] \
+     && openssl x509 -checkend 2592000 -noout -in "$tls/broker.crt" >/dev/null 2>&1; then
+    return  # present and valid for 30 more days
+  fi
+  step "kafka: TLS certificate (local CA)"
+  local log="$LOGS/kafka-tls.log" work; work=$(mktemp -d)
+  mkdir -p "$tls"
+  run_logged "$log" openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=stockpipe local CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$work/ca.key" -out "$work/ca.pem"
+  run_logged "$log" openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$work/broker.key" -out "$work/broker.csr"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$work/ext"
+  run_logged "$log" openssl x509 -req -in "$work/broker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -CAcreateserial -days 825 -extfile "$work/ext" -out "$work/broker.crt"
+  (umask 077; cat "$work/broker.key" "$work/broker.crt" > "$tls/broker.pem.new") && mv "$tls/broker.pem.new" "$tls/broker.pem"
+  install -m 644 "$work/broker.crt" "$tls/broker.crt"
+  install -m 644 "$work/ca.pem" "$tls/ca.pem"
+  rm -rf "$work"  # the CA's key is not kept: nothing else can be signed with it
+  step_done "until $(openssl x509 -enddate -noout -in "$tls/broker.crt" | cut -d= -f2)"
+}
+
 up_kafka() {
-  local kdir="$STOCKPIPE_LOCAL/kafka"
+  local kdir="$STOCKPIPE_LOCAL/kafka" before=""
   mkdir -p "$kdir/data"
-  render "$HOME_DIR/infra/kafka/server.properties.template" "$kdir/server.properties"
+  ensure_kafka_secrets
+  ensure_kafka_tls
+  [ -f "$kdir/server.properties" ] && before=$(sha256sum < "$kdir/server.properties")
+  render "$HOME_DIR/infra/kafka/server.properties.template" "$kdir/server.properties.new"
+  sed -i "s|@KAFKA_SCRAM_PORT@|$STOCKPIPE_KAFKA_SCRAM_PORT|g" "$kdir/server.properties.new"
+  mv "$kdir/server.properties.new" "$kdir/server.properties"
+  if [ -n "$before" ] && [ "$before" != "$(sha256sum < "$kdir/server.properties")" ] \
+     && [ "$(program_state kafka)" = RUNNING ]; then
+    step "kafka: restart (server.properties changed)"
+    supervisorctl restart kafka >/dev/null 2>&1 || true
+    wait_port "$STOCKPIPE_KAFKA_PORT" 90 kafka
+    step_done
+  fi
   if [ ! -f "$kdir/data/meta.properties" ]; then
     step "kafka: format KRaft storage"
     local cp="$HOME_DIR/infra/jars/kafka/*" log="$LOGS/kafka-format.log"
@@ -241,8 +292,12 @@ up_kafka() {
     step_done "cluster $cluster_id"
   fi
   start_program kafka "$STOCKPIPE_KAFKA_PORT" 90
-  step "kafka: topics"
+  wait_port "$STOCKPIPE_KAFKA_SCRAM_PORT" 30 kafka
+  step "kafka: topics, SCRAM user"
   run_logged "$LOGS/kafka-topics.log" "$PY" -m stockpipe.admin topics --wait 60
+  # on the local broker's PLAINTEXT listener, whatever the clients are set to
+  run_logged "$LOGS/kafka-topics.log" env STOCKPIPE_KAFKA_BOOTSTRAP="127.0.0.1:$STOCKPIPE_KAFKA_PORT" \
+    STOCKPIPE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT STOCKPIPE_KAFKA_SSL_CA_FILE= "$PY" -m stockpipe.admin scram-user --wait 60
   step_done
 }
 

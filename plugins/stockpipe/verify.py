@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from stockpipe import contract
+from stockpipe.clients import kafka_consumer
 from stockpipe.config import Settings, load_settings
 
 
@@ -71,12 +72,7 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 def read_topic(settings: Settings, topic: str, since: datetime | None, timeout_s: float = 30) -> list[dict]:
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"stockpipe-verify-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    })
+    consumer = kafka_consumer(settings, "verify", **{"group.id": f"stockpipe-verify-{uuid.uuid4().hex[:8]}"})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:

@@ -7,7 +7,10 @@ tests redirect a DAG with ``AIRFLOW_CONN_*`` variables.
 
 =====================  ===========================================================
 ``stockpipe_postgres``  the market database, writer role (host, port, schema = db)
-``kafka_default``       extra ``bootstrap.servers`` (the Kafka provider's format)
+``kafka_default``       extra = librdkafka config (the Kafka provider's format): ``bootstrap.servers``,
+                        and with STOCKPIPE_KAFKA_SECURITY_PROTOCOL other than PLAINTEXT
+                        ``security.protocol``, ``sasl.mechanism``, ``sasl.username``,
+                        ``sasl.password`` (masked in task logs), ``ssl.ca.location``
 ``stockpipe_redis``     host, port, schema = db number, password
 ``spark_default``       host = Spark master (``local[2]``, ``spark://h:7077``, ``k8s://https://…``)
 ``polygon``             password = the API key (a secret: masked in task logs)
@@ -21,6 +24,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from stockpipe.clients import kafka_security
 from stockpipe.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +51,7 @@ def connection_specs(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         KAFKA_CONN_ID: {
             "conn_type": "kafka",
-            "extra": json.dumps({"bootstrap.servers": settings.kafka_bootstrap}),
+            "extra": json.dumps(kafka_security(settings)),
             "description": "stockpipe Kafka (bars topic: STOCKPIPE_KAFKA_TOPIC)",
         },
         REDIS_CONN_ID: {
@@ -83,6 +87,39 @@ def _connection(conn_id: str) -> Any | None:
         return None
 
 
+#: kafka_default's extra keys (librdkafka's names) -> settings (see stockpipe.clients.kafka_security)
+_KAFKA_EXTRA = {
+    "bootstrap.servers": "kafka_bootstrap",
+    "security.protocol": "kafka_security_protocol",
+    "sasl.mechanism": "kafka_sasl_mechanism",
+    "sasl.mechanisms": "kafka_sasl_mechanism",  # librdkafka's canonical spelling
+    "sasl.username": "kafka_sasl_username",
+    "sasl.password": "kafka_sasl_password",
+    "ssl.ca.location": "kafka_ssl_ca_file",
+}
+
+
+def _kafka_updates(extra: dict[str, Any]) -> dict[str, Any]:
+    """Settings from kafka_default's extra; a connection that names no protocol means PLAINTEXT."""
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    updates: dict[str, Any] = {}
+    for key, name in _KAFKA_EXTRA.items():
+        value = extra.get(key)
+        if value not in (None, ""):
+            updates[name] = str(value).upper() if name in ("kafka_security_protocol", "kafka_sasl_mechanism") else value
+    if "kafka_bootstrap" not in updates:
+        return {}  # not ours to interpret: the settings stand
+    updates.setdefault("kafka_security_protocol", "PLAINTEXT")
+    if "kafka_sasl_password" in updates:
+        updates["kafka_sasl_password"] = SecretStr(updates["kafka_sasl_password"])
+    if "kafka_ssl_ca_file" in updates:
+        updates["kafka_ssl_ca_file"] = Path(updates["kafka_ssl_ca_file"])
+    return updates
+
+
 def task_settings(base: Settings | None = None) -> Settings:
     """The settings a task runs with: ``STOCKPIPE_*`` values, where-things-are from connections."""
     settings = base or get_settings()
@@ -99,9 +136,7 @@ def task_settings(base: Settings | None = None) -> Settings:
 
             updates["pg_writer_password"] = SecretStr(conn.password)
     if conn := _connection(KAFKA_CONN_ID):
-        bootstrap = (conn.extra_dejson or {}).get("bootstrap.servers")
-        if bootstrap:
-            updates["kafka_bootstrap"] = bootstrap
+        updates.update(_kafka_updates(conn.extra_dejson or {}))
     if conn := _connection(REDIS_CONN_ID):
         auth = f":{conn.password}@" if conn.password else ""
         updates["redis_url"] = f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{conn.schema or 0}"
@@ -112,7 +147,17 @@ def task_settings(base: Settings | None = None) -> Settings:
         from pydantic import SecretStr
 
         updates["polygon_api_key"] = SecretStr(conn.password)
-    return settings.model_copy(update=updates) if updates else settings
+    result = settings.model_copy(update=updates) if updates else settings
+    if result.kafka_security_protocol.startswith("SASL_") and not (
+        result.kafka_sasl_username and result.kafka_sasl_password.get_secret_value()
+    ):
+        from stockpipe.config import ConfigError
+
+        raise ConfigError(
+            f"Airflow connection {KAFKA_CONN_ID} uses {result.kafka_security_protocol}: it needs sasl.username and "
+            "sasl.password in its extra (or STOCKPIPE_KAFKA_SASL_USERNAME/PASSWORD)."
+        )
+    return result
 
 
 def main() -> None:

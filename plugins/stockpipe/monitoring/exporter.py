@@ -42,6 +42,7 @@ from typing import Any
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stockpipe.clients import end_offsets, kafka_admin
 from stockpipe.config import Settings, get_settings
 from stockpipe.monitoring.health import checkpoint_offsets
 
@@ -63,38 +64,15 @@ class StockpipeCollector(Collector):
         self.settings = settings
         self._now = now or (lambda: datetime.now(UTC))
         self.airflow = airflow
-        self._consumer: Any = None
+        self._admin: Any = None
         self._lock = threading.Lock()
 
     # -- sources --------------------------------------------------------------------------------
-    def _kafka_consumer(self) -> Any:
-        if self._consumer is None:
-            from confluent_kafka import Consumer
-
-            self._consumer = Consumer(
-                {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
-                    "group.id": "stockpipe-exporter",
-                    "enable.auto.commit": False,
-                    "socket.timeout.ms": int(TIMEOUT_S * 1000),
-                    "log_level": 3,
-                }
-            )
-        return self._consumer
-
     def end_offsets(self, topic: str) -> dict[int, int] | None:
         """High watermark per partition; None when the topic does not exist."""
-        from confluent_kafka import TopicPartition
-
-        consumer = self._kafka_consumer()
-        metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
-        partitions = metadata.topics.get(topic)
-        if partitions is None or partitions.error is not None:
-            return None
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)[1]
-            for p in partitions.partitions
-        }
+        if self._admin is None:  # one client for the exporter's life (it reconnects by itself)
+            self._admin = kafka_admin(self.settings, "exporter")
+        return end_offsets(self.settings, topic, admin=self._admin, timeout_s=TIMEOUT_S)
 
     def _postgres(self, now: datetime, metrics: dict[str, Metric]) -> None:
         import psycopg

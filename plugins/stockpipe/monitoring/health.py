@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 
+from stockpipe import clients
 from stockpipe.calendar import CalendarMode, trading_calendar
 from stockpipe.config import Settings
 
@@ -66,26 +67,7 @@ class HealthReport:
 # --- kafka ---------------------------------------------------------------------------------------
 def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int] | None:
     """High watermark per partition, or None when the topic does not exist."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "stockpipe-health",
-            "enable.auto.commit": False,
-            "socket.timeout.ms": 5000,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics.get(topic)
-        if partitions is None or partitions.error is not None:
-            return None
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions.partitions
-        }
-    finally:
-        consumer.close()
+    return clients.end_offsets(settings, topic, role="health", timeout_s=10)
 
 
 def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int] | None:

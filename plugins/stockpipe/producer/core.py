@@ -26,7 +26,7 @@ import redis
 from confluent_kafka import KafkaError, Producer
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from stockpipe import contract
+from stockpipe import clients, contract
 from stockpipe.config import Settings
 from stockpipe.producer import metrics
 from stockpipe.producer.limiter import SharedRateLimiter
@@ -126,16 +126,8 @@ class MarketProducer:
             timeout=settings.http_timeout_s,
             before_call=self._before_call,
         )
-        self.kafka = kafka_producer or Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                "message.timeout.ms": int(delivery_timeout_s * 1000),
-                "client.id": "stockpipe-producer",
-            }
+        self.kafka = kafka_producer or clients.kafka_producer(
+            settings, "producer", **{"message.timeout.ms": int(delivery_timeout_s * 1000)}
         )
 
     # -- market-data calls -------------------------------------------------------------------

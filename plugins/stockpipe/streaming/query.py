@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
+from stockpipe.clients import spark_kafka_options
 from stockpipe.config import Settings
 from stockpipe.streaming.operator import apply_indicators
 from stockpipe.streaming.parse import PARSED_COLUMNS, bucket_labels, parse_records
@@ -70,7 +71,7 @@ def make_epoch_reader(dsn: str, max_age_s: float = 1.0):
 def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**spark_kafka_options(settings))
         .option("subscribe", settings.kafka_topic)
         .option("startingOffsets", settings.stream_starting_offsets)
         .option("maxOffsetsPerTrigger", str(settings.stream_max_offsets_per_trigger))

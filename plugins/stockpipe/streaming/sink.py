@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 import redis
-from confluent_kafka import Producer
 
 from stockpipe import contract
+from stockpipe.clients import kafka_producer
 from stockpipe.config import Settings
 from stockpipe.storage.postgres import PostgresSink
 from stockpipe.storage.redis_latest import LatestWriter
@@ -41,9 +41,7 @@ class DeadLetterWriter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5}
-        )
+        self.producer = kafka_producer(settings, "dlq")
 
     def write(self, dead: pd.DataFrame) -> int:
         errors: list[str] = []

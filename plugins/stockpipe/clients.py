@@ -1,0 +1,206 @@
+"""Clients of the services stockpipe talks to, built from the settings in one place.
+
+Kafka (for now; PostgreSQL, Airflow and market-data clients will move here too). Every Kafka
+client of the package — the producer, the stream's dead-letter writer, the exporter, the health
+checks, ``verify``, ``admin``, the dashboard and Airflow's ``kafka_default`` connection — gets its
+configuration from :func:`kafka_config`; Spark's Kafka source gets the same settings, in the Java
+client's terms, from :func:`spark_kafka_options`. So one set of ``STOCKPIPE_KAFKA_*`` settings moves
+all of them from the local PLAINTEXT broker to, say, AWS MSK with SASL_SSL/SCRAM-SHA-512:
+
+=================================  ===================================  =====================================
+setting                            librdkafka (confluent_kafka)         Spark's Kafka source (Java client)
+=================================  ===================================  =====================================
+``STOCKPIPE_KAFKA_BOOTSTRAP``      ``bootstrap.servers``                ``kafka.bootstrap.servers``
+``..._SECURITY_PROTOCOL``          ``security.protocol``                ``kafka.security.protocol``
+``..._SASL_MECHANISM``             ``sasl.mechanism``                   ``kafka.sasl.mechanism``
+``..._SASL_USERNAME/PASSWORD``     ``sasl.username``/``sasl.password``  ``kafka.sasl.jaas.config`` (Scram/Plain
+                                                                        LoginModule)
+``..._SSL_CA_FILE``                ``ssl.ca.location``                  ``kafka.ssl.truststore.type=PEM``,
+                                                                        ``kafka.ssl.truststore.location``
+=================================  ===================================  =====================================
+
+The password only ever leaves a :class:`~pydantic.SecretStr` inside these dictionaries; they are
+handed to the client libraries, never logged (use :func:`redacted` to show one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from stockpipe.config import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+
+#: Who a client is for: picks its ``client.id`` and role defaults (:data:`ROLE_DEFAULTS`).
+KafkaRole = Literal["producer", "dlq", "admin", "exporter", "health", "verify", "dashboard"]
+
+#: librdkafka settings per role, under the security settings and over librdkafka's defaults.
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # the market-data producer: no loss, no duplicates from retries, batched and compressed
+    "producer": {"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "lz4"},
+    # the stream's dead letters, sent and flushed inside a micro-batch
+    "dlq": {"enable.idempotence": True, "acks": "all", "linger.ms": 5},
+    # topic management (make up, tests)
+    "admin": {"socket.timeout.ms": 5000},
+    # one scrape has a few seconds; a down broker is reported by stockpipe_service_up, not by stderr
+    "exporter": {"socket.timeout.ms": 3000, "socket.connection.setup.timeout.ms": 3000, "log_level": 3},
+    # the stream_health DAG's checks
+    "health": {"socket.timeout.ms": 5000},
+    # python -m stockpipe.verify: reads a topic to its end, never commits
+    "verify": {"enable.partition.eof": True},
+    # Streamlit pages: a down broker is shown once by a banner, not every second on stderr
+    "dashboard": {"socket.timeout.ms": 3000, "socket.connection.setup.timeout.ms": 3000, "log_level": 0},
+}
+
+#: What the consumers among them add (they only ever assign partitions: nothing is committed).
+CONSUMER_DEFAULTS: dict[str, Any] = {"enable.auto.commit": False}
+
+#: Keys of :func:`kafka_config` that carry a secret.
+SECRET_KEYS = frozenset({"sasl.password"})
+
+_JAAS_MODULES = {
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+}
+
+
+# --- configuration -------------------------------------------------------------------------------
+def kafka_security(settings: Settings) -> dict[str, Any]:
+    """Bootstrap servers and the security settings of every client, in librdkafka's terms."""
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return config
+    config["security.protocol"] = protocol
+    if protocol.startswith("SASL_"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if protocol.endswith("SSL") and settings.kafka_ssl_ca_file is not None:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_ca_file)
+    return config
+
+
+def kafka_config(settings: Settings, role: KafkaRole, **overrides: Any) -> dict[str, Any]:
+    """The librdkafka configuration of a ``role`` client: security, ``client.id``, role defaults.
+
+    ``overrides`` (librdkafka keys: pass dotted ones as ``**{"message.timeout.ms": 5000}``) win.
+    """
+    if role not in ROLE_DEFAULTS:
+        raise ValueError(f"unknown Kafka client role {role!r}; one of {', '.join(ROLE_DEFAULTS)}")
+    return {"client.id": f"stockpipe-{role}", **ROLE_DEFAULTS[role], **kafka_security(settings), **overrides}
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with its secrets masked, for logs and error messages."""
+    return {key: ("***" if key in SECRET_KEYS and value else value) for key, value in config.items()}
+
+
+def _jaas_quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def spark_kafka_options(settings: Settings) -> dict[str, str]:
+    """The ``kafka.*`` options of Spark's Kafka source (the Java client's terms for the same settings).
+
+    SASL credentials go in ``kafka.sasl.jaas.config`` (Spark redacts it in plans and logs); a CA file
+    becomes a PEM truststore (``ssl.truststore.type=PEM``: Kafka clients >= 2.7), so no JKS is
+    needed. The file must be readable at that path wherever the source runs (driver and executors).
+    """
+    options = {"kafka.bootstrap.servers": settings.kafka_bootstrap}
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return options
+    options["kafka.security.protocol"] = protocol
+    if protocol.startswith("SASL_"):
+        mechanism = settings.kafka_sasl_mechanism
+        options["kafka.sasl.mechanism"] = mechanism
+        options["kafka.sasl.jaas.config"] = (
+            f"{_JAAS_MODULES[mechanism]} required"
+            f" username={_jaas_quote(settings.kafka_sasl_username)}"
+            f" password={_jaas_quote(settings.kafka_sasl_password.get_secret_value())};"
+        )
+    if protocol.endswith("SSL") and settings.kafka_ssl_ca_file is not None:
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = str(settings.kafka_ssl_ca_file)
+    return options
+
+
+# --- clients -------------------------------------------------------------------------------------
+def kafka_producer(settings: Settings, role: KafkaRole = "producer", **overrides: Any) -> Producer:
+    from confluent_kafka import Producer
+
+    return Producer(kafka_config(settings, role, **overrides))
+
+
+def kafka_consumer(settings: Settings, role: KafkaRole, **overrides: Any) -> Consumer:
+    """A consumer that assigns partitions itself and commits nothing (``group.id``: a per-role default)."""
+    from confluent_kafka import Consumer
+
+    overrides = {"group.id": f"stockpipe-{role}", **CONSUMER_DEFAULTS, **overrides}
+    return Consumer(kafka_config(settings, role, **overrides))
+
+
+def kafka_admin(settings: Settings, role: KafkaRole = "admin", **overrides: Any) -> AdminClient:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(kafka_config(settings, role, **overrides))
+
+
+# --- offsets -------------------------------------------------------------------------------------
+def partition_offsets(
+    admin: AdminClient,
+    partitions: Iterable[tuple[str, int]],
+    which: Literal["latest", "earliest"] = "latest",
+    *,
+    timeout_s: float = 10.0,
+    partial: bool = False,
+) -> dict[tuple[str, int], int]:
+    """End (``latest``: the high watermark) or start offset of each (topic, partition).
+
+    ``partial``: a partition that does not answer (its leader moving) is left out instead of failing
+    the call, unless none answers.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    spec = OffsetSpec.latest() if which == "latest" else OffsetSpec.earliest()
+    wanted = {TopicPartition(topic, p): spec for topic, p in partitions}
+    if not wanted:
+        return {}
+    offsets: dict[tuple[str, int], int] = {}
+    failures: list[KafkaException] = []
+    for tp, future in admin.list_offsets(wanted, request_timeout=timeout_s).items():
+        try:
+            offsets[(tp.topic, tp.partition)] = future.result().offset
+        except KafkaException as error:
+            failures.append(error)
+    if failures and (not partial or not offsets):
+        raise failures[0]
+    return offsets
+
+
+def end_offsets(
+    settings: Settings,
+    topic: str,
+    *,
+    admin: AdminClient | None = None,
+    role: KafkaRole = "admin",
+    timeout_s: float = 10.0,
+) -> dict[int, int] | None:
+    """High watermark per partition of ``topic``; None when the topic does not exist.
+
+    Raises ``KafkaException`` when the broker does not answer. ``admin``: a client to reuse (the
+    exporter keeps one); by default a ``role`` client is made for the call.
+    """
+    admin = admin if admin is not None else kafka_admin(settings, role)
+    metadata = admin.list_topics(topic, timeout=timeout_s)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        return None
+    offsets = partition_offsets(admin, [(topic, p) for p in found.partitions], timeout_s=timeout_s)
+    return {p: offset for (_, p), offset in offsets.items()}
