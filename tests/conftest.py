@@ -51,7 +51,7 @@ def pg_conn(base_settings: Settings, pg_database: str):
     with psycopg.connect(base_settings.pg_dsn("writer", pg_database), autocommit=True) as conn:
         conn.execute(
             "TRUNCATE market.bars_1m, market.indicators_1m, market.symbols, ops.stream_batches, "
-            "ops.repair_queue, ops.backfill_runs, ops.data_quality, ops.symbol_epochs"
+            "ops.repair_queue, ops.backfill_runs, ops.data_quality, ops.symbol_epochs, ops.stream_offsets"
         )
         yield conn
 

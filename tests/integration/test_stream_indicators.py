@@ -243,3 +243,44 @@ def test_redis_outage_defers_the_latest_state_without_failing_batches(spark, str
     kit.drain(spark, stream_settings, writer=writer)
     kit.assert_invariants(pg_conn, redis_client, more)
     assert len(redis_client.keys("stockpipe:latest:*")) == len(kit.SYMBOLS)
+
+
+@pytest.mark.parametrize("how", ["checkpoint moved aside", "new checkpoint directory", "new directory and query name"])
+def test_checkpoint_reset_mid_stream_loses_nothing(spark, stream_settings, pg_conn, redis_client, tmp_path, how):
+    """README's recovery step: after ≥ 5 committed batches the checkpoint is moved aside (or the job
+    pointed at a new directory under a new query name) while bars keep coming. Batch ids restart at
+    0; every bar must still be stored once, indicators TA-Lib-exact, Redis at the newest bar."""
+    settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 60})
+    series = {s: kit.random_bars(s, kit.SESSION_OPEN, 160, seed=90 + n) for n, s in enumerate(kit.SYMBOLS)}
+    script = kit.Script()
+    for i in range(100):
+        for symbol in kit.SYMBOLS:
+            script.bar(series[symbol][i])
+    kit.produce(settings, script.messages)
+    kit.drain(spark, settings)
+    (batches,) = pg_conn.execute("SELECT count(*) FROM ops.stream_batches").fetchone()
+    assert batches >= 5, "the first query must commit several batches for this test to mean anything"
+    assert len(kit.stored(pg_conn)) == 100 * len(kit.SYMBOLS)
+
+    if how == "checkpoint moved aside":
+        checkpoint = Path(settings.stream_checkpoint)
+        checkpoint.rename(checkpoint.with_name(checkpoint.name + ".moved"))
+        restarted = settings
+    elif how == "new checkpoint directory":
+        restarted = settings.model_copy(update={"stream_checkpoint": str(tmp_path / "elsewhere")})
+    else:
+        restarted = settings.model_copy(
+            update={"stream_checkpoint": str(tmp_path / "elsewhere"), "stream_query_name": "stream_renamed"}
+        )
+    more = kit.Script(expected=dict(script.expected))
+    for i in range(100, 160):
+        for symbol in kit.SYMBOLS:
+            more.bar(series[symbol][i])
+    more.bar(kit.revised(series[kit.SYMBOLS[0]][150], 300, 1.01))  # a correction after the reset
+    kit.produce(settings, more.messages)
+    kit.drain(spark, restarted)
+
+    frame = kit.assert_invariants(pg_conn, redis_client, more)
+    assert frame.groupby("symbol").size().to_dict() == {s: 160 for s in kit.SYMBOLS}
+    (next_offsets,) = pg_conn.execute("SELECT sum(next_offset) FROM ops.stream_offsets").fetchone()
+    assert next_offsets == len(script.messages) + len(more.messages), "every record applied exactly once"

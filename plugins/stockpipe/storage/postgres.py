@@ -4,9 +4,12 @@
 ``stockpipe.streaming.operator.OUTPUT_SCHEMA``; ``kind`` ``bar`` or ``late``) and, in one
 transaction:
 
-1. claims ``(query_name, batch_id)`` in ``ops.stream_batches`` — if a previous attempt already
-   committed that batch (a replay after a crash), nothing else happens and the call returns
-   ``None``;
+1. locks the batch's Kafka partitions in ``ops.stream_offsets`` — if every record the batch
+   consumed is below their ``next_offset`` (a replay after a crash, or a query re-reading what
+   another checkpoint already applied), nothing else happens and the call returns ``None``;
+   otherwise it advances them past the batch, in this transaction: exactly-once is keyed on what
+   was consumed, so a new checkpoint or a renamed query (whose batch ids restart at 0) loses
+   nothing;
 2. COPYs the rows into a session temp table (binary: floats keep their exact bits);
 3. upserts changed bars into ``market.bars_1m`` where the incoming ``fetched_at`` is newer than the
    stored one (latest fetched_at wins; an equal one changes nothing), stamping ``written_at``;
@@ -14,7 +17,7 @@ transaction:
    values differ are rewritten);
 5. queues bars that arrived beyond the stream's recompute horizon in ``ops.repair_queue``, and bars
    the stream computed on although a newer version is stored (written by someone else);
-6. records the batch's bookkeeping (rows, rows/s, processing time, max event ts, latency
+6. records the batch's bookkeeping in ``ops.stream_batches`` (rows, rows/s, processing time, max event ts, latency
    ``written_at − fetched_at`` p50/p95/max) and reads back the latest stored row per symbol, which
    the caller then writes to Redis.
 
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg.types.json import Jsonb
 
 from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS
@@ -115,6 +119,41 @@ LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
 """
 
 
+OffsetRanges = dict[tuple[str, int], tuple[int, int]]
+"""(topic, partition) → (first, last) Kafka offset a micro-batch consumed."""
+
+
+def _applied_offsets(cur: psycopg.Cursor, partitions: list[tuple[str, int]], lock: bool = False) -> dict:
+    records = cur.execute(
+        "SELECT o.topic, o.kpartition, o.next_offset FROM ops.stream_offsets o "
+        "JOIN unnest(%s::text[], %s::int[]) AS p(topic, kpartition) USING (topic, kpartition)"
+        + (" FOR UPDATE OF o" if lock else ""),
+        ([t for t, _ in partitions], [p for _, p in partitions]),
+    ).fetchall()
+    return {(topic, part): next_offset for topic, part, next_offset in records}
+
+
+def is_replay(offsets: OffsetRanges, applied: dict[tuple[str, int], int]) -> bool:
+    """Whether every record of ``offsets`` lies below its partition's applied ``next_offset``."""
+    return bool(offsets) and all(last < applied.get(key, 0) for key, (_, last) in offsets.items())
+
+
+def offsets_json(offsets: OffsetRanges) -> dict[str, dict[str, list[int]]]:
+    """``{topic: {partition: [first, last]}}`` (ops.stream_batches.offsets)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for (topic, part), (first, last) in sorted(offsets.items()):
+        out.setdefault(topic, {})[str(part)] = [int(first), int(last)]
+    return out
+
+
+def stream_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
+    """partition → the first offset the stream's sink has not applied yet (ops.stream_offsets)."""
+    records = conn.execute(
+        "SELECT kpartition, next_offset FROM ops.stream_offsets WHERE topic = %s", (topic,)
+    ).fetchall()
+    return {int(part): int(next_offset) for part, next_offset in records}
+
+
 @dataclass
 class BatchResult:
     """What one committed write did."""
@@ -189,13 +228,13 @@ class PostgresSink:
             self._conn.close()
             self._conn = None
 
-    def already_applied(self, query_name: str, batch_id: int) -> bool:
+    def applied_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """(topic, partition) → the first offset not applied yet, for those of ``partitions`` with a record."""
+        if not partitions:
+            return {}
         conn = self.connection()
         with conn.transaction():
-            found = conn.execute(
-                "SELECT 1 FROM ops.stream_batches WHERE query_name = %s AND batch_id = %s", (query_name, batch_id)
-            ).fetchone()
-        return found is not None
+            return _applied_offsets(conn.cursor(), partitions)
 
     @staticmethod
     def _latest(cur: psycopg.Cursor, symbols: list[str]) -> list[dict[str, Any]]:
@@ -227,14 +266,16 @@ class PostgresSink:
         *,
         query_name: str | None = None,
         batch_id: int | None = None,
+        offsets: OffsetRanges | None = None,
         rows_in: int | None = None,
         dead_letters: int = 0,
         started: float | None = None,
         since_previous_s: float | None = None,
     ) -> BatchResult | None:
-        """Apply ``rows`` in one transaction; ``None`` when ``batch_id`` was committed before.
+        """Apply ``rows`` in one transaction; ``None`` when every record of ``offsets`` was applied before.
 
-        ``query_name``/``batch_id`` make the write idempotent per micro-batch (the stream); the
+        ``offsets`` ((topic, partition) → (first, last) offset consumed) makes the write idempotent
+        per consumed record range (the stream; ``batch_id`` only names its bookkeeping row); the
         backfill passes neither and relies on the upserts alone, which are idempotent too.
         """
         started = time.monotonic() if started is None else started
@@ -245,15 +286,18 @@ class PostgresSink:
         try:
             with conn.transaction():
                 cur = conn.cursor()
-                if batch_id is not None:
-                    claimed = cur.execute(
-                        "INSERT INTO ops.stream_batches (query_name, batch_id, rows_in, bars_upserted) "
-                        "VALUES (%s, %s, 0, 0) ON CONFLICT DO NOTHING RETURNING batch_id",
-                        (query_name, batch_id),
-                    ).fetchone()
-                    if claimed is None:
-                        log.info("batch %s of %s was committed before: skipped", batch_id, query_name)
+                if offsets:
+                    applied = _applied_offsets(cur, sorted(offsets), lock=True)
+                    if is_replay(offsets, applied):
+                        log.info("batch %s of %s: every record was applied before: skipped", batch_id, query_name)
                         return None
+                    cur.executemany(
+                        "INSERT INTO ops.stream_offsets AS o (topic, kpartition, next_offset, query_name) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (topic, kpartition) DO UPDATE SET "
+                        "next_offset = greatest(o.next_offset, excluded.next_offset), "
+                        "query_name = excluded.query_name, updated_at = clock_timestamp()",
+                        [(topic, part, last + 1, query_name or "") for (topic, part), (_, last) in offsets.items()],
+                    )
                 result = BatchResult(rows=len(rows))
                 if len(rows):
                     with cur.copy(f"COPY stage_rows ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT binary)") as copy:
@@ -270,12 +314,21 @@ class PostgresSink:
                     elapsed_s = time.monotonic() - started
                     n_in = len(rows) if rows_in is None else rows_in
                     per_s = n_in / since_previous_s if since_previous_s else (n_in / elapsed_s if elapsed_s else None)
+                    # A batch id seen before (a new checkpoint restarts them) overwrites its row.
                     cur.execute(
-                        "UPDATE ops.stream_batches SET rows_in = %s, bars_upserted = %s, dead_letters = %s, "
-                        "input_rows_per_s = %s, processing_ms = %s, max_event_ts = %s, latency_p50_ms = %s, "
-                        "latency_p95_ms = %s, latency_max_ms = %s, committed_at = clock_timestamp() "
-                        "WHERE query_name = %s AND batch_id = %s",
+                        "INSERT INTO ops.stream_batches AS s (query_name, batch_id, rows_in, bars_upserted, "
+                        "dead_letters, input_rows_per_s, processing_ms, max_event_ts, latency_p50_ms, "
+                        "latency_p95_ms, latency_max_ms, offsets, committed_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp()) "
+                        "ON CONFLICT (query_name, batch_id) DO UPDATE SET rows_in = excluded.rows_in, "
+                        "bars_upserted = excluded.bars_upserted, dead_letters = excluded.dead_letters, "
+                        "input_rows_per_s = excluded.input_rows_per_s, processing_ms = excluded.processing_ms, "
+                        "max_event_ts = excluded.max_event_ts, latency_p50_ms = excluded.latency_p50_ms, "
+                        "latency_p95_ms = excluded.latency_p95_ms, latency_max_ms = excluded.latency_max_ms, "
+                        "offsets = excluded.offsets, committed_at = excluded.committed_at",
                         (
+                            query_name,
+                            batch_id,
                             n_in,
                             result.bars_upserted,
                             dead_letters,
@@ -285,8 +338,7 @@ class PostgresSink:
                             result.latency_p50_ms,
                             result.latency_p95_ms,
                             result.latency_max_ms,
-                            query_name,
-                            batch_id,
+                            None if offsets is None else Jsonb(offsets_json(offsets)),
                         ),
                     )
             return result

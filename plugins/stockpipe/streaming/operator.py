@@ -60,8 +60,11 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("koffset", T.LongType()),
         T.StructField("raw_key", T.BinaryType()),
         T.StructField("raw_value", T.BinaryType()),
-        # stats
+        # stats: one row per group and Kafka partition of the batch: the records it got from that
+        # partition (n_input) and their first and last offsets (koffset_first, koffset) — what the
+        # sink's exactly-once record is keyed on (ops.stream_offsets)
         T.StructField("n_input", T.LongType()),
+        T.StructField("koffset_first", T.LongType()),
     ]
 )
 OUTPUT_COLUMNS = OUTPUT_SCHEMA.fieldNames()
@@ -91,12 +94,44 @@ def _columns(rows: pd.DataFrame) -> st.Columns:
     return columns
 
 
-def _frame(parts: list[tuple[str, st.Columns]], n_input: int, dead: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every symbol's rows (then ``dead``'s) plus one stats row, in :data:`OUTPUT_COLUMNS` (absent = NULL)."""
+def offset_stats(rows: pd.DataFrame) -> st.Columns:
+    """The stats rows of a group's input: per (topic, partition) the record count and the first and
+    last offset (at least one row: a group without input says ``n_input`` 0 and no partition)."""
+    if not len(rows):
+        return {"kind": np.array([st.KIND_STATS], dtype=object), "n_input": np.array([0], dtype=np.int64)}
+    topics = rows["topic"].to_numpy(dtype=object)
+    partitions = rows["kpartition"].to_numpy(dtype=np.int64)
+    offsets = rows["koffset"].to_numpy(dtype=np.int64)
+    if (topics == topics[0]).all():  # the usual case: one subscribed topic, numpy only
+        keys, inverse = np.unique(partitions, return_inverse=True)
+        key_topics = np.full(len(keys), topics[0], dtype=object)
+    else:
+        pairs = pd.MultiIndex.from_arrays([topics, partitions])
+        codes, uniques = pd.factorize(pairs, sort=True)
+        inverse, keys = codes, np.asarray(uniques.get_level_values(1), dtype=np.int64)
+        key_topics = np.asarray(uniques.get_level_values(0), dtype=object)
+    first = np.full(len(keys), np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(len(keys), -1, dtype=np.int64)
+    np.minimum.at(first, inverse, offsets)
+    np.maximum.at(last, inverse, offsets)
+    return {
+        "kind": np.full(len(keys), st.KIND_STATS, dtype=object),
+        "topic": key_topics,
+        "kpartition": keys,
+        "koffset_first": first,
+        "koffset": last,
+        "n_input": np.bincount(inverse, minlength=len(keys)).astype(np.int64),
+    }
+
+
+def _frame(parts: list[tuple[str, st.Columns]], rows: pd.DataFrame, dead: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every symbol's rows (then ``dead``'s) plus the stats rows of ``rows`` (the group's input), in
+    :data:`OUTPUT_COLUMNS` (absent = NULL)."""
     pieces = [(len(part["ts_ms"]), part) for _, part in parts]
     if dead is not None:
         pieces.append((len(dead), {name: dead[name].to_numpy() for name in dead.columns}))
-    pieces.append((1, {"kind": np.array([st.KIND_STATS], dtype=object), "n_input": np.array([n_input])}))
+    stats = offset_stats(rows)
+    pieces.append((len(stats["kind"]), stats))
     data: dict[str, object] = {}
     for name in OUTPUT_COLUMNS:
         kind = _PANDAS_TYPES[name]
@@ -159,7 +194,7 @@ def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | N
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT_COLUMNS)
         if group == DLQ_GROUP:
             dead = rows[["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]].assign(kind=st.KIND_DEAD)
-            yield _frame([], len(rows), dead)
+            yield _frame([], rows, dead)
             return
         entries = _bucket_state(state, buckets)
         columns = _columns(rows)
@@ -192,7 +227,7 @@ def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | N
             parts.append((symbol, out))
         if changed:
             state.update((pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL), buckets))
-        yield _frame(parts, len(rows))
+        yield _frame(parts, rows)
 
     return update
 

@@ -68,12 +68,64 @@ def make_epoch_reader(dsn: str, max_age_s: float = 1.0):
     return epoch
 
 
+def starting_offsets(settings: Settings) -> str:
+    """Where a query on a *new* checkpoint starts reading (Spark ignores it when the checkpoint has
+    offsets): where the sink left off — ``ops.stream_offsets``, written in the same transaction as
+    the rows — so a checkpoint reset, a new checkpoint directory or a renamed query neither loses nor
+    re-reads anything. Partitions the sink never applied start at ``stream_starting_offsets``;
+    offsets Kafka no longer holds (retention) or that are past its end (topic re-created) fall back
+    to the earliest offset, with a warning."""
+    import json
+
+    import psycopg
+    from confluent_kafka import Consumer, TopicPartition
+
+    from stockpipe.storage.postgres import stream_offsets
+
+    with psycopg.connect(settings.pg_dsn("writer"), autocommit=True, connect_timeout=10) as conn:
+        stored = stream_offsets(conn, settings.kafka_topic)
+    if not stored:
+        return settings.stream_starting_offsets
+    default = -2 if settings.stream_starting_offsets == "earliest" else -1
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "stockpipe-stream-offsets"})
+    try:
+        metadata = consumer.list_topics(settings.kafka_topic, timeout=10).topics.get(settings.kafka_topic)
+        partitions = sorted(metadata.partitions) if metadata is not None and not metadata.error else []
+        offsets: dict[str, int] = {}
+        for part in partitions:
+            if part not in stored:
+                offsets[str(part)] = default
+                continue
+            low, high = consumer.get_watermark_offsets(TopicPartition(settings.kafka_topic, part), timeout=10)
+            wanted = stored[part]
+            if wanted < low or wanted > high:
+                log.warning(
+                    "%s partition %s: the stream applied up to offset %s but Kafka holds %s..%s (%s); "
+                    "a new checkpoint starts there at the earliest offset",
+                    settings.kafka_topic,
+                    part,
+                    wanted,
+                    low,
+                    high,
+                    "deleted by retention" if wanted < low else "topic re-created",
+                )
+                wanted = -2
+            offsets[str(part)] = wanted
+    finally:
+        consumer.close()
+    if not offsets:
+        return settings.stream_starting_offsets
+    return json.dumps({settings.kafka_topic: offsets})
+
+
 def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
+    starting = starting_offsets(settings)
+    log.info("a new checkpoint starts reading %s at %s (where the sink left off)", settings.kafka_topic, starting)
     return (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(settings))
         .option("subscribe", settings.kafka_topic)
-        .option("startingOffsets", settings.stream_starting_offsets)
+        .option("startingOffsets", starting)
         .option("maxOffsetsPerTrigger", str(settings.stream_max_offsets_per_trigger))
         .load()
     )

@@ -4,13 +4,16 @@ Order inside one micro-batch, and why:
 
 1. collect the operator's output once (``toPandas``: the stateful plan runs exactly once per
    attempt, and always, so the state store gets this batch's version even on a replay);
-2. skip the batch when ``ops.stream_batches`` already holds its id (a replay after a crash between
-   the PostgreSQL commit and Spark's own commit log) — dead letters included — after refreshing
-   Redis from PostgreSQL;
-3. produce the dead letters and wait for Kafka's acknowledgement *before* the PostgreSQL commit,
-   so no invalid record is lost (a crash in between re-sends them: dead letters are
-   at-least-once, their origin offset identifies duplicates);
-4. one PostgreSQL transaction (storage.postgres) — the exactly-once point;
+2. skip the batch when every Kafka record it consumed is below the offsets ``ops.stream_offsets``
+   says were applied (a replay after a crash between the PostgreSQL commit and Spark's own commit
+   log) — dead letters included — after refreshing Redis from PostgreSQL. Exactly-once is keyed
+   on the consumed offsets, not on Spark's batch id: a new or moved checkpoint or a renamed query
+   restarts batch ids at 0, and a batch-id key would skip batches never applied (their bars lost);
+3. produce the dead letters not applied before and wait for Kafka's acknowledgement *before* the
+   PostgreSQL commit, so no invalid record is lost (a crash in between re-sends them: dead letters
+   are at-least-once, their origin offset identifies duplicates);
+4. one PostgreSQL transaction (storage.postgres) — the exactly-once point, which also advances
+   ``ops.stream_offsets`` past the batch;
 5. Redis after the commit, from the rows PostgreSQL holds, so Redis never shows what PostgreSQL
    doesn't. When Redis is unreachable the batch still succeeds (PostgreSQL, the history, has it):
    the symbols are remembered and their latest rows are read back from PostgreSQL and written at
@@ -23,17 +26,65 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import redis
 
 from stockpipe import contract
 from stockpipe.clients import kafka_producer
 from stockpipe.config import Settings
-from stockpipe.storage.postgres import PostgresSink
+from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay
 from stockpipe.storage.redis_latest import LatestWriter
 from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_LATE, KIND_STATS
 
 log = logging.getLogger(__name__)
+
+
+def offset_ranges(stats: pd.DataFrame) -> OffsetRanges:
+    """The operator's stats rows → (topic, partition) → (first, last) offset the batch consumed."""
+    stats = stats[stats["kpartition"].notna()]
+    if not len(stats):
+        return {}
+    grouped = (
+        pd.DataFrame(
+            {
+                "topic": stats["topic"].astype(str),
+                "kpartition": stats["kpartition"].astype("int64"),
+                "first": stats["koffset_first"].astype("int64"),
+                "last": stats["koffset"].astype("int64"),
+            }
+        )
+        .groupby(["topic", "kpartition"])
+        .agg(first=("first", "min"), last=("last", "max"))
+    )
+    return {
+        (str(t), int(p)): (int(f), int(la))
+        for (t, p), f, la in zip(grouped.index, grouped["first"], grouped["last"], strict=True)
+    }
+
+
+def not_applied(dead: pd.DataFrame, applied: dict[tuple[str, int], int]) -> pd.DataFrame:
+    """The dead letters whose record is not below its partition's applied offset (not sent before)."""
+    if not applied or not len(dead):
+        return dead
+    floor = [applied.get((str(t), int(p)), 0) for t, p in zip(dead["topic"], dead["kpartition"], strict=True)]
+    return dead[dead["koffset"].astype("int64").to_numpy() >= np.asarray(floor, dtype=np.int64)]
+
+
+def warn_about_gaps(offsets: OffsetRanges, applied: dict[tuple[str, int], int]) -> None:
+    """Say so when a batch starts past the applied offset: those records were never read by the sink
+    (``startingOffsets`` = latest on a new checkpoint, or Kafka's retention deleted them)."""
+    for (topic, part), (first, _) in sorted(offsets.items()):
+        expected = applied.get((topic, part))
+        if expected is not None and first > expected:
+            log.warning(
+                "%s partition %s: offsets %s..%s were never applied (skipped by startingOffsets, or deleted by "
+                "Kafka's retention before the stream read them)",
+                topic,
+                part,
+                expected,
+                first - 1,
+            )
 
 
 class DeadLetterWriter:
@@ -133,19 +184,24 @@ class BatchWriter:
         kinds = frame["kind"]
         dead = frame[kinds == KIND_DEAD]
         rows = frame[kinds.isin([KIND_BAR, KIND_LATE])]
-        rows_in = int(pd.to_numeric(frame.loc[kinds == KIND_STATS, "n_input"]).sum())
+        stats = frame[kinds == KIND_STATS]
+        rows_in = int(pd.to_numeric(stats["n_input"]).sum())
+        offsets = offset_ranges(stats)
         query = self.settings.stream_query_name
-        if self.postgres.already_applied(query, batch_id):
+        applied = self.postgres.applied_offsets(sorted(offsets))
+        if is_replay(offsets, applied):
             # A replay: PostgreSQL has it; Redis may not have (crash before step 5).
             self.write_latest(self.postgres.latest_rows(sorted(set(rows["symbol"]))))
-            log.info("batch %s of %s was committed before: skipped", batch_id, query)
+            log.info("batch %s of %s: every record was applied before: skipped", batch_id, query)
             return
+        warn_about_gaps(offsets, applied)
         if len(dead):
-            self.dead_letters.write(dead)
+            self.dead_letters.write(not_applied(dead, applied))
         result = self.postgres.write(
             rows,
             query_name=query,
             batch_id=batch_id,
+            offsets=offsets,
             rows_in=rows_in,
             dead_letters=len(dead),
             started=started,
