@@ -285,6 +285,46 @@ def test_official_client_reads_every_endpoint(simulator):
     assert any(holiday.name == "Christmas" for holiday in client.get_market_holidays())
 
 
+# --- bounded work, out-of-range values ----------------------------------------------------------------
+OUT_OF_BOUNDS = {
+    # one window, but every minute since 1990 to generate (millions of bars)
+    "day range, huge multiplier": "/v2/aggs/ticker/AAPL/range/100000/day/1990-01-01/2026-11-27",
+    "decades of day bars": "/v2/aggs/ticker/AAPL/range/1/day/1990-01-01/2026-11-27",
+    "day bars from epoch 0": "/v2/aggs/ticker/AAPL/range/1/day/0/1795813200000",
+    "to in year 9999": "/v2/aggs/ticker/AAPL/range/1/day/2026-11-01/9999-12-31",
+    "from and to in year 9999": "/v2/aggs/ticker/AAPL/range/1/minute/9999-12-31/9999-12-31",
+    "huge epoch": "/v2/aggs/ticker/AAPL/range/1/minute/99999999999999999999/99999999999999999999",
+    "400-digit epoch": "/v2/aggs/ticker/AAPL/range/1/minute/2026-11-24/" + "9" * 400,
+    "huge multiplier": "/v2/aggs/ticker/AAPL/range/10000000000000000000000/minute/2026-11-24/2026-11-24",
+    "multiplier beyond the calendar": "/v2/aggs/ticker/AAPL/range/1000000/day/2026-11-24/2026-11-24",
+    "grouped daily in year 9999": "/v2/aggs/grouped/locale/us/market/stocks/9999-12-31",
+    "open-close in year 9999": "/v1/open-close/AAPL/9999-12-31",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("url", OUT_OF_BOUNDS.values(), ids=OUT_OF_BOUNDS.keys())
+def test_requests_beyond_the_simulators_bounds_are_polygon_400s(http: httpx.Client, url: str):
+    response = http.get(url)
+    assert response.status_code == 400, response.text[:300]
+    body = response.json()
+    assert set(body) == {"status", "request_id", "error"}
+    assert body["status"] == "ERROR" and body["request_id"] and body["error"]
+    assert len(body["error"]) < 300
+
+
+@pytest.mark.timeout(60)
+def test_the_official_client_gets_the_refusal_as_a_bad_response(simulator):
+    client = polygon.RESTClient(KEY, base=simulator.url, retries=0)
+    with pytest.raises(polygon.exceptions.BadResponse) as refused:
+        client.get_aggs("AAPL", 100000, "day", "1990-01-01", "2026-11-27")
+    error = json.loads(str(refused.value))
+    assert error["status"] == "ERROR" and "minute bars" in error["error"]
+    # within the bounds: a year of day bars, and a full page of minute bars, are served
+    assert len(client.get_aggs("AAPL", 1, "day", "2025-11-28", "2026-11-27")) > 240
+    assert len(client.get_aggs("AAPL", 1, "minute", "2026-01-01", "2026-11-27", limit=50000)) == 50000
+
+
 # --- rate limits and faults ---------------------------------------------------------------------------
 def test_free_tier_answers_429_after_five_calls_a_minute():
     with start_in_thread(free_tier=True, now=lambda: AFTER_THE_CLOSE) as free:

@@ -23,6 +23,10 @@ Behaviour worth knowing:
   exist, ``next_url`` is an absolute URL back to this server, with the next ``from`` (or ``to``
   when sorting desc) and a ``cursor`` carrying limit/sort/adjusted. Like Polygon, it carries no
   API key: clients send theirs again (the official client does, in its header).
+* **Bounded work.** An aggregates request that would make the simulator generate more than
+  :data:`MAX_BASE_BARS` minute bars (a range of days with a huge multiplier, years of day bars) is
+  refused with 400 before any is generated; so are multipliers above :data:`MAX_MULTIPLIER` and
+  dates or timestamps past :data:`LATEST_DAY` (year 9999, a huge epoch), in Polygon's error shape.
 * **Free tier** (``free_tier``): more than 5 calls in a rolling 60 s for one key get 429 with
   ``Retry-After``. Faults: see :mod:`.faults`.
 * **Admin** (no key needed): ``GET /_admin/health``, ``GET /_admin/requests?api_key=K``,
@@ -78,6 +82,13 @@ logger = logging.getLogger("stockpipe.simulator")
 
 DEFAULT_LIMIT = 5000
 MAX_LIMIT = 50000
+#: Most minute bars one aggregates request may make the simulator generate (~0.4 s of work): a day
+#: range with a huge multiplier (or a year of day bars) is refused before generating any.
+MAX_BASE_BARS = 1_000_000
+MAX_MULTIPLIER = 100_000
+#: The latest day a path may name (Python's dates end at 9999-12-31; the market is far from it).
+LATEST_DAY = date(2999, 12, 31)
+LATEST_MS = new_york_midnight_s(LATEST_DAY + timedelta(days=1)) * 1000
 FREE_TIER_CALLS_PER_MINUTE = 5
 REQUEST_LOG_PER_KEY = 100_000
 API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
@@ -272,11 +283,38 @@ def _ohlcv(aggregate: Aggregate) -> dict:
     }
 
 
+def _in_range(day: date, what: str) -> date:
+    if day > LATEST_DAY:
+        raise BadRequest(f"The {what} {day} is out of range: days up to {LATEST_DAY} are served.")
+    return day
+
+
+def _parse_day(text: str) -> date:
+    """A ``YYYY-MM-DD`` path value, or :class:`BadRequest` (also for days after :data:`LATEST_DAY`)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest("Could not parse date: use YYYY-MM-DD.") from None
+    return _in_range(day, "date")
+
+
 def _parse_bound(text: str, *, end: bool) -> float:
-    """A ``from``/``to`` path value as unix seconds: ms timestamp, or a New York date (inclusive)."""
-    if text.isdigit():
+    """A ``from``/``to`` path value as unix seconds: ms timestamp, or a New York date (inclusive).
+    Past :data:`LATEST_DAY` (a year 9999 date, a huge timestamp) it is a :class:`BadRequest`."""
+    what = "to" if end else "from"
+    if text.isascii() and text.isdigit():
+        if len(text) > len(str(LATEST_MS)) or int(text) >= LATEST_MS:
+            raise BadRequest(
+                f"The {what} timestamp {text if len(text) <= 20 else text[:20] + '…'} is out of range: "
+                f"use unix milliseconds before {LATEST_MS} "
+                f"(the end of {LATEST_DAY})."
+            )
         return int(text) / 1000
-    day = date.fromisoformat(text)
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"Could not parse {what}: use YYYY-MM-DD or a unix timestamp in ms.") from None
+    _in_range(day, what)
     return new_york_midnight_s(day + timedelta(days=1)) - 0.001 if end else new_york_midnight_s(day)
 
 
@@ -383,15 +421,19 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
         limit = min(limit, MAX_LIMIT)
         if timespan not in SUPPORTED_TIMESPANS:
             raise BadRequest(f"Timespan {timespan!r} is not simulated; use {', '.join(SUPPORTED_TIMESPANS)}.")
-        if multiplier < 1:
-            raise BadRequest("Multiplier must be a positive integer.")
-        try:
-            from_s, to_s = _parse_bound(from_, end=False), _parse_bound(to, end=True)
-        except ValueError:
-            raise BadRequest("Could not parse from/to: use YYYY-MM-DD or a unix timestamp in ms.") from None
+        if not 1 <= multiplier <= MAX_MULTIPLIER:
+            raise BadRequest(f"Multiplier must be an integer from 1 to {MAX_MULTIPLIER}.")
+        from_s, to_s = _parse_bound(from_, end=False), _parse_bound(to, end=True)
+        now = state.now()
+        work = state.market.base_bars_bound(multiplier, timespan, from_s, to_s, now, limit)
+        if work > MAX_BASE_BARS:
+            raise BadRequest(
+                f"This request would aggregate up to {work:,} minute bars; the simulator aggregates at most "
+                f"{MAX_BASE_BARS:,} per request: narrow from/to, or lower the multiplier or the limit."
+            )
 
         page = state.market.aggregates(
-            ticker, multiplier, timespan, from_s, to_s, state.now(), descending=sort == "desc", limit=limit
+            ticker, multiplier, timespan, from_s, to_s, now, descending=sort == "desc", limit=limit
         )
         body: dict[str, Any] = {
             "ticker": ticker,
@@ -441,10 +483,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
 
     @app.get("/v2/aggs/grouped/locale/us/market/stocks/{day}")
     def grouped_daily(request: Request, day: str, adjusted: bool = True, include_otc: bool = False):
-        try:
-            requested = date.fromisoformat(day)
-        except ValueError:
-            raise BadRequest("Could not parse date: use YYYY-MM-DD.") from None
+        requested = _parse_day(day)
         now = state.now()
         session_end_ms = state.market.trading_day(requested).end_s * 1000
         results = []
@@ -465,10 +504,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
 
     @app.get("/v1/open-close/{ticker}/{day}")
     def open_close(request: Request, ticker: str, day: str, adjusted: bool = True):
-        try:
-            requested = date.fromisoformat(day)
-        except ValueError:
-            raise BadRequest("Could not parse date: use YYYY-MM-DD.") from None
+        requested = _parse_day(day)
         aggregate = (
             state.market.day_aggregate(ticker, requested, state.now()) if is_known_symbol(ticker) else None
         )

@@ -24,6 +24,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 PRE_MARKET_START = time(4, 0)
 AFTER_HOURS_END = time(20, 0)
 UPCOMING_DAYS = 365
+NYSE_SESSION_MINUTES = 390  # 09:30-16:00 ET; early closes are shorter
 
 ClockMode = CalendarMode
 
@@ -54,6 +55,11 @@ class MarketClock:
     def __init__(self, mode: ClockMode) -> None:
         self.mode = mode
         self.calendar = trading_calendar(mode)
+
+    @property
+    def max_minutes_per_day(self) -> int:
+        """Most bars one symbol has on one day: every minute (demo), a regular session (nyse)."""
+        return 24 * 60 if self.mode == "demo" else NYSE_SESSION_MINUTES
 
     @lru_cache(maxsize=8192)  # noqa: B019 - one clock per server, alive as long as the server
     def trading_day(self, day: date) -> TradingDay:

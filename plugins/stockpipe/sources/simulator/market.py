@@ -152,6 +152,20 @@ class SimulatedMarket:
         resume_ms = merged[limit - 1].start_s * 1000 - 1 if descending else merged[limit].start_s * 1000
         return AggregatePage(merged[:limit], has_more=True, resume_ms=resume_ms)
 
+    def base_bars_bound(
+        self, multiplier: int, timespan: Timespan, from_s: float, to_s: float, now_s: float, limit: int
+    ) -> int:
+        """At most how many minute bars :meth:`aggregates` generates for these arguments, computed
+        without generating any: the days it would walk × the clock's bars per day, or, when fewer,
+        the ``limit + 1`` windows it stops after (plus the rest of the day it stops on)."""
+        span = self._day_span(from_s, to_s, now_s)
+        if span is None:
+            return 0
+        per_day = self.clock.max_minutes_per_day
+        days = (span[1] - span[0]).days + 1
+        window_bars = multiplier * {"minute": 1, "hour": 60, "day": per_day}[timespan]
+        return min(days * per_day, (limit + 1) * window_bars + per_day)
+
     def day_aggregate(self, symbol: str, day: date, now_s: float) -> Aggregate | None:
         bars = self.visible_bars(symbol, day, now_s)
         if len(bars) == 0:
@@ -171,11 +185,11 @@ class SimulatedMarket:
     def _collect(self, symbol, from_s, to_s, now_s, descending, limit, window_of) -> list[tuple]:
         """(visible bars, their window starts) day by day, in time order, stopping once more than
         ``limit`` windows are complete."""
-        last_start = min(to_s, now_s - 60)
-        first_day = max(new_york_day(max(from_s, 0)), EARLIEST_DAY)
-        if from_s > last_start or first_day > new_york_day(last_start):
+        span = self._day_span(from_s, to_s, now_s)
+        if span is None:
             return []
-        days = [first_day + timedelta(days=n) for n in range((new_york_day(last_start) - first_day).days + 1)]
+        first_day, last_day = span
+        days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
         if descending:
             days.reverse()
         parts: list[tuple[DayBars, np.ndarray]] = []
@@ -197,6 +211,19 @@ class SimulatedMarket:
         if descending:
             parts.reverse()
         return parts
+
+    @staticmethod
+    def _day_span(from_s: float, to_s: float, now_s: float) -> tuple[date, date] | None:
+        """The New York days [first, last] that may hold bars in [from_s, to_s] closed by ``now_s``
+        (none before :data:`EARLIEST_DAY`), or None."""
+        last_start = min(to_s, now_s - 60)
+        if from_s > last_start:
+            return None
+        first_day = max(new_york_day(max(from_s, 0)), EARLIEST_DAY)
+        last_day = new_york_day(last_start) if last_start >= 0 else None
+        if last_day is None or first_day > last_day:
+            return None
+        return first_day, last_day
 
 
 def _minute(start_s: int) -> int:
