@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -122,6 +123,18 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field("127.0.0.1", description="Bind address of Prometheus metrics endpoints.")
     producer_metrics_port: int = Field(9108, ge=0, le=65535, description="Producer metrics port (0 = off).")
+
+    # --- the message contract (stockpipe.contract: producer, stream and verify alike) -----------
+    accept_any_symbol: bool = Field(
+        False,
+        description="Accept bars of any well-formed ticker; false: a bar whose symbol is neither on "
+        "STOCKPIPE_WATCHLIST nor in market.symbols is a dead letter (the stream reads market.symbols at start).",
+    )
+    oldest_bar_date: date = Field(
+        date(1990, 1, 1),
+        description="Bars starting before this UTC date are dead letters; with STOCKPIPE_RETENTION_DAYS > 0 "
+        "also those older than the retention.",
+    )
 
     # --- kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")

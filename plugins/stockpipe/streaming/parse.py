@@ -5,92 +5,35 @@ Every record comes out of :func:`parse_records` as one row: the bar's typed fiel
 key and value). Valid rows are keyed by their symbol's state bucket (:func:`state_bucket`) for the
 stateful operator; invalid ones share the :data:`DLQ_GROUP` key and pass through it untouched, so
 one query (and one checkpoint) covers both.
+
+The rules are not here: ``error`` is :func:`stockpipe.contract.spark_reason`, generated from the
+same rule table as the producer's and ``verify``'s Python check, over two ``from_json`` parses of
+the value (typed, and every field as text: a field that is present but of the wrong type is a dead
+letter with its reason, never a silent NULL). A handful of column expressions, no Python UDF.
 """
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from stockpipe.contract import MAX_PRICE, MAX_VOLUME
+from stockpipe import contract
+from stockpipe.config import Settings
 
-CONTRACT_VERSION = 1
-# Not a ticker (see SYMBOL_PATTERN) nor a bucket, so dead letters never share a state key with bars.
+CONTRACT_VERSION = contract.VERSION
+# Not a ticker (see contract.SYMBOL_PATTERN) nor a bucket, so dead letters never share a state key with bars.
 DLQ_GROUP = "~dlq"
 BUCKET_PREFIX = "~b"
-SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,11}$"
-MICROS_PER_MINUTE = 60_000_000
+SYMBOL_PATTERN = rf"^{contract.SYMBOL_PATTERN}$"
 
-VALUE_SCHEMA = T.StructType(
-    [
-        T.StructField("v", T.LongType()),
-        T.StructField("symbol", T.StringType()),
-        T.StructField("ts", T.StringType()),
-        T.StructField("open", T.DoubleType()),
-        T.StructField("high", T.DoubleType()),
-        T.StructField("low", T.DoubleType()),
-        T.StructField("close", T.DoubleType()),
-        T.StructField("volume", T.DoubleType()),
-        T.StructField("vwap", T.DoubleType()),
-        T.StructField("trades", T.LongType()),
-        T.StructField("source", T.StringType()),
-        T.StructField("fetched_at", T.StringType()),
-    ]
-)
-PRICE_FIELDS = ("open", "high", "low", "close")
+TYPED_SCHEMA, TEXT_SCHEMA = contract.spark_schemas()
+PRICE_FIELDS = contract.PRICE_FIELDS
 
 # Columns the stateful operator receives (see stockpipe.streaming.operator.INPUT_COLUMNS).
 PARSED_COLUMNS = [
     "gkey", "symbol", "ts_ms", "open", "high", "low", "close", "volume", "vwap", "trades", "source",
     "fetched_us", "error", "topic", "kpartition", "koffset", "raw_key", "raw_value",
 ]  # fmt: skip
-
-
-def _finite(column: Column) -> Column:
-    return ~F.isnan(column) & (F.abs(column) != F.lit(float("inf")))
-
-
-def _first_error(checks: list[tuple[Column, str]]) -> Column:
-    """The message of the first failing check, NULL when all pass (a NULL check counts as failing)."""
-    expr = None
-    for ok, message in reversed(checks):
-        failing = F.coalesce(~ok, F.lit(True))
-        expr = F.when(failing, F.lit(message)) if expr is None else F.when(failing, F.lit(message)).otherwise(expr)
-    return expr
-
-
-def validation_error(bar: Column, ts: Column, fetched: Column) -> Column:
-    """Why the parsed value ``bar`` is not a valid minute bar, or NULL."""
-    checks: list[tuple[Column, str]] = [
-        (bar["v"] == CONTRACT_VERSION, f"unsupported or missing contract version v (expected {CONTRACT_VERSION})"),
-        (bar["symbol"].isNotNull(), "missing field symbol"),
-        (bar["symbol"].rlike(SYMBOL_PATTERN), "symbol is not a ticker (A-Z, 0-9, '.', '-', at most 12)"),
-        (ts.isNotNull(), "missing or unparseable ts (ISO-8601 UTC expected)"),
-        (F.unix_micros(ts) % MICROS_PER_MINUTE == 0, "ts is not on a minute boundary"),
-        (fetched.isNotNull(), "missing or unparseable fetched_at"),
-    ]
-    for name in (*PRICE_FIELDS, "volume"):
-        checks.append((bar[name].isNotNull(), f"missing or non-numeric {name}"))
-        checks.append((_finite(bar[name]), f"{name} is not a finite number"))
-    checks += [
-        (bar["open"] > 0, "open must be positive"),
-        (bar["close"] > 0, "close must be positive"),
-        (bar["low"] > 0, "low must be positive"),
-        (bar["high"] >= F.greatest(bar["open"], bar["close"]), "high is below max(open, close)"),
-        (bar["low"] <= F.least(bar["open"], bar["close"]), "low is above min(open, close)"),
-        (bar["volume"] >= 0, "volume is negative"),
-        (F.greatest(*(bar[name] for name in PRICE_FIELDS)) <= MAX_PRICE, f"a price is above {MAX_PRICE:g}"),
-        (bar["volume"] <= MAX_VOLUME, f"volume is above {MAX_VOLUME:g}"),
-        # vwap and trades are optional, as in Polygon's aggregates (``vw``, ``n``) and in bars_1m.
-        (
-            bar["vwap"].isNull() | (_finite(bar["vwap"]) & (bar["vwap"] > 0) & (bar["vwap"] <= MAX_PRICE)),
-            "vwap is not a positive finite number (at most 1e9)",
-        ),
-        (bar["trades"].isNull() | (bar["trades"] >= 0), "trades is negative"),
-        (bar["source"].isNotNull() & (F.length(bar["source"]) > 0), "missing field source"),
-    ]
-    return _first_error(checks)
 
 
 def bucket_labels(spark: SparkSession, buckets: int, modulus: int = 64) -> list[str]:
@@ -126,11 +69,31 @@ def state_bucket(symbol: Column, labels: list[str]) -> Column:
     return F.element_at(F.array(*(F.lit(label) for label in labels)), index.cast("int"))
 
 
-def parse_records(kafka: DataFrame, labels: list[str] | None = None) -> DataFrame:
+def contract_policy(settings: Settings | None = None) -> contract.Policy:
+    """The stream's contract policy: the settings' watchlist plus the symbols of ``market.symbols``
+    as read now. The stream reads them once, when its query starts: a symbol added to
+    market.symbols later is accepted after the next restart of the job (or at once, when it is on
+    the watchlist, or with STOCKPIPE_ACCEPT_ANY_SYMBOL)."""
+    if settings is None:
+        from stockpipe.config import get_settings
+
+        settings = get_settings()
+    return contract.Policy.load(settings)
+
+
+def parse_records(
+    kafka: DataFrame,
+    labels: list[str] | None = None,
+    settings: Settings | None = None,
+    policy: contract.Policy | None = None,
+) -> DataFrame:
     """Kafka source rows (key, value, topic, partition, offset, ...) → :data:`PARSED_COLUMNS`.
 
-    ``labels``: the state buckets' keys (:func:`bucket_labels`); default one bucket."""
+    ``labels``: the state buckets' keys (:func:`bucket_labels`); default one bucket. ``policy``:
+    the contract's deployment policy; default :func:`contract_policy` of ``settings`` (default: the
+    process's settings), read once here, at query start."""
     labels = labels or [f"{BUCKET_PREFIX}0"]
+    policy = policy or contract_policy(settings)
     text = F.col("value").cast("string")
     parsed = kafka.select(
         F.col("key").alias("raw_key"),
@@ -138,28 +101,25 @@ def parse_records(kafka: DataFrame, labels: list[str] | None = None) -> DataFram
         F.col("topic"),
         F.col("partition").alias("kpartition"),
         F.col("offset").alias("koffset"),
-        F.from_json(text, VALUE_SCHEMA, {"mode": "PERMISSIVE", "allowNonNumericNumbers": "true"}).alias("bar"),
+        F.from_json(text, TYPED_SCHEMA, contract.SPARK_JSON_OPTIONS).alias("typed"),
+        F.from_json(text, TEXT_SCHEMA, contract.SPARK_JSON_OPTIONS).alias("text"),
     )
-    # Unparseable text, or JSON that is not an object, parses to NULL or to all-NULL fields.
-    # (NaN/Infinity parse, so that they get their own reason below.)
-    is_object = (
-        F.col("bar").isNotNull()
-        & F.coalesce(*(F.col(f"bar.{name}").cast("string") for name in VALUE_SCHEMA.fieldNames())).isNotNull()
+    typed, fields = F.col("typed"), F.col("text")
+    env = contract.SparkEnv(typed, fields, policy)
+    with_error = parsed.select(
+        "*",
+        env.value("ts").alias("ts_us"),
+        env.value("fetched_at").alias("fetched_us"),
+        contract.spark_reason(typed, fields, policy).alias("error"),
     )
-    ts = F.try_to_timestamp(F.col("bar.ts"))
-    fetched = F.try_to_timestamp(F.col("bar.fetched_at"))
-    error = F.when(~is_object, F.lit("value is not a JSON object")).otherwise(
-        validation_error(F.col("bar"), ts, fetched)
-    )
-    with_error = parsed.select("*", ts.alias("ts"), fetched.alias("fetched"), error.alias("error"))
     valid = F.col("error").isNull()
     return with_error.select(
-        F.when(valid, state_bucket(F.col("bar.symbol"), labels)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
-        F.col("bar.symbol").alias("symbol"),
-        F.unix_millis(F.col("ts")).alias("ts_ms"),
-        *(F.col(f"bar.{name}").alias(name) for name in ("open", "high", "low", "close", "volume", "vwap", "trades")),
-        F.col("bar.source").alias("source"),
-        F.unix_micros(F.col("fetched")).alias("fetched_us"),
+        F.when(valid, state_bucket(F.col("text.symbol"), labels)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
+        F.col("text.symbol").alias("symbol"),
+        F.floor(F.col("ts_us") / 1000).cast("long").alias("ts_ms"),
+        *(F.col(f"typed.{name}").alias(name) for name in ("open", "high", "low", "close", "volume", "vwap", "trades")),
+        F.col("text.source").alias("source"),
+        F.col("fetched_us"),
         F.col("error"),
         F.col("topic"),
         F.col("kpartition"),
