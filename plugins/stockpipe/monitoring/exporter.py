@@ -294,9 +294,7 @@ class StockpipeCollector(Collector):
         yield g("stockpipe_exporter_scrape_duration_seconds", "Time this scrape took", value=time.monotonic() - started)
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        self._admin = None  # an AdminClient has no close(): dropping it ends its threads and connections
 
 
 def build_registry(settings: Settings, **kwargs: Any) -> tuple[CollectorRegistry, StockpipeCollector]:
