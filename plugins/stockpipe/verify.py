@@ -1,12 +1,18 @@
 """Verification consumer: what is in the bars topic, per symbol.
 
-``python -m stockpipe.verify [--topic T] [--since 10m] [--calendar demo|nyse] [--group G]``
+``python -m stockpipe.verify [--topic T] [--since 10m] [--calendar demo|nyse] [--max-span-days N]``
 
 Reads the topic from the beginning (or from ``--since`` ago) up to its current end and reports per
 symbol: bars, first/last ts, gaps (minutes the clock/calendar says should have a bar between the
 first and the last), duplicates (the same bar — same minute, same values — sent more than once),
 corrections (same minute re-sent with other values: allowed by the contract) and lag (now − last
 bar). Exits 1 when any symbol has a gap or a duplicate.
+
+Only bars that pass the contract are judged (:mod:`stockpipe.contract`, the same rules and policy
+as the stream: watchlist plus market.symbols, the ts window); the others are counted as invalid,
+per reason — they are the stream's dead letters. A symbol's bars may span at most
+``--max-span-days`` (default 31, at most 366): beyond that verify stops with a sentence instead of
+listing every expected minute.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import json
 import re
 import sys
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -26,6 +33,14 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from stockpipe import contract
 from stockpipe.clients import kafka_consumer
 from stockpipe.config import Settings, load_settings
+
+#: Default and most days between a symbol's first and last bar that verify lists minutes for.
+DEFAULT_MAX_SPAN_DAYS = 31
+MAX_SPAN_DAYS = 366
+
+
+class SpanTooLong(SystemExit):
+    """The bars span more than verify checks: a sentence saying which, and how to narrow it."""
 
 
 @dataclass
@@ -49,8 +64,28 @@ class SymbolReport:
         return max(self.minutes) if self.minutes else None
 
 
+class Reports(dict[str, SymbolReport]):
+    """Symbol → report, plus ``invalid``: how many messages broke the contract, per reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invalid: Counter[str] = Counter()
+
+
+def _check_span(symbol: str | None, first: datetime, last: datetime, max_span_days: int) -> None:
+    if last - first > timedelta(days=max_span_days):
+        what = f"{symbol}'s valid bars" if symbol else "The minutes asked for"
+        raise SpanTooLong(
+            f"{what} span {(last - first).days} days ({contract.format_ts(first)} to "
+            f"{contract.format_ts(last)}), more than the {max_span_days} days verify lists minutes for; "
+            f"read less with --since, or raise --max-span-days (at most {MAX_SPAN_DAYS})."
+        )
+
+
 def expected_minutes(first: datetime, last: datetime, calendar: str) -> list[datetime]:
-    """Bar starts between first and last (inclusive) by the demo clock (every minute) or NYSE."""
+    """Bar starts between first and last (inclusive) by the demo clock (every minute) or NYSE;
+    refuses (:class:`SpanTooLong`) a span over :data:`MAX_SPAN_DAYS`, whatever the caller."""
+    _check_span(None, first, last, MAX_SPAN_DAYS)
     if calendar == "demo":
         count = int((last - first).total_seconds() // 60) + 1
         return [first + timedelta(minutes=i) for i in range(count)]
@@ -71,7 +106,11 @@ def parse_since(text: str | None) -> datetime | None:
     return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
 
 
-def read_topic(settings: Settings, topic: str, since: datetime | None, timeout_s: float = 30) -> list[dict]:
+def read_topic(
+    settings: Settings, topic: str, since: datetime | None, timeout_s: float = 30, *, raw: bool = False
+) -> list[Any]:
+    """The topic's values: decoded JSON (records that are not JSON are skipped), or with ``raw``
+    every record's value bytes (None for a tombstone), for :func:`build_reports` to judge."""
     consumer = kafka_consumer(settings, "verify", **{"group.id": f"stockpipe-verify-{uuid.uuid4().hex[:8]}"})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
@@ -104,19 +143,43 @@ def read_topic(settings: Settings, topic: str, since: datetime | None, timeout_s
             if msg.offset() >= ends[msg.partition()] - 1:
                 pending.discard(msg.partition())
             if msg.offset() < ends[msg.partition()]:
+                if raw:
+                    values.append(msg.value())
+                    continue
                 try:
                     values.append(json.loads(msg.value()))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, RecursionError):
                     continue  # not a bar; the stream sends such records to the DLQ
         return values
     finally:
         consumer.close()
 
 
-def build_reports(messages: list[dict], calendar: str) -> dict[str, SymbolReport]:
-    reports: dict[str, SymbolReport] = {}
-    for message in messages:
-        if not isinstance(message, dict) or contract.invalid_reason(message):
+def build_reports(
+    messages: list[Any],
+    calendar: str,
+    policy: contract.Policy | None = None,
+    *,
+    now: datetime | None = None,
+    max_span_days: int = DEFAULT_MAX_SPAN_DAYS,
+) -> Reports:
+    """Per-symbol reports of the messages (decoded values, or raw bytes as ``read_topic(raw=True)``
+    gives them) that pass the contract under ``policy`` (default: the process's settings); the
+    others are counted in ``.invalid``. Raises :class:`SpanTooLong` when a symbol's valid bars span
+    more than ``max_span_days``."""
+    if max_span_days > MAX_SPAN_DAYS:
+        raise SpanTooLong(f"--max-span-days {max_span_days}: verify lists minutes for at most {MAX_SPAN_DAYS} days.")
+    if policy is None:
+        from stockpipe.config import get_settings
+
+        policy = contract.Policy.from_settings(get_settings())
+    now = now or datetime.now(UTC)
+    reports = Reports()
+    for item in messages:
+        message = contract.decode(item) if item is None or isinstance(item, bytes | str) else item
+        reason = contract.message_reason(message, policy, now)
+        if reason:
+            reports.invalid[reason] += 1
             continue
         report = reports.setdefault(message["symbol"], SymbolReport(message["symbol"]))
         ts = contract.parse_ts(message["ts"])
@@ -126,6 +189,8 @@ def build_reports(messages: list[dict], calendar: str) -> dict[str, SymbolReport
         if values in report.minutes[ts]:
             report.duplicates += 1
         report.minutes[ts].add(values)
+    for report in reports.values():
+        _check_span(report.symbol, report.first, report.last, max_span_days)
     for report in reports.values():
         if report.minutes:
             have = set(report.minutes)
@@ -139,14 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", help="only messages written in the last N s/m/h/d, e.g. 10m")
     parser.add_argument("--calendar", choices=["demo", "nyse"],
                         help="which minutes must have bars (default: the simulator's clock, nyse for Polygon)")
+    parser.add_argument("--max-span-days", type=int, default=DEFAULT_MAX_SPAN_DAYS,
+                        help=f"most days a symbol's bars may span (default {DEFAULT_MAX_SPAN_DAYS}, "
+                        f"at most {MAX_SPAN_DAYS})")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    if not 1 <= args.max_span_days <= MAX_SPAN_DAYS:
+        raise SystemExit(f"--max-span-days {args.max_span_days}: use 1 to {MAX_SPAN_DAYS}.")
     settings = load_settings()
     topic = args.topic or settings.kafka_topic
     calendar = args.calendar or (settings.simulator_clock if settings.uses_simulator else "nyse")
 
-    messages = read_topic(settings, topic, parse_since(args.since))
-    reports = build_reports(messages, calendar)
+    since = parse_since(args.since)
+    # the stream's policy: the watchlist plus market.symbols (read now)
+    policy = contract.Policy.load(settings)
+    messages = read_topic(settings, topic, since, raw=True)
+    reports = build_reports(messages, calendar, policy, max_span_days=args.max_span_days)
     now = datetime.now(UTC)
     rows = []
     for symbol in sorted(reports):
@@ -160,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         })
     bad = [r for r in rows if r["gaps"] or r["duplicates"]]
     if args.json:
-        print(json.dumps({"topic": topic, "calendar": calendar, "symbols": rows, "ok": not bad}, indent=2))
+        print(json.dumps({"topic": topic, "calendar": calendar, "symbols": rows, "invalid": dict(reports.invalid),
+                          "ok": not bad}, indent=2))  # fmt: skip
     else:
         print(f"topic {topic} ({len(messages)} messages, calendar {calendar})")
         print(f"{'symbol':<8} {'bars':>6} {'first':<20} {'last':<20} "
@@ -171,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"  first gaps: {', '.join(r['first_gaps'])}" if r["first_gaps"] else ""))
         total_gaps = sum(r["gaps"] for r in rows)
         total_dups = sum(r["duplicates"] for r in rows)
+        if reports.invalid:
+            print(f"{sum(reports.invalid.values())} invalid messages (dead letters for the stream): "
+                  + "; ".join(f"{n}× {reason}" for reason, n in reports.invalid.most_common()))
         print(f"{len(rows)} symbols, {total_gaps} gaps, {total_dups} duplicates: {'FAIL' if bad else 'OK'}")
     if not rows:
         print("no bars in the topic yet", file=sys.stderr)

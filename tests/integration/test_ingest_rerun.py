@@ -11,12 +11,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
 from stockpipe import verify
 from stockpipe.admin import admin_client
 from stockpipe.airflow.ingest import IngestFailed, run_ingest
+from stockpipe.clients import kafka_producer
 from stockpipe.producer.core import MarketProducer
 from stockpipe.sources.simulator import start_in_thread
 
@@ -88,10 +88,7 @@ def test_a_rerun_whose_bars_kafka_does_not_take_fails_the_task(delivered, tiny_t
     elsewhere = delivered.model_copy(update={"kafka_topic": topic})
     # Kafka gives up on a message after 2 s, well inside the task's 10 s flush: the failures arrive as
     # delivery reports (nothing is left in the queue), which only a delivery callback sees.
-    kafka = Producer(
-        {"bootstrap.servers": elsewhere.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
-         "message.timeout.ms": 2000}
-    )
+    kafka = kafka_producer(elsewhere, **{"message.timeout.ms": 2000})
     producer = MarketProducer(
         elsewhere, clock=lambda: NOW + timedelta(hours=1), kafka_producer=kafka, delivery_timeout_s=10
     )

@@ -244,7 +244,7 @@ class MarketProducer:
             digest = _digest(message)
             if sent.get(ts_text) == digest:
                 continue  # already sent with these values
-            reason = contract.invalid_reason(message)
+            reason = contract.invalid_reason(message, self.settings)
             if reason:
                 origin = {"source": self.settings.source_name, "symbol": symbol, "ts": ts_text}
                 self.kafka.produce(
