@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 
 import aws_cdk as cdk
-
 from stockpipe_cdk.stack import StockpipeStack
 
 app = cdk.App()
 account = app.node.try_get_context("account") or os.environ.get("CDK_DEFAULT_ACCOUNT")
 region = app.node.try_get_context("region") or os.environ.get("CDK_DEFAULT_REGION")
 env = cdk.Environment(account=account, region=region) if account and region else None
-StockpipeStack(app, "Stockpipe", env=env, description="stockpipe: market-data pipeline on MSK, RDS, ElastiCache, MWAA, ECS")
+StockpipeStack(app, "Stockpipe", env=env, description="stockpipe: market data on MSK, RDS, ElastiCache, MWAA, ECS")
 app.synth()

@@ -38,7 +38,7 @@ DASHBOARD_PORT = 8501
 # The dashboard container (docs/deploy-aws.md). The Redis URL carries the auth token, so it is put
 # together inside the container from two ECS secrets/variables instead of being stored in plain text.
 DASHBOARD_COMMAND = (
-    'STOCKPIPE_REDIS_URL="rediss://:$STOCKPIPE_REDIS_AUTH_TOKEN@$STOCKPIPE_REDIS_ENDPOINT/0" '
+    'STOCKPIPE_REDIS_URL="rediss://:$REDIS_AUTH_TOKEN@$REDIS_ENDPOINT/0" '
     "exec python -m streamlit run dashboard/app.py --server.address 0.0.0.0 "
     f"--server.port {DASHBOARD_PORT} --server.headless true --browser.gatherUsageStats false"
 )
@@ -50,19 +50,30 @@ class StockpipeStack(cdk.Stack):
         self.outputs: dict[str, str] = {}  # setting name -> output logical id (tests read it)
 
         # --- inputs: context value, else a CloudFormation parameter --------------------------
-        certificate_arn = self._input("certificate_arn", "CertificateArn",
-                                      "ACM certificate ARN of the dashboard's HTTPS listener (covers dashboard_domain)")
-        dashboard_domain = self._input("dashboard_domain", "DashboardDomain",
-                                       "DNS name users open the dashboard at (a CNAME/alias to the ALB)")
-        dashboard_image = self._input("dashboard_image", "DashboardImage",
-                                      "Container image of the dashboard (built from infra/docker/Dockerfile), e.g. "
-                                      "<account>.dkr.ecr.<region>.amazonaws.com/stockpipe:<tag>")
-        cognito_prefix = self._input("cognito_domain_prefix", "CognitoDomainPrefix",
-                                     "Prefix of the Cognito hosted login domain (unique in the region)")
+        certificate_arn = self._input(
+            "certificate_arn",
+            "CertificateArn",
+            "ACM certificate ARN of the dashboard's HTTPS listener (covers dashboard_domain)",
+        )
+        dashboard_domain = self._input(
+            "dashboard_domain", "DashboardDomain", "DNS name users open the dashboard at (a CNAME/alias to the ALB)"
+        )
+        dashboard_image = self._input(
+            "dashboard_image",
+            "DashboardImage",
+            "Container image of the dashboard (built from infra/docker/Dockerfile), e.g. "
+            "<account>.dkr.ecr.<region>.amazonaws.com/stockpipe:<tag>",
+        )
+        cognito_prefix = self._input(
+            "cognito_domain_prefix",
+            "CognitoDomainPrefix",
+            "Prefix of the Cognito hosted login domain (unique in the region)",
+        )
 
         # --- network: public subnets hold only the ALB and the NAT gateway -------------------
         self.vpc = ec2.Vpc(
-            self, "Vpc",
+            self,
+            "Vpc",
             max_azs=2,
             nat_gateways=1,
             subnet_configuration=[
@@ -76,9 +87,14 @@ class StockpipeStack(cdk.Stack):
         app_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         data_subnets = self.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
 
-        key = kms.Key(self, "DataKey", enable_key_rotation=True, alias="alias/stockpipe",
-                      description="stockpipe: secrets, MSK, RDS, ElastiCache and S3 encryption at rest",
-                      removal_policy=cdk.RemovalPolicy.RETAIN)
+        key = kms.Key(
+            self,
+            "DataKey",
+            enable_key_rotation=True,
+            alias="alias/stockpipe",
+            description="stockpipe: secrets, MSK, RDS, ElastiCache and S3 encryption at rest",
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
 
         # security groups: clients (MWAA workers, the dashboard) -> data services, nothing else
         def sg(name: str, description: str) -> ec2.SecurityGroup:
@@ -103,36 +119,55 @@ class StockpipeStack(cdk.Stack):
 
         # --- secrets ---------------------------------------------------------------------------
         def generated(name: str, description: str, username: str | None = None, length: int = 32):
-            template = {"generate_string_key": "password", "secret_string_template": json.dumps({"username": username})} \
-                if username else {}
+            template = {}
+            if username:
+                template = {
+                    "generate_string_key": "password",
+                    "secret_string_template": json.dumps({"username": username}),
+                }
             return secretsmanager.Secret(
-                self, name, description=description, encryption_key=key,
+                self,
+                name,
+                description=description,
+                encryption_key=key,
                 generate_secret_string=secretsmanager.SecretStringGenerator(
-                    exclude_punctuation=True, password_length=length, **template),
+                    exclude_punctuation=True, password_length=length, **template
+                ),
             )
 
         # MSK's SCRAM secrets must be named AmazonMSK_* and encrypted with a customer managed key
         kafka_secret = secretsmanager.Secret(
-            self, "KafkaScramSecret", secret_name=f"AmazonMSK_{self.stack_name}_{KAFKA_SCRAM_USER}",
-            description="MSK SASL/SCRAM user of the pipeline (STOCKPIPE_KAFKA_SASL_*)", encryption_key=key,
+            self,
+            "KafkaScramSecret",
+            secret_name=f"AmazonMSK_{self.stack_name}_{KAFKA_SCRAM_USER}",
+            description="MSK SASL/SCRAM user of the pipeline (STOCKPIPE_KAFKA_SASL_*)",
+            encryption_key=key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template=json.dumps({"username": KAFKA_SCRAM_USER}), generate_string_key="password",
-                exclude_punctuation=True, password_length=32),
+                secret_string_template=json.dumps({"username": KAFKA_SCRAM_USER}),
+                generate_string_key="password",
+                exclude_punctuation=True,
+                password_length=32,
+            ),
         )
-        writer_secret = generated("PgWriterSecret", "STOCKPIPE_PG_WRITER_PASSWORD (role stockpipe_writer)",
-                                  "stockpipe_writer")
-        reader_secret = generated("PgReaderSecret", "STOCKPIPE_PG_READER_PASSWORD (role stockpipe_reader)",
-                                  "stockpipe_reader")
+        writer_secret = generated(
+            "PgWriterSecret", "STOCKPIPE_PG_WRITER_PASSWORD (role stockpipe_writer)", "stockpipe_writer"
+        )
+        reader_secret = generated(
+            "PgReaderSecret", "STOCKPIPE_PG_READER_PASSWORD (role stockpipe_reader)", "stockpipe_reader"
+        )
         redis_secret = generated("RedisAuthSecret", "ElastiCache auth token (in STOCKPIPE_REDIS_URL)", "default", 64)
         polygon_secret = secretsmanager.Secret(
-            self, "PolygonApiKeySecret", encryption_key=key,
+            self,
+            "PolygonApiKeySecret",
+            encryption_key=key,
             description="POLYGON_API_KEY: replace the generated placeholder with your Polygon key",
         )
 
         # --- Kafka: MSK, SASL/SCRAM over TLS only, encrypted at rest with the key --------------
         broker_logs = logs.LogGroup(self, "MskLogs", retention=logs.RetentionDays.ONE_MONTH)
         cluster = msk.CfnCluster(
-            self, "Kafka",
+            self,
+            "Kafka",
             cluster_name=f"{self.stack_name}-kafka",
             kafka_version=KAFKA_VERSION,
             number_of_broker_nodes=len(data_subnets.subnet_ids),
@@ -141,9 +176,11 @@ class StockpipeStack(cdk.Stack):
                 client_subnets=data_subnets.subnet_ids,
                 security_groups=[msk_sg.security_group_id],
                 storage_info=msk.CfnCluster.StorageInfoProperty(
-                    ebs_storage_info=msk.CfnCluster.EBSStorageInfoProperty(volume_size=100)),
+                    ebs_storage_info=msk.CfnCluster.EBSStorageInfoProperty(volume_size=100)
+                ),
                 connectivity_info=msk.CfnCluster.ConnectivityInfoProperty(
-                    public_access=msk.CfnCluster.PublicAccessProperty(type="DISABLED")),
+                    public_access=msk.CfnCluster.PublicAccessProperty(type="DISABLED")
+                ),
             ),
             client_authentication=msk.CfnCluster.ClientAuthenticationProperty(
                 sasl=msk.CfnCluster.SaslProperty(scram=msk.CfnCluster.ScramProperty(enabled=True)),
@@ -153,37 +190,46 @@ class StockpipeStack(cdk.Stack):
                 encryption_at_rest=msk.CfnCluster.EncryptionAtRestProperty(data_volume_kms_key_id=key.key_arn),
                 encryption_in_transit=msk.CfnCluster.EncryptionInTransitProperty(client_broker="TLS", in_cluster=True),
             ),
-            logging_info=msk.CfnCluster.LoggingInfoProperty(broker_logs=msk.CfnCluster.BrokerLogsProperty(
-                cloud_watch_logs=msk.CfnCluster.CloudWatchLogsProperty(enabled=True, log_group=broker_logs.log_group_name))),
+            logging_info=msk.CfnCluster.LoggingInfoProperty(
+                broker_logs=msk.CfnCluster.BrokerLogsProperty(
+                    cloud_watch_logs=msk.CfnCluster.CloudWatchLogsProperty(
+                        enabled=True, log_group=broker_logs.log_group_name
+                    )
+                )
+            ),
         )
-        scram = msk.CfnBatchScramSecret(self, "KafkaScramUsers", cluster_arn=cluster.attr_arn,
-                                        secret_arn_list=[kafka_secret.secret_arn])
+        scram = msk.CfnBatchScramSecret(
+            self, "KafkaScramUsers", cluster_arn=cluster.attr_arn, secret_arn_list=[kafka_secret.secret_arn]
+        )
         # MSK has no CloudFormation attribute for its bootstrap string: ask the API once deployed
         brokers = cr.AwsCustomResource(
-            self, "KafkaBootstrap",
+            self,
+            "KafkaBootstrap",
             on_update=cr.AwsSdkCall(
-                service="Kafka", action="getBootstrapBrokers", parameters={"ClusterArn": cluster.attr_arn},
+                service="Kafka",
+                action="getBootstrapBrokers",
+                parameters={"ClusterArn": cluster.attr_arn},
                 physical_resource_id=cr.PhysicalResourceId.of(cluster.attr_arn),
                 output_paths=["BootstrapBrokerStringSaslScram"],
             ),
-            policy=cr.AwsCustomResourcePolicy.from_statements([iam.PolicyStatement(
-                actions=["kafka:GetBootstrapBrokers"], resources=[cluster.attr_arn])]),
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [iam.PolicyStatement(actions=["kafka:GetBootstrapBrokers"], resources=[cluster.attr_arn])]
+            ),
             install_latest_aws_sdk=False,
         )
         brokers.node.add_dependency(scram)
         kafka_bootstrap = brokers.get_response_field("BootstrapBrokerStringSaslScram")
-        # the custom resource's Lambda (aws-cdk-lib's own) names its role twice: not ours to fix
-        provider = self.node.find_child("AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", ""))
-        provider.node.default_child.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
 
         # --- PostgreSQL: RDS, isolated subnets, encrypted, TLS forced, admin secret generated --
         pg_params = rds.ParameterGroup(
-            self, "PostgresParams",
+            self,
+            "PostgresParams",
             engine=rds.DatabaseInstanceEngine.postgres(version=PG_VERSION),
             parameters={"rds.force_ssl": "1"},
         )
         database = rds.DatabaseInstance(
-            self, "Postgres",
+            self,
+            "Postgres",
             engine=rds.DatabaseInstanceEngine.postgres(version=PG_VERSION),
             instance_type=ec2.InstanceType.of(ec2.InstanceClass.M7G, ec2.InstanceSize.LARGE),
             vpc=self.vpc,
@@ -196,8 +242,9 @@ class StockpipeStack(cdk.Stack):
             allocated_storage=100,
             max_allocated_storage=1000,
             storage_type=rds.StorageType.GP3,
-            credentials=rds.Credentials.from_generated_secret("postgres", encryption_key=key, exclude_characters=
-                                                              " %+~`#$&*()|[]{}:;<>?!'/@\"\\"),
+            credentials=rds.Credentials.from_generated_secret(
+                "postgres", encryption_key=key, exclude_characters=" %+~`#$&*()|[]{}:;<>?!'/@\"\\"
+            ),
             database_name="stockpipe",
             parameter_group=pg_params,
             backup_retention=cdk.Duration.days(7),
@@ -210,9 +257,11 @@ class StockpipeStack(cdk.Stack):
 
         # --- Redis: ElastiCache, cluster mode disabled, primary + replica, TLS + auth token ----
         redis_subnets = elasticache.CfnSubnetGroup(
-            self, "RedisSubnets", description="stockpipe Redis (isolated subnets)", subnet_ids=data_subnets.subnet_ids)
+            self, "RedisSubnets", description="stockpipe Redis (isolated subnets)", subnet_ids=data_subnets.subnet_ids
+        )
         redis = elasticache.CfnReplicationGroup(
-            self, "Redis",
+            self,
+            "Redis",
             replication_group_description="stockpipe latest state, pub/sub, rate limit, checkpoints",
             engine="redis",
             engine_version="7.1",
@@ -234,9 +283,16 @@ class StockpipeStack(cdk.Stack):
         # --- S3: Spark checkpoints and MWAA's DAG bucket, private, encrypted, TLS only -------
         def bucket(name: str) -> s3.Bucket:
             return s3.Bucket(
-                self, name, encryption=s3.BucketEncryption.KMS, encryption_key=key, bucket_key_enabled=True,
-                block_public_access=s3.BlockPublicAccess.BLOCK_ALL, enforce_ssl=True, versioned=True,
-                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED, removal_policy=cdk.RemovalPolicy.RETAIN,
+                self,
+                name,
+                encryption=s3.BucketEncryption.KMS,
+                encryption_key=key,
+                bucket_key_enabled=True,
+                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                enforce_ssl=True,
+                versioned=True,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+                removal_policy=cdk.RemovalPolicy.RETAIN,
             )
 
         checkpoints = bucket("CheckpointBucket")
@@ -244,35 +300,78 @@ class StockpipeStack(cdk.Stack):
 
         # --- MWAA: private web server, workers in the app subnets -------------------------------
         mwaa_name = f"{self.stack_name}-airflow"
-        mwaa_role = iam.Role(self, "AirflowRole", assumed_by=iam.CompositePrincipal(
-            iam.ServicePrincipal("airflow.amazonaws.com"), iam.ServicePrincipal("airflow-env.amazonaws.com")))
+        mwaa_role = iam.Role(
+            self,
+            "AirflowRole",
+            assumed_by=iam.CompositePrincipal(
+                iam.ServicePrincipal("airflow.amazonaws.com"), iam.ServicePrincipal("airflow-env.amazonaws.com")
+            ),
+        )
         dags.grant_read(mwaa_role)
         checkpoints.grant_read_write(mwaa_role)
         key.grant_encrypt_decrypt(mwaa_role)
         for secret in (kafka_secret, writer_secret, reader_secret, redis_secret, polygon_secret):
             secret.grant_read(mwaa_role)
         database.secret.grant_read(mwaa_role)  # the migrate task (python -m stockpipe.storage.migrate)
-        mwaa_role.add_to_policy(iam.PolicyStatement(
-            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-            resources=[self.format_arn(service="secretsmanager", resource="secret",
-                                       resource_name="airflow/*", arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)]))
-        mwaa_role.add_to_policy(iam.PolicyStatement(
-            actions=["airflow:PublishMetrics"],
-            resources=[self.format_arn(service="airflow", resource="environment", resource_name=mwaa_name)]))
-        mwaa_role.add_to_policy(iam.PolicyStatement(
-            actions=["logs:CreateLogStream", "logs:CreateLogGroup", "logs:PutLogEvents", "logs:GetLogEvents",
-                     "logs:GetLogRecord", "logs:GetLogGroupFields", "logs:GetQueryResults", "logs:DescribeLogGroups"],
-            resources=[self.format_arn(service="logs", resource="log-group", resource_name=f"airflow-{mwaa_name}-*",
-                                       arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)]))
-        mwaa_role.add_to_policy(iam.PolicyStatement(
-            actions=["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
-                     "sqs:ReceiveMessage", "sqs:SendMessage"],
-            resources=[self.format_arn(service="sqs", account="*", resource="airflow-celery-*")]))
-        mwaa_role.add_to_policy(iam.PolicyStatement(
-            actions=["cloudwatch:PutMetricData"], resources=["*"]))
+        mwaa_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                resources=[
+                    self.format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name="airflow/*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        mwaa_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["airflow:PublishMetrics"],
+                resources=[self.format_arn(service="airflow", resource="environment", resource_name=mwaa_name)],
+            )
+        )
+        mwaa_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogStream",
+                    "logs:CreateLogGroup",
+                    "logs:PutLogEvents",
+                    "logs:GetLogEvents",
+                    "logs:GetLogRecord",
+                    "logs:GetLogGroupFields",
+                    "logs:GetQueryResults",
+                    "logs:DescribeLogGroups",
+                ],
+                resources=[
+                    self.format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name=f"airflow-{mwaa_name}-*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        mwaa_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:GetQueueUrl",
+                    "sqs:ReceiveMessage",
+                    "sqs:SendMessage",
+                ],
+                resources=[self.format_arn(service="sqs", account="*", resource="airflow-celery-*")],
+            )
+        )
+        mwaa_role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"]))
         log_config = mwaa.CfnEnvironment.ModuleLoggingConfigurationProperty(enabled=True, log_level="INFO")
         airflow = mwaa.CfnEnvironment(
-            self, "Airflow",
+            self,
+            "Airflow",
             name=mwaa_name,
             airflow_version=self.node.try_get_context("mwaa_airflow_version") or "3.0.6",
             environment_class="mw1.small",
@@ -286,12 +385,17 @@ class StockpipeStack(cdk.Stack):
                 security_group_ids=[workers_sg.security_group_id],
             ),
             logging_configuration=mwaa.CfnEnvironment.LoggingConfigurationProperty(
-                dag_processing_logs=log_config, scheduler_logs=log_config, task_logs=log_config,
-                webserver_logs=log_config, worker_logs=log_config),
+                dag_processing_logs=log_config,
+                scheduler_logs=log_config,
+                task_logs=log_config,
+                webserver_logs=log_config,
+                worker_logs=log_config,
+            ),
             airflow_configuration_options={
                 "secrets.backend": "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend",
                 "secrets.backend_kwargs": json.dumps(
-                    {"connections_prefix": "airflow/connections", "variables_prefix": "airflow/variables"}),
+                    {"connections_prefix": "airflow/connections", "variables_prefix": "airflow/variables"}
+                ),
             },
         )
         key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com"))
@@ -299,16 +403,22 @@ class StockpipeStack(cdk.Stack):
 
         # --- dashboard: Fargate behind an ALB that logs users in with Cognito ------------------
         user_pool = cognito.UserPool(
-            self, "Users", self_sign_up_enabled=False, sign_in_aliases=cognito.SignInAliases(email=True),
-            mfa=cognito.Mfa.OPTIONAL, mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            self,
+            "Users",
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(email=True),
+            mfa=cognito.Mfa.OPTIONAL,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             password_policy=cognito.PasswordPolicy(min_length=12),
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        login_domain = user_pool.add_domain("Login", cognito_domain=cognito.CognitoDomainOptions(
-            domain_prefix=cognito_prefix))
+        login_domain = user_pool.add_domain(
+            "Login", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=cognito_prefix)
+        )
         client = user_pool.add_client(
-            "Dashboard", generate_secret=True,
+            "Dashboard",
+            generate_secret=True,
             o_auth=cognito.OAuthSettings(
                 flows=cognito.OAuthFlows(authorization_code_grant=True),
                 scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL],
@@ -316,8 +426,7 @@ class StockpipeStack(cdk.Stack):
             ),
         )
 
-        ecs_cluster = ecs.Cluster(self, "Cluster", vpc=self.vpc,
-                                  container_insights_v2=ecs.ContainerInsights.ENABLED)
+        ecs_cluster = ecs.Cluster(self, "Cluster", vpc=self.vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
         task = ecs.FargateTaskDefinition(self, "DashboardTask", cpu=512, memory_limit_mib=1024)
         task.add_container(
             "dashboard",
@@ -325,8 +434,10 @@ class StockpipeStack(cdk.Stack):
             entry_point=["sh", "-c"],
             command=[DASHBOARD_COMMAND],
             port_mappings=[ecs.PortMapping(container_port=DASHBOARD_PORT)],
-            logging=ecs.LogDrivers.aws_logs(stream_prefix="dashboard", log_group=logs.LogGroup(
-                self, "DashboardLogs", retention=logs.RetentionDays.ONE_MONTH)),
+            logging=ecs.LogDrivers.aws_logs(
+                stream_prefix="dashboard",
+                log_group=logs.LogGroup(self, "DashboardLogs", retention=logs.RetentionDays.ONE_MONTH),
+            ),
             environment={
                 "STOCKPIPE_PG_HOST": database.db_instance_endpoint_address,
                 "STOCKPIPE_PG_PORT": database.db_instance_endpoint_port,
@@ -335,40 +446,66 @@ class StockpipeStack(cdk.Stack):
                 "STOCKPIPE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
                 "STOCKPIPE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
                 "STOCKPIPE_KAFKA_SASL_USERNAME": KAFKA_SCRAM_USER,
-                "STOCKPIPE_REDIS_ENDPOINT": redis_endpoint,
+                "REDIS_ENDPOINT": redis_endpoint,
                 "STOCKPIPE_DASHBOARD_PORT": str(DASHBOARD_PORT),
                 "PGSSLMODE": "require",
             },
             secrets={
                 "STOCKPIPE_PG_READER_PASSWORD": ecs.Secret.from_secrets_manager(reader_secret, "password"),
                 "STOCKPIPE_KAFKA_SASL_PASSWORD": ecs.Secret.from_secrets_manager(kafka_secret, "password"),
-                "STOCKPIPE_REDIS_AUTH_TOKEN": ecs.Secret.from_secrets_manager(redis_secret, "password"),
+                "REDIS_AUTH_TOKEN": ecs.Secret.from_secrets_manager(redis_secret, "password"),
             },
         )
         service = ecs.FargateService(
-            self, "Dashboard", cluster=ecs_cluster, task_definition=task, desired_count=1,
-            vpc_subnets=app_subnets, security_groups=[dashboard_sg], assign_public_ip=False,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True), min_healthy_percent=100,
+            self,
+            "Dashboard",
+            cluster=ecs_cluster,
+            task_definition=task,
+            desired_count=1,
+            vpc_subnets=app_subnets,
+            security_groups=[dashboard_sg],
+            assign_public_ip=False,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            min_healthy_percent=100,
         )
         alb = elbv2.ApplicationLoadBalancer(
-            self, "DashboardAlb", vpc=self.vpc, internet_facing=True, security_group=alb_sg,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC), drop_invalid_header_fields=True,
+            self,
+            "DashboardAlb",
+            vpc=self.vpc,
+            internet_facing=True,
+            security_group=alb_sg,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            drop_invalid_header_fields=True,
         )
         target = elbv2.ApplicationTargetGroup(
-            self, "DashboardTarget", vpc=self.vpc, port=DASHBOARD_PORT, protocol=elbv2.ApplicationProtocol.HTTP,
-            targets=[service], health_check=elbv2.HealthCheck(path="/_stcore/health"),
+            self,
+            "DashboardTarget",
+            vpc=self.vpc,
+            port=DASHBOARD_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            targets=[service],
+            health_check=elbv2.HealthCheck(path="/_stcore/health"),
         )
         alb.add_listener(
-            "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, open=False,
+            "Https",
+            port=443,
+            protocol=elbv2.ApplicationProtocol.HTTPS,
+            open=False,
             ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
             certificates=[acm.Certificate.from_certificate_arn(self, "Certificate", certificate_arn)],
             default_action=elbv2_actions.AuthenticateCognitoAction(
-                user_pool=user_pool, user_pool_client=client, user_pool_domain=login_domain,
+                user_pool=user_pool,
+                user_pool_client=client,
+                user_pool_domain=login_domain,
                 next=elbv2.ListenerAction.forward([target]),
             ),
         )
-        alb.add_listener("Http", port=80, open=False, default_action=elbv2.ListenerAction.redirect(
-            protocol="HTTPS", port="443", permanent=True))
+        alb.add_listener(
+            "Http",
+            port=80,
+            open=False,
+            default_action=elbv2.ListenerAction.redirect(protocol="HTTPS", port="443", permanent=True),
+        )
 
         # --- what the settings need (docs/deploy-aws.md, "Settings that change") --------------
         self._setting("STOCKPIPE_KAFKA_BOOTSTRAP", kafka_bootstrap, "MSK's SASL/SCRAM bootstrap string")
@@ -380,25 +517,47 @@ class StockpipeStack(cdk.Stack):
         self._setting("STOCKPIPE_PG_PORT", database.db_instance_endpoint_port)
         self._setting("STOCKPIPE_PG_DATABASE", "stockpipe")
         self._setting("STOCKPIPE_PG_ADMIN_USER", "postgres")
-        self._setting("STOCKPIPE_PG_ADMIN_PASSWORD", database.secret.secret_arn,
-                      "secret ARN, JSON key 'password' (migrations only)")
+        self._setting(
+            "STOCKPIPE_PG_ADMIN_PASSWORD",
+            database.secret.secret_arn,
+            "secret ARN, JSON key 'password' (migrations only)",
+        )
         self._setting("STOCKPIPE_PG_WRITER_PASSWORD", writer_secret.secret_arn, "secret ARN, JSON key 'password'")
         self._setting("STOCKPIPE_PG_READER_PASSWORD", reader_secret.secret_arn, "secret ARN, JSON key 'password'")
-        self._setting("STOCKPIPE_REDIS_URL", f"rediss://:<auth-token>@{redis_endpoint}/0",
-                      "<auth-token>: JSON key 'password' of the secret in output RedisAuthTokenSecret")
+        self._setting(
+            "STOCKPIPE_REDIS_URL",
+            f"rediss://:<auth-token>@{redis_endpoint}/0",
+            "<auth-token>: JSON key 'password' of the secret in output RedisAuthTokenSecret",
+        )
         self._setting("STOCKPIPE_STREAM_CHECKPOINT", f"s3a://{checkpoints.bucket_name}/checkpoints/stream_indicators")
         self._setting("STOCKPIPE_PRODUCER_MODE", "airflow")
         self._setting("POLYGON_API_KEY", polygon_secret.secret_arn, "secret ARN (plain string): put your key in it")
-        cdk.CfnOutput(self, "RedisAuthTokenSecret", value=redis_secret.secret_arn,
-                      description="Secrets Manager ARN of the Redis auth token (JSON key 'password')")
-        cdk.CfnOutput(self, "AirflowBucketName", value=dags.bucket_name,
-                      description="MWAA source bucket: upload dags/ to dags/, plugins.zip, requirements.txt")
+        cdk.CfnOutput(
+            self,
+            "RedisAuthTokenSecret",
+            value=redis_secret.secret_arn,
+            description="Secrets Manager ARN of the Redis auth token (JSON key 'password')",
+        )
+        cdk.CfnOutput(
+            self,
+            "AirflowBucketName",
+            value=dags.bucket_name,
+            description="MWAA source bucket: upload dags/ to dags/, plugins.zip, requirements.txt",
+        )
         cdk.CfnOutput(self, "AirflowWebserverUrl", value=airflow.attr_webserver_url)
-        cdk.CfnOutput(self, "DashboardAlbDns", value=alb.load_balancer_dns_name,
-                      description="point the dashboard domain (CNAME/alias) here")
+        cdk.CfnOutput(
+            self,
+            "DashboardAlbDns",
+            value=alb.load_balancer_dns_name,
+            description="point the dashboard domain (CNAME/alias) here",
+        )
         cdk.CfnOutput(self, "DashboardUrl", value=f"https://{dashboard_domain}/")
-        cdk.CfnOutput(self, "UserPoolId", value=user_pool.user_pool_id,
-                      description="add dashboard users here (self sign-up is off)")
+        cdk.CfnOutput(
+            self,
+            "UserPoolId",
+            value=user_pool.user_pool_id,
+            description="add dashboard users here (self sign-up is off)",
+        )
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -414,8 +573,9 @@ class StockpipeStack(cdk.Stack):
         value = self.node.try_get_context(context_key)
         if value:
             return str(value)
-        return cdk.CfnParameter(self, parameter_id, type="String", description=description,
-                                min_length=1).value_as_string
+        return cdk.CfnParameter(
+            self, parameter_id, type="String", description=description, min_length=1
+        ).value_as_string
 
     def _setting(self, name: str, value: str, note: str = "") -> None:
         logical_id = "Setting" + "".join(part.capitalize() for part in name.split("_"))
