@@ -29,8 +29,13 @@ def test_actionlint_finds_nothing():
     pinned = re.search(r"^ACTIONLINT_VERSION=(\S+)", TOOLS.read_text(), re.M).group(1)
     version = subprocess.run([str(ACTIONLINT), "-version"], capture_output=True, text=True, check=True)
     assert version.stdout.splitlines()[0] == pinned
-    done = subprocess.run([str(ACTIONLINT), "-no-color", str(WORKFLOW.relative_to(ROOT))], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(ACTIONLINT), "-no-color", str(WORKFLOW.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

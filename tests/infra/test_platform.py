@@ -50,29 +50,68 @@ UNSUPPORTED = {
 
 # What each system's packages are called (apt) and what they put on disk.
 EXPECTED_PACKAGES = {
-    "debian-12": {"postgres": "postgresql-15", "redis": "redis-server", "java": "openjdk-17-jre-headless",
-                  "chromium": "chromium", "venv": "python3-venv"},
-    "debian-13": {"postgres": "postgresql-17", "redis": "redis-server", "java": "openjdk-21-jre-headless",
-                  "chromium": "chromium", "venv": "python3-venv"},
+    "debian-12": {
+        "postgres": "postgresql-15",
+        "redis": "redis-server",
+        "java": "openjdk-17-jre-headless",
+        "chromium": "chromium",
+        "venv": "python3-venv",
+    },
+    "debian-13": {
+        "postgres": "postgresql-17",
+        "redis": "redis-server",
+        "java": "openjdk-21-jre-headless",
+        "chromium": "chromium",
+        "venv": "python3-venv",
+    },
     # Ubuntu's chromium / chromium-browser debs are stubs that install the snap: no package.
-    "ubuntu-24.04": {"postgres": "postgresql-16", "redis": "redis-server", "java": "openjdk-17-jre-headless",
-                     "chromium": "", "venv": "python3-venv"},
+    "ubuntu-24.04": {
+        "postgres": "postgresql-16",
+        "redis": "redis-server",
+        "java": "openjdk-17-jre-headless",
+        "chromium": "",
+        "venv": "python3-venv",
+    },
 }
 INSTALLED_FILES = {
-    "debian-12": ["usr/lib/postgresql/15/bin/postgres", "usr/bin/redis-server", "usr/bin/chromium",
-                  "usr/bin/python3.11"],
-    "debian-13": ["usr/lib/postgresql/17/bin/postgres", "usr/bin/valkey-server", "usr/bin/chromium",
-                  "usr/bin/python3.13"],
-    "ubuntu-24.04": ["usr/lib/postgresql/16/bin/postgres", "usr/bin/redis-server",
-                     "opt/google/chrome/google-chrome", "usr/bin/python3.12"],
+    "debian-12": [
+        "usr/lib/postgresql/15/bin/postgres",
+        "usr/bin/redis-server",
+        "usr/bin/chromium",
+        "usr/bin/python3.11",
+    ],
+    "debian-13": [
+        "usr/lib/postgresql/17/bin/postgres",
+        "usr/bin/valkey-server",
+        "usr/bin/chromium",
+        "usr/bin/python3.13",
+    ],
+    "ubuntu-24.04": [
+        "usr/lib/postgresql/16/bin/postgres",
+        "usr/bin/redis-server",
+        "opt/google/chrome/google-chrome",
+        "usr/bin/python3.12",
+    ],
 }
 EXPECTED_DETECT = {
-    "debian-12": {"PG_BIN": "/usr/lib/postgresql/15/bin", "REDIS_SERVER": "/usr/bin/redis-server",
-                  "CHROMIUM": "/usr/bin/chromium", "PYTHON": "/usr/bin/python3.11"},
-    "debian-13": {"PG_BIN": "/usr/lib/postgresql/17/bin", "REDIS_SERVER": "/usr/bin/valkey-server",
-                  "CHROMIUM": "/usr/bin/chromium", "PYTHON": ""},
-    "ubuntu-24.04": {"PG_BIN": "/usr/lib/postgresql/16/bin", "REDIS_SERVER": "/usr/bin/redis-server",
-                     "CHROMIUM": "/opt/google/chrome/google-chrome", "PYTHON": ""},
+    "debian-12": {
+        "PG_BIN": "/usr/lib/postgresql/15/bin",
+        "REDIS_SERVER": "/usr/bin/redis-server",
+        "CHROMIUM": "/usr/bin/chromium",
+        "PYTHON": "/usr/bin/python3.11",
+    },
+    "debian-13": {
+        "PG_BIN": "/usr/lib/postgresql/17/bin",
+        "REDIS_SERVER": "/usr/bin/valkey-server",
+        "CHROMIUM": "/usr/bin/chromium",
+        "PYTHON": "",
+    },
+    "ubuntu-24.04": {
+        "PG_BIN": "/usr/lib/postgresql/16/bin",
+        "REDIS_SERVER": "/usr/bin/redis-server",
+        "CHROMIUM": "/opt/google/chrome/google-chrome",
+        "PYTHON": "",
+    },
 }
 
 
@@ -113,8 +152,11 @@ def test_supported_system_package_names(tmp_path, system):
 def test_supported_system_binaries_after_install(tmp_path, system):
     install(tmp_path, INSTALLED_FILES[system])
     if system == "ubuntu-24.04":  # the snap hand-over stubs come first on PATH and must be passed over
-        install(tmp_path, ["usr/bin/chromium-browser", "usr/bin/chromium"],
-                '#! /bin/sh\n# transitional package\nexec /snap/bin/chromium "$@"\n')
+        install(
+            tmp_path,
+            ["usr/bin/chromium-browser", "usr/bin/chromium"],
+            '#! /bin/sh\n# transitional package\nexec /snap/bin/chromium "$@"\n',
+        )
         (tmp_path / "usr/bin/google-chrome").symlink_to(tmp_path / "opt/google/chrome/google-chrome")
         search = "/usr/local/bin:/usr/bin:/snap/bin:/opt/google/chrome"
     else:
@@ -190,8 +232,9 @@ def test_this_machine_binaries_work():
     redis = subprocess.run([found["REDIS_SERVER"], "--version"], capture_output=True, text=True)
     assert re.search(r"(Redis|Valkey) server v=\d", redis.stdout, re.I), redis.stdout
     if found["PYTHON"]:
-        version = subprocess.run([found["PYTHON"], "-c", "import sys; print(sys.version_info[:2])"],
-                                 capture_output=True, text=True)
+        version = subprocess.run(
+            [found["PYTHON"], "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        )
         assert version.stdout.strip() == "(3, 11)"
     chromium = os.environ.get("STOCKPIPE_CHROMIUM") or found["CHROMIUM"]
     if not chromium:
