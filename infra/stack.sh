@@ -293,11 +293,11 @@ up_kafka() {
   fi
   start_program kafka "$STOCKPIPE_KAFKA_PORT" 90
   wait_port "$STOCKPIPE_KAFKA_SCRAM_PORT" 30 kafka
-  step "kafka: topics, SCRAM user"
-  run_logged "$LOGS/kafka-topics.log" "$PY" -m stockpipe.admin topics --wait 60
-  # on the local broker's PLAINTEXT listener, whatever the clients are set to
+  step "kafka: SCRAM user, topics"
+  # the user first, on the local broker's PLAINTEXT listener: the clients (topics too) may use SCRAM
   run_logged "$LOGS/kafka-topics.log" env STOCKPIPE_KAFKA_BOOTSTRAP="127.0.0.1:$STOCKPIPE_KAFKA_PORT" \
     STOCKPIPE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT STOCKPIPE_KAFKA_SSL_CA_FILE= "$PY" -m stockpipe.admin scram-user --wait 60
+  run_logged "$LOGS/kafka-topics.log" "$PY" -m stockpipe.admin topics --wait 60
   step_done
 }
 

@@ -126,3 +126,15 @@ def test_kafka_clients_are_only_constructed_in_the_clients_module():
     ).stdout.splitlines()  # fmt: skip
     elsewhere = [line for line in found if not re.match(r"plugins/stockpipe/clients\.py:", line)]
     assert not elsewhere, "build Kafka clients with stockpipe.clients:\n" + "\n".join(elsewhere)
+
+
+def test_spark_jobs_started_by_airflow_get_the_connections_kafka_settings(monkeypatch: pytest.MonkeyPatch):
+    from stockpipe.airflow.connections import kafka_env
+
+    settings = scram_settings()
+    env = kafka_env(settings)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert clients.spark_kafka_options(load_settings()) == clients.spark_kafka_options(settings)
+    plaintext = kafka_env(load_settings(kafka_security_protocol="PLAINTEXT", kafka_sasl_password="p"))
+    assert "STOCKPIPE_KAFKA_SASL_PASSWORD" not in plaintext and plaintext["STOCKPIPE_KAFKA_SECURITY_PROTOCOL"]

@@ -120,6 +120,21 @@ def _kafka_updates(extra: dict[str, Any]) -> dict[str, Any]:
     return updates
 
 
+def kafka_env(settings: Settings) -> dict[str, str]:
+    """The Kafka settings as ``STOCKPIPE_KAFKA_*`` variables, for a process a task starts (spark-submit):
+    where the broker is and how to authenticate, as the connection says; credentials only when used."""
+    env = {
+        "STOCKPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STOCKPIPE_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "STOCKPIPE_KAFKA_SSL_CA_FILE": str(settings.kafka_ssl_ca_file or ""),
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        env["STOCKPIPE_KAFKA_SASL_MECHANISM"] = settings.kafka_sasl_mechanism
+        env["STOCKPIPE_KAFKA_SASL_USERNAME"] = settings.kafka_sasl_username
+        env["STOCKPIPE_KAFKA_SASL_PASSWORD"] = settings.kafka_sasl_password.get_secret_value()
+    return env
+
+
 def task_settings(base: Settings | None = None) -> Settings:
     """The settings a task runs with: ``STOCKPIPE_*`` values, where-things-are from connections."""
     settings = base or get_settings()

@@ -42,14 +42,14 @@ class StockpipeSparkSubmitOperator(SparkSubmitOperator):
         self._stop_watch = threading.Event()
 
     def _job_env(self) -> dict[str, str]:
-        from stockpipe.airflow.connections import task_settings
+        from stockpipe.airflow.connections import kafka_env, task_settings
 
         settings = task_settings()
         venv_bin = str(Path(sys.executable).parent)
         env = {
             "STOCKPIPE_HOME": str(ROOT),
             "STOCKPIPE_SPARK_MASTER": settings.spark_master,
-            "STOCKPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            **kafka_env(settings),  # bootstrap and security, from kafka_default
             "STOCKPIPE_REDIS_URL": settings.redis_url,
             "STOCKPIPE_PG_HOST": settings.pg_host,
             "STOCKPIPE_PG_PORT": str(settings.pg_port),
