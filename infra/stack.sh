@@ -55,6 +55,7 @@ install_debian_packages() {
   { [ -n "$REDIS_SERVER" ] && [ -x "$REDIS_SERVER" ]; } || missing+=("$(platform_package redis)")
   command -v java >/dev/null || missing+=("$(platform_package java)")
   command -v mvn >/dev/null || missing+=(maven)
+  command -v openssl >/dev/null || missing+=(openssl)  # the local CA of Kafka's SASL_SSL listener
   { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
   [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
   command -v python3 >/dev/null && python3 -c 'import ensurepip' 2>/dev/null || missing+=("$(platform_package venv)")
