@@ -78,41 +78,38 @@ def starting_offsets(settings: Settings) -> str:
     import json
 
     import psycopg
-    from confluent_kafka import Consumer, TopicPartition
 
+    from stockpipe.clients import kafka_admin, partition_offsets
     from stockpipe.storage.postgres import stream_offsets
 
+    topic = settings.kafka_topic
     with psycopg.connect(settings.pg_dsn("writer"), autocommit=True, connect_timeout=10) as conn:
-        stored = stream_offsets(conn, settings.kafka_topic)
+        stored = stream_offsets(conn, topic)
     if not stored:
         return settings.stream_starting_offsets
     default = -2 if settings.stream_starting_offsets == "earliest" else -1
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "stockpipe-stream-offsets"})
-    try:
-        metadata = consumer.list_topics(settings.kafka_topic, timeout=10).topics.get(settings.kafka_topic)
-        partitions = sorted(metadata.partitions) if metadata is not None and not metadata.error else []
-        offsets: dict[str, int] = {}
-        for part in partitions:
-            if part not in stored:
-                offsets[str(part)] = default
-                continue
-            low, high = consumer.get_watermark_offsets(TopicPartition(settings.kafka_topic, part), timeout=10)
-            wanted = stored[part]
-            if wanted < low or wanted > high:
-                log.warning(
-                    "%s partition %s: the stream applied up to offset %s but Kafka holds %s..%s (%s); "
-                    "a new checkpoint starts there at the earliest offset",
-                    settings.kafka_topic,
-                    part,
-                    wanted,
-                    low,
-                    high,
-                    "deleted by retention" if wanted < low else "topic re-created",
-                )
-                wanted = -2
-            offsets[str(part)] = wanted
-    finally:
-        consumer.close()
+    admin = kafka_admin(settings)
+    metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
+    partitions = sorted(metadata.partitions) if metadata is not None and metadata.error is None else []
+    known = [(topic, part) for part in partitions if part in stored]
+    low = partition_offsets(admin, known, "earliest")
+    high = partition_offsets(admin, known, "latest")
+    offsets: dict[str, int] = {}
+    for part in partitions:
+        wanted = stored.get(part, default)
+        if part in stored and not low[(topic, part)] <= wanted <= high[(topic, part)]:
+            log.warning(
+                "%s partition %s: the stream applied up to offset %s but Kafka holds %s..%s (%s); "
+                "a new checkpoint starts there at the earliest offset",
+                topic,
+                part,
+                wanted,
+                low[(topic, part)],
+                high[(topic, part)],
+                "deleted by retention" if wanted < low[(topic, part)] else "topic re-created",
+            )
+            wanted = -2
+        offsets[str(part)] = wanted
     if not offsets:
         return settings.stream_starting_offsets
     return json.dumps({settings.kafka_topic: offsets})
