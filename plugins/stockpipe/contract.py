@@ -37,7 +37,7 @@ import math
 import operator
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -550,12 +550,18 @@ def invalid_reason(
 ) -> str | None:
     """Why this bar must go to the dead-letter topic, or None when it is valid.
 
-    ``settings``: whose watchlist and retention apply (default: the process's settings); the
+    ``settings``: whose watchlist (and STOCKPIPE_ACCEPT_ANY_SYMBOL) and ts window apply. Without
+    them the process's settings give the ts window and any symbol is accepted: such callers (the
+    backfill, a rerun, the simulator's tests) validate bars of symbols they chose themselves. The
     symbols of ``market.symbols`` are not consulted here (use :func:`message_reason` with
-    :meth:`Policy.load` for that) — a producer only sends its watchlist's symbols."""
-    from stockpipe.config import get_settings
+    :meth:`Policy.load`, as the stream and verify do); a producer only sends its watchlist's."""
+    if settings is None:
+        from stockpipe.config import get_settings
 
-    return message_reason(message, Policy.from_settings(settings or get_settings()), now)
+        policy = replace(Policy.from_settings(get_settings()), symbols=None)
+    else:
+        policy = Policy.from_settings(settings)
+    return message_reason(message, policy, now)
 
 
 def decode(raw: bytes | str | None) -> Any:

@@ -2,7 +2,11 @@
 
 Every hostile record must land in the dead-letter topic exactly once, with its raw bytes, a
 reason and its Kafka origin; the valid bars around them must be stored exactly as sent with
-TA-Lib-exact indicators, as if the hostile records had never been there.
+TA-Lib-exact indicators, as if the hostile records had never been there. That includes records
+that are valid JSON of the right shape but out of contract (invariant 6): trades beyond the int4
+column or not an integer, a vwap of the wrong type, a ts or fetched_at in 2999, a ts in 1970, a
+symbol off the watchlist. None of them may be stored, pin a Redis ``latest`` key, or change what
+``python -m stockpipe.verify`` reports; verify gives each the reason the stream gave it.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import timedelta
 
 import pytest
 
+from stockpipe import contract, verify
 from tests.integration import streamkit as kit
 from tests.reliability import harness
 
@@ -66,7 +72,7 @@ def hostile_messages(good: dict) -> list[tuple[bytes | None, bytes | None, str |
         (key, variant(vwap=float("nan")), "vwap is not a positive finite number"),
         # negative volume / trades
         (key, variant(volume=-1.0), "volume is negative"),
-        (key, variant(trades=-3), "trades is negative"),
+        (key, variant(trades=-3), "trades is not a whole number"),
         # unknown / invalid symbols
         (b"aapl", variant(symbol="aapl"), "symbol is not a ticker"),
         (key, variant(symbol=""), "symbol is not a ticker"),
@@ -80,13 +86,30 @@ def hostile_messages(good: dict) -> list[tuple[bytes | None, bytes | None, str |
         # structurally broken
         (key, b'{"v": 1, "symbol": "AAPL", "ts": ', "not a JSON object"),
         (key, b"[" * 5000 + b"]" * 5000, "not a JSON object"),
+        # valid JSON, out of contract (issue 11): each a variant of a bar that IS stored, so a
+        # stored variant would change its values (or add a row, or pin Redis latest)
+        (key, variant(trades=3_000_000_000), "trades is not a whole number from 0 to 2147483647"),
+        (key, variant(trades=1.5), "trades is not a whole number from 0 to 2147483647"),
+        (key, variant(vwap="abc"), "vwap is not a positive finite number"),
+        (key, variant(ts="2999-01-01T00:00:00Z"), "ts is more than 2 minutes in the future"),
+        (key, variant(fetched_at="2999-01-01T00:00:00.000000Z"), "fetched_at is more than 2 minutes in the future"),
+        (key, variant(ts="1970-01-01T00:00:00Z"), "ts is older than the oldest bar kept"),
+        (b"ZZZQ", variant(symbol="ZZZQ"), "symbol is not on the watchlist"),
     ]
 
 
-def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(spark, settings, pg_conn, redis_client, tmp_path):
+def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(
+    spark, settings, pg_conn, redis_client, tmp_path, monkeypatch
+):
     s = settings.model_copy(
         update={"stream_checkpoint": str(tmp_path / "checkpoint"), "stream_max_offsets_per_trigger": 2000}
     )
+    # The stream's contract policy is this test's settings' (watchlist + the test database's
+    # market.symbols), whatever settings the query passes to parse_records.
+    from stockpipe.streaming import parse
+
+    policy = contract.Policy.load(s)
+    monkeypatch.setattr(parse, "contract_policy", lambda _settings=None: policy)
     series = {sym: kit.random_bars(sym, kit.SESSION_OPEN, 80, seed=300 + n) for n, sym in enumerate(kit.SYMBOLS)}
     # A valid bar whose free-text field looks like SQL is data: stored verbatim.
     series["MSFT"][40] = dict(series["MSFT"][40], source="simulator" + SQL)
@@ -133,6 +156,7 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(spark, settings
         by_raw.setdefault(raw, []).append(letter)
         assert letter["error"], letter
         assert letter["origin"]["topic"] == s.kafka_topic and letter["origin"]["offset"] >= 0
+    by_raw_all = {raw: list(found) for raw, found in by_raw.items()}
     for _key, value, reason in hostile:
         matches = by_raw.get(value or b"", [])
         assert matches, f"no dead letter for {value[:80] if value else value!r}"
@@ -146,3 +170,28 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(spark, settings
     assert "simulator" + SQL in sources
     (batches,) = pg_conn.execute("SELECT sum(dead_letters) FROM ops.stream_batches").fetchone()
     assert batches == len(hostile)
+
+    # Nothing of the out-of-contract records is stored or pins Redis: every symbol's latest is its
+    # last scripted bar (not 2999), the unknown symbol has no row and no key.
+    for sym in kit.SYMBOLS:
+        assert redis_client.hget(f"stockpipe:latest:{sym}", "ts") == series[sym][-1]["ts"], sym
+    assert not redis_client.exists("stockpipe:latest:ZZZQ")
+    (rows_outside,) = pg_conn.execute(
+        "SELECT count(*) FROM market.bars_1m WHERE symbol <> ALL(%s) OR ts < %s OR ts > %s OR trades < 0"
+        " OR fetched_at > now() + interval '2 minutes'",
+        (kit.SYMBOLS, kit.SESSION_OPEN, kit.SESSION_OPEN + timedelta(minutes=79)),
+    ).fetchone()
+    assert rows_outside == 0
+
+    # verify reads the same topic fast (no enumeration up to 2999), judges every record as the
+    # stream did (same reason), and sees the five symbols' 80 minutes without a gap.
+    started = time.monotonic()
+    values = verify.read_topic(s, s.kafka_topic, None, timeout_s=60, raw=True)
+    reports = verify.build_reports(values, "demo", policy)
+    assert time.monotonic() - started < 60
+    assert set(reports) == set(kit.SYMBOLS)
+    assert all(len(r.minutes) == 80 and r.gaps == [] and r.duplicates == 0 for r in reports.values())
+    assert sum(reports.invalid.values()) == len(hostile)
+    for value, letters_for_value in by_raw_all.items():
+        for letter in letters_for_value:
+            assert contract.value_reason(value or None, policy) == letter["error"], value[:80]

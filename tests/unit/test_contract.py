@@ -256,6 +256,9 @@ def test_invalid_reason_uses_the_given_settings_watchlist():
     assert contract.invalid_reason(dict(GOOD, symbol="NVDA"), settings) is None
     assert contract.invalid_reason(GOOD, settings) == NOT_LISTED
     assert contract.invalid_reason(GOOD, settings.model_copy(update={"accept_any_symbol": True})) is None
+    # without settings (the backfill, a rerun: symbols chosen by the caller) any ticker is accepted
+    assert contract.invalid_reason(dict(GOOD, symbol="ZZZQ")) is None
+    assert contract.invalid_reason(dict(GOOD, ts="2999-01-01T00:00:00Z")) == FUTURE_TS
 
 
 def test_retention_moves_the_oldest_ts():
