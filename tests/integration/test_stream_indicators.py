@@ -284,3 +284,30 @@ def test_checkpoint_reset_mid_stream_loses_nothing(spark, stream_settings, pg_co
     assert frame.groupby("symbol").size().to_dict() == {s: 160 for s in kit.SYMBOLS}
     (next_offsets,) = pg_conn.execute("SELECT sum(next_offset) FROM ops.stream_offsets").fetchone()
     assert next_offsets == len(script.messages) + len(more.messages), "every record applied exactly once"
+
+
+def test_job_restarted_during_a_redis_outage_catches_up_every_symbol(spark, stream_settings, pg_conn, redis_client):
+    """The symbols a Redis outage left behind are not only in the old job's memory: a job restarted
+    during the outage brings every symbol's Redis state up to PostgreSQL's once Redis answers, also
+    of symbols without a new bar."""
+    from stockpipe.storage.redis_latest import LatestWriter
+
+    series = {s: kit.random_bars(s, kit.SESSION_OPEN, 21, seed=80 + n) for n, s in enumerate(kit.SYMBOLS)}
+    script = kit.Script()
+    for i in range(20):
+        for symbol in kit.SYMBOLS:
+            script.bar(series[symbol][i])
+    kit.produce(stream_settings, script.messages)
+    down = stream_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    writer = BatchWriter(stream_settings)
+    writer.latest = LatestWriter(down)
+    kit.drain(spark, stream_settings, writer=writer)
+    assert not redis_client.keys("stockpipe:latest:*")
+
+    # The job restarts (a new writer: nothing of the old one's memory), Redis is back, one new bar.
+    more = kit.Script(expected=dict(script.expected))
+    more.bar(series[kit.SYMBOLS[0]][20])
+    kit.produce(stream_settings, more.messages)
+    kit.drain(spark, stream_settings, writer=BatchWriter(stream_settings))
+    kit.assert_invariants(pg_conn, redis_client, more)
+    assert len(redis_client.keys("stockpipe:latest:*")) == len(kit.SYMBOLS)

@@ -154,6 +154,17 @@ def stream_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
     return {int(part): int(next_offset) for part, next_offset in records}
 
 
+_SYMBOLS = """
+WITH RECURSIVE s(symbol) AS (
+    (SELECT symbol FROM market.bars_1m ORDER BY symbol LIMIT 1)
+    UNION ALL
+    SELECT (SELECT b.symbol FROM market.bars_1m b WHERE b.symbol > s.symbol ORDER BY b.symbol LIMIT 1)
+    FROM s WHERE s.symbol IS NOT NULL
+)
+SELECT symbol FROM s WHERE symbol IS NOT NULL
+"""
+
+
 @dataclass
 class BatchResult:
     """What one committed write did."""
@@ -243,6 +254,12 @@ class PostgresSink:
         records = cur.execute(_LATEST, {"symbols": symbols}).fetchall()
         names = [d.name for d in cur.description]
         return [dict(zip(names, record, strict=True)) for record in records]
+
+    def stored_symbols(self) -> list[str]:
+        """Every symbol with a stored bar (a skip scan of the primary key: one index probe per symbol)."""
+        conn = self.connection()
+        with conn.transaction():
+            return [row[0] for row in conn.execute(_SYMBOLS).fetchall()]
 
     def latest_rows(self, symbols: list[str]) -> list[dict[str, Any]]:
         """The latest stored bar + indicators of each symbol (what Redis mirrors)."""

@@ -18,6 +18,9 @@ Order inside one micro-batch, and why:
    doesn't. When Redis is unreachable the batch still succeeds (PostgreSQL, the history, has it):
    the symbols are remembered and their latest rows are read back from PostgreSQL and written at
    the first batch that reaches Redis again, so Redis converges without restarting the stream.
+   A job that starts does not know what a previous one left behind (a restart during a Redis
+   outage, a crash between the commit and Redis): its first batch that reaches Redis writes the
+   latest stored row of *every* symbol (Redis' check-and-set never moves a symbol backwards).
 """
 
 from __future__ import annotations
@@ -137,29 +140,34 @@ class BatchWriter:
         self.latest = LatestWriter(settings)
         self.dead_letters = DeadLetterWriter(settings)
         self._previous_start: float | None = None
-        self._redis_pending: set[str] = set()  # symbols whose latest row Redis has not got yet
+        # Symbols whose latest row Redis has not got yet; None = all of them (a new job: see step 5).
+        self._redis_pending: set[str] | None = None
 
     def write_latest(self, rows: list[dict[str, Any]]) -> bool:
         """Mirror ``rows`` (and any symbols a Redis outage left behind) to Redis; False if it is down."""
         symbols = {str(row["symbol"]) for row in rows}
         try:
-            behind = sorted(self._redis_pending - symbols)
-            if behind:
-                self.latest.write(self.postgres.latest_rows(behind))
+            if self._redis_pending is None:
+                behind = sorted(set(self.postgres.stored_symbols()) - symbols)
+            else:
+                behind = sorted(self._redis_pending - symbols)
+            for start in range(0, len(behind), 1000):
+                self.latest.write(self.postgres.latest_rows(behind[start : start + 1000]))
             self.latest.write(rows)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-            self._redis_pending |= symbols
+            if self._redis_pending is not None:
+                self._redis_pending |= symbols
             log.warning(
-                "Redis at %s is unreachable (%s): the latest state of %s symbol(s) follows when it is back; "
+                "Redis at %s is unreachable (%s): the latest state of %s follows when it is back; "
                 "PostgreSQL has every row",
                 self.settings.redis_url.rsplit("@", 1)[-1],
                 error,
-                len(self._redis_pending),
+                "every symbol" if self._redis_pending is None else f"{len(self._redis_pending)} symbol(s)",
             )
             return False
-        if self._redis_pending:
-            log.info("Redis is back: the latest state of %s symbol(s) caught up", len(self._redis_pending))
-            self._redis_pending.clear()
+        if behind:
+            log.info("Redis caught up with PostgreSQL: the latest state of %s other symbol(s) written", len(behind))
+        self._redis_pending = set()
         return True
 
     def __call__(self, batch_df, batch_id: int) -> None:
