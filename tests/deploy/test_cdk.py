@@ -16,6 +16,7 @@ import pytest
 
 from stockpipe.config import Settings, _env_name
 
+pytestmark = pytest.mark.slow  # ~30-40 s: one cdk synth, cfn-lint, the assertions
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CDK_PYTHON = ROOT / ".local" / "cdk-venv" / "bin" / "python"
