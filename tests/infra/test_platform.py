@@ -73,6 +73,22 @@ EXPECTED_PACKAGES = {
         "venv": "python3-venv",
     },
 }
+# The start of /usr/bin/chromium-browser in Ubuntu 24.04's chromium-browser 2:1snap1-0ubuntu2 (the deb
+# only hands over to the snap).
+UBUNTU_CHROMIUM_STUB = """#!/bin/sh
+if ! [ -x /snap/bin/chromium ]; then
+    echo "" >&2
+    echo "Command '$0' requires the chromium snap to be installed." >&2
+    echo "Please install it with:" >&2
+    echo "" >&2
+    echo "snap install chromium" >&2
+    echo "" >&2
+    exit 1
+fi
+exec /snap/bin/chromium "$@"
+"""
+# What the packages put on disk (checked with dpkg -c on Debian 13's postgresql-17, redis-server and
+# valkey-server, Ubuntu 24.04's postgresql-16 and redis-server): server binaries, the browser, Python.
 INSTALLED_FILES = {
     "debian-12": [
         "usr/lib/postgresql/15/bin/postgres",
@@ -152,11 +168,7 @@ def test_supported_system_package_names(tmp_path, system):
 def test_supported_system_binaries_after_install(tmp_path, system):
     install(tmp_path, INSTALLED_FILES[system])
     if system == "ubuntu-24.04":  # the snap hand-over stubs come first on PATH and must be passed over
-        install(
-            tmp_path,
-            ["usr/bin/chromium-browser", "usr/bin/chromium"],
-            '#! /bin/sh\n# transitional package\nexec /snap/bin/chromium "$@"\n',
-        )
+        install(tmp_path, ["usr/bin/chromium-browser", "usr/bin/chromium"], UBUNTU_CHROMIUM_STUB)
         (tmp_path / "usr/bin/google-chrome").symlink_to(tmp_path / "opt/google/chrome/google-chrome")
         search = "/usr/local/bin:/usr/bin:/snap/bin:/opt/google/chrome"
     else:
