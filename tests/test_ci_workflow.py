@@ -65,3 +65,11 @@ def test_lint_job_runs_ruff_check_and_format_check():
     runs = " ".join(step.get("run", "") for step in workflow()["jobs"]["lint"]["steps"])
     assert "ruff check" in runs and "ruff format --check" in runs
     assert "grep '^ruff==' requirements.txt" in runs  # the same ruff as the venv's
+
+
+def test_the_other_supported_systems_install():
+    job = workflow()["jobs"]["install"]
+    assert set(job["strategy"]["matrix"]["system"]) == {"debian:13", "ubuntu:24.04"}
+    assert job["container"] == "${{ matrix.system }}"
+    runs = " ".join(step.get("run", "") for step in job["steps"])
+    assert "infra/stack.sh up postgres redis kafka" in runs and "pytest tests/infra" in runs
