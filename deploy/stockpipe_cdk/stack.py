@@ -91,7 +91,7 @@ class StockpipeStack(cdk.Stack):
             self,
             "DataKey",
             enable_key_rotation=True,
-            alias="alias/stockpipe",
+            alias=f"alias/{self.stack_name.lower()}",
             description="stockpipe: secrets, MSK, RDS, ElastiCache and S3 encryption at rest",
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
