@@ -78,7 +78,7 @@ def test_stream_end_to_end_restart_and_replay(spark, stream_settings, pg_conn, r
 
         def write_frame(self, frame, batch_id, **kwargs):
             super().write_frame(frame, batch_id, **kwargs)
-            if self.crashed_at is None and (frame["kind"] == "dead").any():
+            if self.crashed_at is None and frame["kind"].isin(["dead", "dead_sent"]).any():
                 CrashAfterCommit.crashed_at = batch_id
                 raise RuntimeError("simulated crash between the PostgreSQL commit and Spark's commit")
 
@@ -311,3 +311,29 @@ def test_job_restarted_during_a_redis_outage_catches_up_every_symbol(spark, stre
     kit.drain(spark, stream_settings, writer=BatchWriter(stream_settings))
     kit.assert_invariants(pg_conn, redis_client, more)
     assert len(redis_client.keys("stockpipe:latest:*")) == len(kit.SYMBOLS)
+
+
+def test_dead_letters_are_sent_by_the_workers_not_gathered_on_the_driver(spark, stream_settings, pg_conn, redis_client):
+    """A micro-batch of up to maxOffsetsPerTrigger invalid records must not bring their raw bytes to
+    the driver: the operator's worker sends them; the driver sees only their origin and reason."""
+    import pandas as pd
+
+    script = kit.Script()
+    kit.malformed(script, "AAPL", kit.SESSION_OPEN)
+    for bar in kit.random_bars("AAPL", kit.SESSION_OPEN, 10, seed=5):
+        script.bar(bar)
+    seen: list[pd.DataFrame] = []
+
+    class Spy(BatchWriter):
+        def write_frame(self, frame, batch_id, **kwargs):
+            seen.append(frame)
+            super().write_frame(frame, batch_id, **kwargs)
+
+    kit.produce(stream_settings, script.messages)
+    kit.drain(spark, stream_settings, writer=Spy(stream_settings))
+    frames = pd.concat(seen, ignore_index=True)
+    assert frames["kind"].isin(["dead", "dead_sent"]).sum() == len(script.dead)
+    assert frames["raw_value"].isna().all(), "raw bytes of dead letters reached the driver"
+    letters = kit.dead_letters(stream_settings, expected=len(script.dead))
+    assert len(letters) == len(script.dead) and all(letter["raw"] for letter in letters)
+    kit.assert_invariants(pg_conn, redis_client, script)

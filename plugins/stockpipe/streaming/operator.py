@@ -80,6 +80,9 @@ Seeder = Callable[[list[str]], dict[str, pd.DataFrame]]
 """symbols → their stored bars (window columns, ts ascending; empty when none), one query for all."""
 Epochs = Callable[[str], int]
 """symbol → its epoch in ops.symbol_epochs (0 when absent)."""
+DeadLetterSender = Callable[[pd.DataFrame], None]
+"""Sends invalid records (error, origin, raw bytes) to the dead-letter topic and waits for Kafka's
+acknowledgement, or raises (the batch then fails and is retried)."""
 
 _INPUT_INTS = ("ts_ms", "fetched_us", "kpartition", "koffset")
 _INPUT_FLOATS = (*st.BAR_VALUE_COLUMNS, "trades")
@@ -180,22 +183,52 @@ def _bucket_state(state: GroupState, buckets: int) -> dict[str, tuple]:
     return pickle.loads(bytes(blob))
 
 
-def make_update_function(horizon: int, seeder: Seeder | None, epochs: Epochs | None = None, buckets: int = 1):
+_DEAD_COLUMNS = ["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]
+
+
+def _dead_letter_group(batches: Iterator[pd.DataFrame], send: DeadLetterSender | None) -> pd.DataFrame:
+    """The dead-letter group: with ``send``, each Arrow batch of invalid records is sent (and
+    acknowledged) from this worker, and only their origin and reason travel on to the driver — the
+    raw bytes of up to ``maxOffsetsPerTrigger`` records never gather there, and at most one Arrow
+    batch of them is in memory here."""
+    dead_parts, origin_parts = [], []
+    for frame in batches:
+        if not len(frame):
+            continue
+        dead = frame[_DEAD_COLUMNS].assign(kind=st.KIND_DEAD)
+        if send is not None:
+            send(dead)
+            dead = dead.drop(columns=["raw_key", "raw_value"]).assign(kind=st.KIND_DEAD_SENT)
+        dead_parts.append(dead)
+        origin_parts.append(frame[["topic", "kpartition", "koffset"]])
+    if not dead_parts:
+        return _frame([], pd.DataFrame(columns=OUTPUT_COLUMNS))
+    return _frame([], pd.concat(origin_parts, ignore_index=True), pd.concat(dead_parts, ignore_index=True))
+
+
+def make_update_function(
+    horizon: int,
+    seeder: Seeder | None,
+    epochs: Epochs | None = None,
+    buckets: int = 1,
+    dead_letters: DeadLetterSender | None = None,
+):
     """The function ``applyInPandasWithState`` runs once per state bucket (and once for dead letters).
 
     With ``epochs``: when a backfill rewrote a symbol's stored history (its epoch moved), the state
     is rebuilt from the stored series before the new bars are applied — EMA, RSI and MACD depend on
     every earlier bar, so a state built on the old history would drift from TA-Lib.
+    With ``dead_letters``: invalid records are sent from the worker (see :func:`_dead_letter_group`);
+    without, their raw bytes go to the driver as ``dead`` rows.
     """
 
     def update(key: tuple, batches: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
         group = str(key[0])
+        if group == DLQ_GROUP:
+            yield _dead_letter_group(batches, dead_letters)
+            return
         frames = [frame for frame in batches if len(frame)]
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT_COLUMNS)
-        if group == DLQ_GROUP:
-            dead = rows[["error", "topic", "kpartition", "koffset", "raw_key", "raw_value"]].assign(kind=st.KIND_DEAD)
-            yield _frame([], rows, dead)
-            return
         entries = _bucket_state(state, buckets)
         columns = _columns(rows)
         by_symbol = rows.groupby("symbol", sort=True).indices
@@ -238,10 +271,11 @@ def apply_indicators(
     seeder: Seeder | None = None,
     epochs: Epochs | None = None,
     buckets: int = 1,
+    dead_letters: DeadLetterSender | None = None,
 ) -> DataFrame:
     """Parsed records (see parse.PARSED_COLUMNS, ``gkey`` = state bucket) → operator rows (:data:`OUTPUT_SCHEMA`)."""
     return parsed.groupBy("gkey").applyInPandasWithState(
-        make_update_function(horizon, seeder, epochs, buckets),
+        make_update_function(horizon, seeder, epochs, buckets, dead_letters),
         outputStructType=OUTPUT_SCHEMA,
         stateStructType=STATE_SCHEMA,
         outputMode="update",

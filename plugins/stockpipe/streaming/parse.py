@@ -7,9 +7,10 @@ stateful operator; invalid ones share the :data:`DLQ_GROUP` key and pass through
 one query (and one checkpoint) covers both.
 
 The rules are not here: ``error`` is :func:`stockpipe.contract.spark_reason`, generated from the
-same rule table as the producer's and ``verify``'s Python check, over two ``from_json`` parses of
-the value (typed, and every field as text: a field that is present but of the wrong type is a dead
-letter with its reason, never a silent NULL). A handful of column expressions, no Python UDF.
+same rule table as the producer's and ``verify``'s Python check. A record is parsed once (typed);
+only a record with a field of the wrong type is parsed a second time (every field as text), so
+that such a field is a dead letter with its reason, never a silent NULL. A handful of column
+expressions, no Python UDF.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DLQ_GROUP = "~dlq"
 BUCKET_PREFIX = "~b"
 SYMBOL_PATTERN = rf"^{contract.SYMBOL_PATTERN}$"
 
-TYPED_SCHEMA, TEXT_SCHEMA = contract.spark_schemas()
+MAIN_SCHEMA, FALLBACK_SCHEMA = contract.spark_schemas()
 PRICE_FIELDS = contract.PRICE_FIELDS
 
 # Columns the stateful operator receives (see stockpipe.streaming.operator.INPUT_COLUMNS).
@@ -101,24 +102,28 @@ def parse_records(
         F.col("topic"),
         F.col("partition").alias("kpartition"),
         F.col("offset").alias("koffset"),
-        F.from_json(text, TYPED_SCHEMA, contract.SPARK_JSON_OPTIONS).alias("typed"),
-        F.from_json(text, TEXT_SCHEMA, contract.SPARK_JSON_OPTIONS).alias("text"),
+        F.from_json(text, MAIN_SCHEMA, contract.SPARK_JSON_OPTIONS).alias("bar"),
     )
-    typed, fields = F.col("typed"), F.col("text")
-    env = contract.SparkEnv(typed, fields, policy)
-    with_error = parsed.select(
+    # the second parse, only for records with a field of the wrong type (its own projection, so it
+    # runs at most once per record)
+    checked = parsed.select(
+        "*", contract.spark_fallback(F.col("bar"), F.col("raw_value").cast("string")).alias("fallback")
+    )
+    bar, fallback = F.col("bar"), F.col("fallback")
+    env = contract.SparkEnv(bar, fallback, policy)
+    with_error = checked.select(
         "*",
         env.value("ts").alias("ts_us"),
         env.value("fetched_at").alias("fetched_us"),
-        contract.spark_reason(typed, fields, policy).alias("error"),
+        contract.spark_reason(bar, fallback, policy).alias("error"),
     )
     valid = F.col("error").isNull()
     return with_error.select(
-        F.when(valid, state_bucket(F.col("text.symbol"), labels)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
-        F.col("text.symbol").alias("symbol"),
+        F.when(valid, state_bucket(F.col("bar.symbol"), labels)).otherwise(F.lit(DLQ_GROUP)).alias("gkey"),
+        F.col("bar.symbol").alias("symbol"),
         F.floor(F.col("ts_us") / 1000).cast("long").alias("ts_ms"),
-        *(F.col(f"typed.{name}").alias(name) for name in ("open", "high", "low", "close", "volume", "vwap", "trades")),
-        F.col("text.source").alias("source"),
+        *(F.col(f"bar.{name}").alias(name) for name in ("open", "high", "low", "close", "volume", "vwap", "trades")),
+        F.col("bar.source").alias("source"),
         F.col("fetched_us"),
         F.col("error"),
         F.col("topic"),

@@ -19,7 +19,7 @@ from stockpipe.clients import spark_kafka_options
 from stockpipe.config import Settings
 from stockpipe.streaming.operator import apply_indicators
 from stockpipe.streaming.parse import PARSED_COLUMNS, bucket_labels, parse_records
-from stockpipe.streaming.sink import BatchWriter
+from stockpipe.streaming.sink import BatchWriter, WorkerDeadLetters
 from stockpipe.streaming.spark import spark_session
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,9 @@ def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
     parsed = parse_records(kafka_records(spark, settings), labels).select(*PARSED_COLUMNS)
     seeder = make_seeder(settings.pg_dsn("writer")) if settings.stream_seed_from_postgres else None
     epochs = make_epoch_reader(settings.pg_dsn("writer")) if seeder is not None else None
-    return apply_indicators(parsed, settings.stream_recompute_horizon_bars, seeder, epochs, buckets)
+    return apply_indicators(
+        parsed, settings.stream_recompute_horizon_bars, seeder, epochs, buckets, WorkerDeadLetters(settings)
+    )
 
 
 _listening: set[int] = set()

@@ -38,7 +38,7 @@ from stockpipe.clients import kafka_producer
 from stockpipe.config import Settings
 from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay
 from stockpipe.storage.redis_latest import LatestWriter
-from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_LATE, KIND_STATS
+from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_DEAD_SENT, KIND_LATE, KIND_STATS
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,28 @@ class DeadLetterWriter:
         return len(dead)
 
 
+_worker_dead_letters: dict[tuple, tuple[DeadLetterWriter, PostgresSink]] = {}
+
+
+class WorkerDeadLetters:
+    """The operator's dead-letter sender (see operator._dead_letter_group): runs in the Python worker
+    of the dead-letter group, so the raw bytes never gather on the driver. Records the sink applied
+    before (below ``ops.stream_offsets``: a replay, or a query re-reading another checkpoint's
+    records) are not sent again. Pickled into the plan: it carries only the settings; the Kafka
+    producer and the PostgreSQL connection are made once per worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, dead: pd.DataFrame) -> None:
+        key = (self.settings.kafka_bootstrap, self.settings.kafka_dlq_topic, self.settings.pg_dsn("writer"))
+        if key not in _worker_dead_letters:
+            _worker_dead_letters[key] = (DeadLetterWriter(self.settings), PostgresSink(self.settings))
+        writer, postgres = _worker_dead_letters[key]
+        partitions = sorted({(str(t), int(p)) for t, p in zip(dead["topic"], dead["kpartition"], strict=True)})
+        writer.write(not_applied(dead, postgres.applied_offsets(partitions)))
+
+
 class BatchWriter:
     """The ``foreachBatch`` function of the streaming query (runs in the driver)."""
 
@@ -190,7 +212,8 @@ class BatchWriter:
         plan_ms: float | None = None,
     ) -> None:
         kinds = frame["kind"]
-        dead = frame[kinds == KIND_DEAD]
+        dead = frame[kinds == KIND_DEAD]  # to send from here (sent by the operator: KIND_DEAD_SENT)
+        dead_count = int((kinds == KIND_DEAD).sum() + (kinds == KIND_DEAD_SENT).sum())
         rows = frame[kinds.isin([KIND_BAR, KIND_LATE])]
         stats = frame[kinds == KIND_STATS]
         rows_in = int(pd.to_numeric(stats["n_input"]).sum())
@@ -211,7 +234,7 @@ class BatchWriter:
             batch_id=batch_id,
             offsets=offsets,
             rows_in=rows_in,
-            dead_letters=len(dead),
+            dead_letters=dead_count,
             started=started,
             since_previous_s=since_previous_s,
         )
@@ -227,7 +250,7 @@ class BatchWriter:
             rows_in,
             result.bars_upserted,
             result.rows,
-            len(dead),
+            dead_count,
             (done - started) * 1000,
             "-" if plan_ms is None else f"{plan_ms:.0f}",
             (written - started) * 1000 - (plan_ms or 0.0),

@@ -57,6 +57,7 @@ History = Callable[[], pd.DataFrame]
 KIND_BAR = "bar"  # bar (if bar_changed) and its indicators: upsert both
 KIND_LATE = "late"  # bar older than the recompute horizon: store it, queue it for the backfill
 KIND_DEAD = "dead"  # invalid record: dead-letter topic
+KIND_DEAD_SENT = "dead_sent"  # invalid record the operator's worker already sent to the dead-letter topic
 KIND_STATS = "stats"  # one per group and batch: how many input records it saw
 
 
