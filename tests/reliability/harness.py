@@ -222,8 +222,10 @@ class SupervisedJob:
             "STOCKPIPE_STREAM_TRIGGER_S": str(trigger_s),
             "STOCKPIPE_STREAM_MAX_OFFSETS_PER_TRIGGER": str(max_offsets),
         })  # fmt: skip
+        self.checkpoint = Path(settings.stream_checkpoint)
         self.log_path = log_path
         self.log = open(log_path, "ab")  # noqa: SIM115
+        self._before_respawn: Callable[[], None] | None = None
         self.process: subprocess.Popen | None = None
         self.starts = 0
         self.exits: list[int] = []
@@ -245,6 +247,9 @@ class SupervisedJob:
                 self.exits.append(self.process.returncode)
                 if self._stopping.wait(1.0):  # a short back-off, as a supervisor would
                     return
+                if self._before_respawn is not None:
+                    self._before_respawn()
+                    self._before_respawn = None
                 self._spawn()
             self._stopping.wait(0.3)
 
@@ -255,6 +260,18 @@ class SupervisedJob:
         """kill -9 of the whole job: driver JVM, Python driver and Python workers."""
         assert self.process is not None and self.process.poll() is None, self.tail()
         os.killpg(self.process.pid, signal.SIGKILL)
+
+    def reset_checkpoint(self) -> None:
+        """README's recovery step, mid-stream: stop the job (SIGTERM: after its running batch), move
+        its checkpoint aside; the supervisor starts it again on the same, now empty, path."""
+        assert self.process is not None and self.process.poll() is None, self.tail()
+        moved = self.checkpoint.with_name(self.checkpoint.name + ".moved")
+        self._before_respawn = lambda: self.checkpoint.rename(moved)
+        os.killpg(self.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 120
+        while self._before_respawn is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert self._before_respawn is None, "the job did not stop within 120 s of SIGTERM"
 
     def stop(self) -> None:
         self._stopping.set()

@@ -31,6 +31,19 @@ def test_kill_9_of_the_spark_driver(settings, pg_conn, redis_client, tmp_path):
     )
 
 
+def test_checkpoint_reset_mid_stream(settings, pg_conn, redis_client, tmp_path):
+    """README's recovery step while bars keep coming: stop the job, move its checkpoint aside,
+    restart. Batch ids restart at 0; the sink's exactly-once record is the consumed offsets."""
+    harness.run_stream_scenario(
+        "checkpoint moved aside mid-stream (job stopped, restarted on an empty checkpoint)",
+        settings,
+        tmp_path,
+        harness.SupervisedJob.reset_checkpoint,
+        seed=150,
+        after_fault_s=5,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kafka_broker_restart(settings, pg_conn, redis_client, tmp_path, service_down_s):
