@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -192,7 +192,11 @@ class Settings(BaseSettings):
         return value
 
     # --- spark streaming / backfill ----------------------------------------------------------
-    spark_master: str = Field("local[2]", description="Spark master URL of the streaming and backfill jobs.")
+    spark_master: str = Field(
+        "local[2]",
+        description="Spark master URL of the streaming and backfill jobs (with STOCKPIPE_SPARK_CLUSTER=standalone "
+        "and this unset: the local cluster's spark://127.0.0.1:STOCKPIPE_SPARK_MASTER_PORT).",
+    )
     spark_shuffle_partitions: int = Field(
         2,
         ge=1,
@@ -202,6 +206,28 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field("1g", description="Spark driver memory (local mode: the whole job).")
     spark_jars_dir: Path = Field(
         ROOT / "infra" / "jars" / "spark", description="Folder of the Kafka connector jars (infra/pom.xml)."
+    )
+    # a local Spark standalone cluster (stockpipe.streaming.cluster; supervisord spark-master, spark-worker)
+    spark_cluster: Literal["local", "standalone"] = Field(
+        "local",
+        description="local: the jobs run Spark in their own process (STOCKPIPE_SPARK_MASTER, local[2]); standalone: "
+        "`make up` also starts a Spark standalone master and worker on 127.0.0.1 and the jobs run on them.",
+    )
+    spark_master_port: int = Field(7077, ge=1, le=65535, description="Standalone master's port on 127.0.0.1.")
+    spark_master_webui_port: int = Field(
+        8088, ge=1, le=65535, description="Standalone master's web UI port on 127.0.0.1 (8080 is Airflow's)."
+    )
+    spark_worker_webui_port: int = Field(
+        8089, ge=1, le=65535, description="Standalone worker's web UI port on 127.0.0.1."
+    )
+    spark_worker_cores: int = Field(2, ge=1, description="Cores the standalone worker offers to the jobs.")
+    spark_worker_memory: str = Field("2g", description="Memory the standalone worker offers to the jobs' executors.")
+    spark_executor_memory: str = Field("1g", description="spark.executor.memory of the jobs on a spark:// master.")
+    spark_cores_max: int = Field(
+        1,
+        ge=1,
+        description="spark.cores.max of each job on a spark:// master: the streaming job and a backfill must fit "
+        "on the worker side by side (STOCKPIPE_SPARK_WORKER_CORES >= 2 x this).",
     )
     stream_query_name: str = Field("stream_indicators", description="Name of the streaming query (ops.stream_batches).")
     stream_checkpoint: str = Field(
@@ -288,6 +314,20 @@ class Settings(BaseSettings):
     airflow_api_password: SecretStr = Field(
         SecretStr(""), description="Its password (empty: read from .local/airflow/passwords.json)."
     )
+
+    @field_validator("spark_worker_memory", "spark_executor_memory")
+    @classmethod
+    def _check_spark_memory(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9]+[kmgt]?", value.strip().lower()):
+            raise PydanticCustomError("spark_memory", "must be a JVM memory size such as 512m or 2g")
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _standalone_master(self) -> Settings:
+        """With the local standalone cluster, the jobs' master defaults to it (an explicit one wins)."""
+        if self.spark_cluster == "standalone" and "spark_master" not in self.model_fields_set:
+            self.spark_master = self.standalone_master_url
+        return self
 
     @field_validator("alert_webhook_url", mode="before")
     @classmethod
@@ -400,6 +440,11 @@ class Settings(BaseSettings):
         return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
 
     @property
+    def standalone_master_url(self) -> str:
+        """The master URL of the local standalone cluster (STOCKPIPE_SPARK_CLUSTER=standalone)."""
+        return f"spark://127.0.0.1:{self.spark_master_port}"
+
+    @property
     def local_dir(self) -> Path:
         return ROOT / ".local"
 
@@ -453,6 +498,10 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_ALERTMANAGER_PORT": settings.alertmanager_port,
         "STOCKPIPE_ALERTMANAGER_ENABLED": int(settings.alertmanager_enabled),
         "STOCKPIPE_PRODUCER_MODE": settings.producer_mode,
+        "STOCKPIPE_SPARK_CLUSTER": settings.spark_cluster,
+        "STOCKPIPE_SPARK_MASTER_PORT": settings.spark_master_port,
+        "STOCKPIPE_SPARK_MASTER_WEBUI_PORT": settings.spark_master_webui_port,
+        "STOCKPIPE_SPARK_WORKER_WEBUI_PORT": settings.spark_worker_webui_port,
     }
     return "\n".join(f"export {name}={value}" for name, value in values.items())
 

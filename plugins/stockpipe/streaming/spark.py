@@ -69,6 +69,8 @@ def spark_session(settings: Settings, app_name: str = "stockpipe", java_options:
         # and infers nothing useful here.
         .config("spark.sql.constraintPropagation.enabled", "false")
     )
+    if settings.spark_master.startswith("spark://"):
+        builder = standalone_options(builder, settings)
     if "://" not in settings.stream_checkpoint or settings.stream_checkpoint.startswith("file:"):
         # A local checkpoint: Hadoop's FileContext manager forks `stat`/`chmod` for every file it
         # writes (~150 ms per micro-batch in offsets, commits and state deltas); a local rename is
@@ -78,3 +80,21 @@ def spark_session(settings: Settings, app_name: str = "stockpipe", java_options:
             "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager",
         )
     return builder.getOrCreate()
+
+
+def standalone_options(builder, settings: Settings):
+    """A ``spark://`` master (the local standalone cluster, or another): each job takes at most
+    ``STOCKPIPE_SPARK_CORES_MAX`` cores — without a cap the streaming job would hold every core of
+    the worker and a backfill would wait forever — and ``STOCKPIPE_SPARK_EXECUTOR_MEMORY``. The
+    executors roll their logs (the worker keeps them in its work folder for as long as the job runs)."""
+    return (
+        builder.config("spark.cores.max", str(settings.spark_cores_max))
+        .config("spark.executor.memory", settings.spark_executor_memory)
+        .config(
+            "spark.executor.extraJavaOptions",
+            "-XX:G1PeriodicGCInterval=60000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30",
+        )
+        .config("spark.executor.logs.rolling.strategy", "size")
+        .config("spark.executor.logs.rolling.maxSize", str(16 * 1024 * 1024))
+        .config("spark.executor.logs.rolling.maxRetainedFiles", "3")
+    )
