@@ -10,7 +10,8 @@ it is a dead letter). Nothing else decides validity. Both engines are generated 
 
 - Python (:func:`invalid_reason`, :func:`value_reason`): the producer, the backfill, ``verify``;
 - Spark (:func:`spark_reason`): the stream (``stockpipe.streaming.parse``), as one CASE expression
-  over two ``from_json`` parses of the value (typed, and every field as text), no Python UDF.
+  over a typed ``from_json`` parse of the value (plus a text parse only for records with a field of
+  the wrong type), no Python UDF.
 
 A bar's reason is the message of the first rule it breaks, in :data:`RULES` order, in both engines.
 NULL (an absent or ``null`` field, or one of the wrong type) never passes a check silently: an
@@ -70,11 +71,12 @@ SYMBOL_PATTERN = r"[A-Z][A-Z0-9.\-]{0,11}"
 TIME_PATTERN = r"(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|\+00:00)"
 SOURCE_PATTERN = r"(?!(?:true|false)$)[A-Za-z][^\x00-\x1f\x7f]{0,63}"
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
-# What Spark's reader gives as the text of a JSON number: its digits, or Java's rendering of a
-# double (1.0E-7), or a quoted NaN/Infinity for the non-numeric literals. A quoted string "NaN",
-# which Spark's typed reader would also turn into NaN, has no quotes: not a number.
-_NUMBER_TEXT = r'^(?:-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|"-?(?:NaN|Infinity)")$'
-_INTEGER_TEXT = r"^-?[0-9]+$"
+#: Strings that JSON readers take for a (non-finite) number: Spark's (Jackson's) reads these in a
+#: double field, so the contract counts them as numbers that are not finite, in both engines.
+NON_FINITE_STRINGS = {
+    "NaN": math.nan, "Infinity": math.inf, "+Infinity": math.inf, "-Infinity": -math.inf,
+    "+INF": math.inf, "-INF": -math.inf,
+}  # fmt: skip
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROS_PER_MINUTE = 60_000_000
 
@@ -102,7 +104,8 @@ Kind = Literal["integer", "number", "text", "time"]
 @dataclass(frozen=True)
 class FieldSpec:
     """``integer``: a JSON integer (not 1.0, not "1", not true); ``number``: a JSON number
-    (integer or not; NaN/Infinity are numbers, just not finite ones); ``text``: a JSON string
+    (integer or not; NaN/Infinity, bare or as the strings of :data:`NON_FINITE_STRINGS`, are
+    numbers, just not finite ones); ``text``: a JSON string
     matching ``pattern``; ``time``: a JSON string matching :data:`TIME_PATTERN` that is a real
     UTC time (no 24:00, no Feb 30)."""
 
@@ -482,8 +485,10 @@ def known_symbols(settings: Settings) -> list[str]:
     watchlist alone then decides, which is what the producer sends."""
     import psycopg
 
+    from stockpipe.clients import pg_connect
+
     try:
-        with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=5, autocommit=True) as conn:
+        with pg_connect(settings, "writer", connect_timeout=5, autocommit=True) as conn:
             return [row[0] for row in conn.execute("SELECT symbol FROM market.symbols").fetchall()]
     except psycopg.Error as error:
         log.warning("market.symbols unreadable (%s); only the watchlist's symbols are accepted", error)
@@ -498,6 +503,8 @@ def _py_value(spec: FieldSpec, raw: Any) -> Any:
     if spec.kind == "integer":
         return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
     if spec.kind == "number":
+        if isinstance(raw, str):
+            return NON_FINITE_STRINGS.get(raw)
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return None
         try:
@@ -590,75 +597,89 @@ def value_reason(raw: bytes | str | None, policy: Policy | None = None, now: dat
 
 
 # --- the Spark engine -------------------------------------------------------------------------------
+# One from_json parse per record (the ``main`` schema: each field with its kind's type) decides a
+# valid bar. When a field has the wrong type, Spark nulls that field (and only it) and sets
+# ``_corrupt``; only then a second parse (``fallback``: every field as text) tells a field that is
+# present with the wrong type from an absent one, and JSON that is no object from a wrong type.
 def spark_schemas():
-    """(typed, text) schemas of the value's two ``from_json`` parses: ``typed`` reads the integer
-    and number fields as long/double (NULL when the JSON value is of another type); ``text`` reads
-    every field as text (NULL only when absent or ``null``) plus ``_corrupt`` (the value, when it
-    is not JSON)."""
+    """(main, fallback) schemas of the value's ``from_json`` parses (options
+    :data:`SPARK_JSON_OPTIONS`): ``main`` reads integers as long, numbers as double, the rest as
+    string, plus ``_corrupt`` (set when the value is not JSON or a field not of its type);
+    ``fallback`` reads every field as text (NULL only when absent or ``null``) plus ``_corrupt``
+    (set only when the value is not a JSON object)."""
     from pyspark.sql import types as T
 
-    typed = T.StructType(
-        [
-            T.StructField(s.name, T.LongType() if s.kind == "integer" else T.DoubleType())
-            for s in FIELDS.values()
-            if s.kind in ("integer", "number")
-        ]
-    )
-    text = T.StructType(
-        [T.StructField(name, T.StringType()) for name in FIELDS] + [T.StructField("_corrupt", T.StringType())]
-    )
-    return typed, text
+    kinds = {"integer": T.LongType(), "number": T.DoubleType(), "text": T.StringType(), "time": T.StringType()}
+    corrupt = T.StructField("_corrupt", T.StringType())
+    main = T.StructType([T.StructField(s.name, kinds[s.kind]) for s in FIELDS.values()] + [corrupt])
+    fallback = T.StructType([T.StructField(name, T.StringType()) for name in FIELDS] + [corrupt])
+    return main, fallback
 
 
 SPARK_JSON_OPTIONS = {"mode": "PERMISSIVE", "allowNonNumericNumbers": "true", "columnNameOfCorruptRecord": "_corrupt"}
 
 
 class SparkEnv:
-    """The fields of one parsed value as Spark columns (:meth:`value`: NULL unless of its kind)."""
+    """The fields of one parsed value as Spark columns (:meth:`value`: NULL unless of its kind);
+    ``main`` and ``fallback`` are the two parses (see :func:`spark_schemas`)."""
 
-    def __init__(self, typed: Column, text: Column, policy: Policy) -> None:
-        self.typed, self.text, self.policy = typed, text, policy
+    def __init__(self, main: Column, fallback: Column, policy: Policy) -> None:
+        self.main, self.fallback, self.policy = main, fallback, policy
         self._values: dict[str, Column] = {}
 
     def present(self, name: str) -> Column:
-        return self.text[name].isNotNull()
+        from pyspark.sql import functions as F
+
+        if FIELDS[name].kind in ("text", "time"):  # a string field reads any JSON value, as text
+            return self.main[name].isNotNull()
+        return self.main[name].isNotNull() | F.coalesce(self.fallback[name].isNotNull(), F.lit(False))
 
     def value(self, name: str) -> Column:
         if name not in self._values:
-            self._values[name] = spark_value(FIELDS[name], self.typed, self.text)
+            self._values[name] = spark_value(FIELDS[name], self.main)
         return self._values[name]
+
+    def is_object(self) -> Column:
+        from pyspark.sql import functions as F
+
+        return F.coalesce(
+            self.main.isNotNull() & (self.main["_corrupt"].isNull() | self.fallback["_corrupt"].isNull()),
+            F.lit(False),
+        )
 
 
 def _anchored(pattern: str) -> str:
     return rf"^(?:{pattern})\z"
 
 
-def spark_value(spec: FieldSpec, typed: Column, text: Column) -> Column:
+def spark_value(spec: FieldSpec, main: Column) -> Column:
     """The field's value (long, double, string, or epoch µs for times), NULL unless of its kind."""
     from pyspark.sql import functions as F
 
-    raw = text[spec.name]
-    if spec.kind == "integer":
-        return F.when(raw.rlike(_INTEGER_TEXT), typed[spec.name])
-    if spec.kind == "number":
-        return F.when(raw.rlike(_NUMBER_TEXT), typed[spec.name])
-    matches = raw.rlike(_anchored(spec.pattern))
+    column = main[spec.name]
+    if spec.kind in ("integer", "number"):
+        return column  # NULL unless the JSON value had the type (or is a NON_FINITE_STRINGS string)
+    matches = column.rlike(_anchored(spec.pattern))
     if spec.kind == "text":
-        return F.when(matches, raw)
-    return F.when(matches, F.unix_micros(F.try_to_timestamp(raw)))
+        return F.when(matches, column)
+    return F.when(matches, F.unix_micros(F.try_to_timestamp(column)))
 
 
-def spark_is_object(text: Column) -> Column:
-    return text.isNotNull() & text["_corrupt"].isNull()
-
-
-def spark_reason(typed: Column, text: Column, policy: Policy) -> Column:
-    """The reason (first broken rule) as a Spark column, NULL for a valid bar; ``typed`` and
-    ``text`` are the value parsed with :func:`spark_schemas` and :data:`SPARK_JSON_OPTIONS`."""
+def spark_fallback(main: Column, text: Column) -> Column:
+    """The second parse, only where ``main`` has ``_corrupt`` set (else NULL)."""
     from pyspark.sql import functions as F
 
-    env = SparkEnv(typed, text, policy)
-    expr = F.when(~F.coalesce(spark_is_object(text), F.lit(False)), F.lit(NOT_AN_OBJECT))
+    _main_schema, fallback_schema = spark_schemas()
+    return F.when(main["_corrupt"].isNotNull(), F.from_json(text, fallback_schema, SPARK_JSON_OPTIONS))
+
+
+def spark_reason(main: Column, fallback: Column, policy: Policy) -> Column:
+    """The reason (first broken rule) as a Spark column, NULL for a valid bar; ``main`` and
+    ``fallback`` are the value's parses (:func:`spark_schemas`, :func:`spark_fallback`)."""
+    from pyspark.sql import functions as F
+
+    env = SparkEnv(main, fallback, policy)
+    expr = F.when(~env.is_object(), F.lit(NOT_AN_OBJECT))
     for rule in RULES:
         # a NULL check fails, as in Python
         expr = expr.when(~F.coalesce(rule.check.spark(env), F.lit(False)), F.lit(rule.reason))

@@ -147,8 +147,12 @@ CASES = [
     # prices and volume
     bar("close_missing", "missing or non-numeric close", close=...),
     bar("close_numeric_string", "missing or non-numeric close", close="10.5"),
-    bar("close_quoted_nan", "missing or non-numeric close", close="NaN"),
-    bar("close_quoted_infinity", "missing or non-numeric close", close="Infinity"),
+    # the strings Spark's reader takes for non-finite numbers are that, in both engines
+    bar("close_quoted_nan", "close is not a finite number", close="NaN"),
+    bar("close_quoted_infinity", "close is not a finite number", close="Infinity"),
+    bar("close_quoted_plus_inf", "close is not a finite number", close="+INF"),
+    bar("close_quoted_inf_word", "missing or non-numeric close", close="INF"),
+    bar("vwap_quoted_nan", VWAP, vwap="NaN"),
     bar("open_boolean", "missing or non-numeric open", open=True),
     bar("high_object", "missing or non-numeric high", high={"$gt": 0}),
     bar("volume_array", "missing or non-numeric volume", volume=[1, 2]),
