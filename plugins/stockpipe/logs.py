@@ -8,7 +8,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
-# apiKey=... in URLs (urllib3 and polygon-api-client put the key in query strings and errors).
+# apiKey=... in URLs (urllib3 and the massive client put the key in query strings and errors).
 _KEY_IN_URL = re.compile(r"(?i)(apikey=)[^&\s'\"]+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+")
 

@@ -1,6 +1,8 @@
-"""Minute bars and ticker details from Polygon.io (or the simulator) via the official client.
+"""Minute bars and ticker details from Massive (formerly Polygon.io), or the simulator, via the
+official ``massive`` client (the maintained successor of ``polygon-api-client``: same REST paths and
+models, default base ``https://api.massive.com``; ``https://api.polygon.io`` is still served).
 
-:class:`PolygonSource` wraps ``polygon.RESTClient`` and adds what a rate-limited, retrying
+:class:`PolygonSource` wraps ``massive.RESTClient`` and adds what a rate-limited, retrying
 producer needs from it:
 
 * **One HTTP request = one counted call.** The client's own urllib3 retries are off, so every
@@ -36,14 +38,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
-from polygon import RESTClient
-from polygon.exceptions import BadResponse
+from massive import RESTClient
+from massive.exceptions import BadResponse
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from stockpipe import contract
-from stockpipe.config import POLYGON_URL
+from stockpipe.config import MASSIVE_URL
 
 log = logging.getLogger("stockpipe.sources.polygon")
 
@@ -212,7 +214,7 @@ def _seconds(header: str | None) -> float | None:
 
 
 class PolygonSource:
-    """Polygon's REST API (or the simulator) for the producer.
+    """Massive's (formerly Polygon's) REST API, or the simulator, for the producer and the backfill.
 
     ``before_call()`` is called before every HTTP request, pagination pages included; block in it
     to rate-limit, raise from it to abort.
@@ -221,7 +223,7 @@ class PolygonSource:
     def __init__(
         self,
         api_key: str,
-        base_url: str = POLYGON_URL,
+        base_url: str = MASSIVE_URL,
         timeout: float = 10.0,
         *,
         before_call: Callable[[], None] | None = None,
@@ -229,7 +231,7 @@ class PolygonSource:
     ) -> None:
         if not api_key:
             raise AuthenticationFailed(
-                "no API key: set POLYGON_API_KEY, or leave it unset to use the simulator"
+                "no API key: set MASSIVE_API_KEY (or POLYGON_API_KEY), or leave it unset to use the simulator"
             )
         self.base_url = base_url.rstrip("/")
         self.page_limit = page_limit  # bars per HTTP page; Polygon's maximum is the cheapest

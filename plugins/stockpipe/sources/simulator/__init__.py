@@ -1,7 +1,7 @@
 """A Polygon-compatible market simulator: Polygon's REST protocol over a deterministic market.
 
-With no Polygon API key the pipeline talks to this instead of api.polygon.io; the official
-``polygon.RESTClient(api_key, base=url)`` works against it unchanged.
+With no Massive (formerly Polygon.io) API key the pipeline talks to this instead of
+api.massive.com; the official ``massive.RESTClient(api_key, base=url)`` works against it unchanged.
 
 Run it::
 
@@ -15,7 +15,7 @@ In tests, run it in a thread on a free port::
     from stockpipe.sources.simulator import start_in_thread
 
     with start_in_thread(seed=7, clock="nyse", now=lambda: 1795804800.0) as sim:
-        client = polygon.RESTClient("any-key", base=sim.url)
+        client = massive.RESTClient("any-key", base=sim.url)
         sim.state.apply_faults(FaultRequest(status_429=1))   # or POST {sim.url}/_admin/faults
         sim.state.log.stats()                                # or GET  {sim.url}/_admin/stats
 
