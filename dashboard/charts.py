@@ -6,7 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-NEW_YORK = "America/New_York"
+from stockpipe.calendar import NEW_YORK
+
 UP, DOWN = "#26a69a", "#ef5350"
 TEMPLATE = "plotly_white"
 

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, ui
+from stockpipe.calendar import NEW_YORK
 
 settings = data.settings()
 watchlist = tuple(settings.watchlist)
@@ -22,7 +23,7 @@ def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame) -> Non
             st.caption("no bar yet")
             return
         close, ts = float(row["close"]), pd.Timestamp(row["ts"])
-        day_start = ts.tz_convert("America/New_York").normalize().tz_convert("UTC").to_pydatetime()
+        day_start = ts.tz_convert(NEW_YORK).normalize().tz_convert("UTC").to_pydatetime()
         try:
             previous = data.previous_close(symbol, day_start)
         except data.ServiceDown:

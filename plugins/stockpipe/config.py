@@ -29,6 +29,10 @@ DEFAULT_WATCHLIST = ["AAPL", "GOOGL", "MSFT", "AMZN", "TSLA"]
 MASSIVE_URL = "https://api.massive.com"
 #: The former Polygon.io address; Massive still serves it.
 POLYGON_URL = "https://api.polygon.io"
+# Redis names (contract): the latest-state hash and metadata cache per symbol, the bars channel
+REDIS_LATEST_KEY = "stockpipe:latest:{symbol}"
+REDIS_META_KEY = "stockpipe:meta:{symbol}"
+REDIS_BARS_CHANNEL = "stockpipe:bars"
 
 
 def project_root() -> Path:
@@ -437,6 +441,23 @@ class Settings(BaseSettings):
     @property
     def source_name(self) -> str:
         return "simulator" if self.uses_simulator else "polygon"
+
+    @property
+    def calendar_mode(self) -> Literal["nyse", "demo"]:
+        """The calendar the pipeline trades on: the simulator's clock, or NYSE with a Polygon key."""
+        return self.simulator_clock if self.uses_simulator else "nyse"
+
+    def redis_latest_key(self, symbol: str) -> str:
+        """The symbol's latest-state hash (written by the sink, read by the dashboard)."""
+        return REDIS_LATEST_KEY.format(symbol=symbol)
+
+    def redis_meta_key(self, symbol: str) -> str:
+        """The symbol's cached ticker details (written by the producer, read by the dashboard)."""
+        return REDIS_META_KEY.format(symbol=symbol)
+
+    @property
+    def redis_bars_channel(self) -> str:
+        return REDIS_BARS_CHANNEL
 
     def pg_dsn(self, role: Literal["writer", "reader", "admin"] = "writer", database: str | None = None) -> str:
         user, password = {

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--max-span-days {args.max_span_days}: use 1 to {MAX_SPAN_DAYS}.")
     settings = load_settings()
     topic = args.topic or settings.kafka_topic
-    calendar = args.calendar or (settings.simulator_clock if settings.uses_simulator else "nyse")
+    calendar = args.calendar or settings.calendar_mode
 
     since = parse_since(args.since)
     # the stream's policy: the watchlist plus market.symbols (read now)

@@ -17,10 +17,9 @@ from typing import Any
 
 import redis
 
+from stockpipe.config import REDIS_BARS_CHANNEL as BARS_CHANNEL
+from stockpipe.config import REDIS_LATEST_KEY as LATEST_KEY
 from stockpipe.config import Settings
-
-LATEST_KEY = "stockpipe:latest:{symbol}"
-BARS_CHANNEL = "stockpipe:bars"
 
 # KEYS[1] = hash; ARGV[1] = ts_ms, ARGV[2] = channel, ARGV[3] = JSON message, ARGV[4..] = field, value, ...
 _SET_IF_NEWER = """

@@ -16,11 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
-from stockpipe.calendar import CalendarMode, trading_calendar
+from stockpipe.calendar import NEW_YORK, CalendarMode, trading_calendar
 
-NEW_YORK = ZoneInfo("America/New_York")
 PRE_MARKET_START = time(4, 0)
 AFTER_HOURS_END = time(20, 0)
 UPCOMING_DAYS = 365
