@@ -227,6 +227,7 @@ class Job:
                 "STOCKPIPE_STREAM_TRIGGER_S": str(trigger_s),
                 "STOCKPIPE_STREAM_MAX_OFFSETS_PER_TRIGGER": str(batch),
                 "STOCKPIPE_STREAM_STARTING_OFFSETS": "earliest",
+                "STOCKPIPE_ACCEPT_ANY_SYMBOL": "true",  # the bench's symbols are on no watchlist
             }
         )
         self.log_path = log_path
@@ -450,6 +451,7 @@ def bench_settings() -> Settings:
         kafka_dlq_topic=f"bench-prices-{suffix}.dlq",
         stream_checkpoint=str(WORK / "checkpoint"),
         stream_query_name=QUERY_NAME,
+        accept_any_symbol=True,  # the bench's symbols are on no watchlist
     )
 
 
