@@ -322,6 +322,7 @@ component_port() {
     producer) echo "$STOCKPIPE_PRODUCER_METRICS_PORT" ;; airflow) echo "$STOCKPIPE_AIRFLOW_PORT" ;;
     dashboard) echo "$STOCKPIPE_DASHBOARD_PORT" ;;
     exporter) echo "$STOCKPIPE_EXPORTER_PORT" ;; prometheus) echo "$STOCKPIPE_PROMETHEUS_PORT" ;;
+    spark) echo "$STOCKPIPE_SPARK_MASTER_PORT" ;;
     *) echo "-" ;;
   esac
 }
@@ -335,7 +336,7 @@ airflow_cli() { "$HOME_DIR/infra/airflow/airflow.sh" "$@"; }
 airflow_login() { "$PY" -m stockpipe.airflow.bootstrap login; }
 
 supervisor_name() {  # the supervisord program a component's status line stands for
-  case "$1" in airflow) echo "airflow:airflow-apiserver" ;; *) echo "$1" ;; esac
+  case "$1" in airflow) echo "airflow:airflow-apiserver" ;; spark) echo "spark-master" ;; *) echo "$1" ;; esac
 }
 
 start_airflow_program() {  # start_airflow_program PROGRAM [PORT]
@@ -426,6 +427,49 @@ up_prometheus() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Spark standalone cluster (STOCKPIPE_SPARK_CLUSTER=standalone; plugins/stockpipe/streaming/cluster.py):
+# the supervisord programs spark-master (127.0.0.1:STOCKPIPE_SPARK_MASTER_PORT, UI _MASTER_WEBUI_PORT)
+# and spark-worker (UI _WORKER_WEBUI_PORT; work folders in .local/spark), from the venv's pyspark, started
+# before Airflow: the jobs' master then defaults to spark://127.0.0.1:STOCKPIPE_SPARK_MASTER_PORT (and so
+# does the spark_default connection). With the default `local` nothing runs (and a running cluster is stopped).
+SPARK_PROGRAMS=(spark-master spark-worker)
+_with_spark=()
+for _c in "${ALL_COMPONENTS[@]}"; do [ "$_c" = airflow ] && _with_spark+=(spark); _with_spark+=("$_c"); done
+ALL_COMPONENTS=("${_with_spark[@]}"); unset _c _with_spark
+
+up_spark() {
+  local p out
+  if [ "${STOCKPIPE_SPARK_CLUSTER:-local}" != standalone ]; then
+    step "spark"
+    for p in spark-worker spark-master; do
+      if [ "$(program_state "$p")" = RUNNING ]; then supervisorctl stop "$p" >/dev/null 2>&1 || true; fi
+    done
+    step_done "local mode (each job runs Spark itself)"
+    return
+  fi
+  for p in "${SPARK_PROGRAMS[@]}"; do  # a supervisord started before [program:spark-*] existed learns them
+    if { supervisorctl status "$p" 2>&1 || true; } | grep -q "no such"; then
+      supervisorctl reread >/dev/null && supervisorctl add "$p" >/dev/null
+    fi
+  done
+  mkdir -p "$STOCKPIPE_LOCAL/spark"
+  start_program spark-master "$STOCKPIPE_SPARK_MASTER_PORT" 60
+  start_program spark-worker "$STOCKPIPE_SPARK_WORKER_WEBUI_PORT" 60
+  step "spark: worker registered (UI 127.0.0.1:$STOCKPIPE_SPARK_MASTER_WEBUI_PORT)"
+  if ! out=$("$PY" -m stockpipe.streaming.cluster wait --timeout 90 2>&1); then
+    echo "$out" | sed 's/^/    | /' >&2
+    fail "see $LOGS/spark-worker.log and $LOGS/spark-master.log"
+  fi
+  step_done "$out"
+}
+
+status_spark() {
+  supervisord_running || return 0
+  [ "${STOCKPIPE_SPARK_CLUSTER:-local}" = standalone ] || return 0
+  printf '  %-21s %s\n' spark-worker "$(program_state spark-worker)"
+}
+
+# ---------------------------------------------------------------------------------------------
 cmd_up() {
   local components=("$@")
   [ ${#components[@]} -gt 0 ] || components=("${ALL_COMPONENTS[@]}")
@@ -444,6 +488,7 @@ cmd_down() {
   step "stopping services"
   # reverse dependency order: producers first, storage last
   supervisorctl stop 'airflow:*' >/dev/null 2>&1 || true
+  supervisorctl stop spark-worker spark-master >/dev/null 2>&1 || true
   supervisorctl stop producer simulator >/dev/null 2>&1 || true
   supervisorctl stop kafka >/dev/null 2>&1 || true
   supervisorctl stop redis postgres >/dev/null 2>&1 || true
@@ -472,6 +517,7 @@ cmd_status() {
     printf '%-12s %-9s %-8s 127.0.0.1:%s\n' "$c" "$state" "$pid" "$port"
   done
   status_airflow
+  status_spark
 }
 
 cmd_logs() {
