@@ -24,97 +24,60 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
-from stockpipe.airflow.alerts import AlertNotifier
 from stockpipe.airflow.assets import BARS_TABLE, INDICATORS_TABLE
+from stockpipe.airflow.defaults import dag_defaults
 from stockpipe.airflow.operators import StockpipeSparkSubmitOperator, spark_application
-from stockpipe.airflow.timetables import TradingSessionTimetable, market_calendar_mode
+from stockpipe.airflow.timetables import TradingSessionTimetable
 from stockpipe.streaming.spark import BATCH_JAVA_OPTIONS
 
 
 @dag(
     dag_id="market_backfill",
-    schedule=TradingSessionTimetable(calendar=market_calendar_mode()),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
+    schedule=TradingSessionTimetable(),  # the pipeline's calendar, read when it schedules
     dagrun_timeout=timedelta(hours=2),
-    default_args={
-        "owner": "stockpipe",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "on_failure_callback": AlertNotifier(),
-    },
-    tags=["stockpipe", "backfill", "spark"],
+    **dag_defaults(tags=["backfill", "spark"]),
     doc_md=__doc__,
 )
 def market_backfill():
-    @task
+    @task(multiple_outputs=True)
     def plan(data_interval_start=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from stockpipe.airflow.backfill import plan_run
 
-        from stockpipe.airflow.backfill import first_pending_repair
-        from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.timetables import market_calendar_mode, session_for_interval
-
-        settings = task_settings()
-        session = session_for_interval(data_interval_start, market_calendar_mode())
-        if session is None:
-            raise AirflowSkipException(f"no trading session on {data_interval_start.date()}")
-        return {
-            "day": session.day.isoformat(),
-            "recompute_from": first_pending_repair(settings, session).isoformat(),
-            "symbols": ",".join(settings.watchlist),
-            "minutes": session.minutes,
-        }
+        return plan_run(data_interval_start)
 
     @task(outlets=[BARS_TABLE], execution_timeout=timedelta(hours=1))
-    def fetch_bars(day_plan: dict) -> dict:
-        from datetime import date
+    def fetch_bars(day: str) -> dict:
+        from stockpipe.airflow.backfill import fetch_day
 
-        from stockpipe.airflow.backfill import fetch_and_store_session
-        from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.timetables import market_calendar_mode
-        from stockpipe.calendar import trading_calendar
+        return fetch_day(day)
 
-        session = trading_calendar(market_calendar_mode()).session(date.fromisoformat(day_plan["day"]))
-        return fetch_and_store_session(task_settings(), session)
+    @task
+    def check_day(day: str, run_id=None, dag_run=None) -> dict:
+        from stockpipe.airflow.backfill import check_day
 
+        return check_day(day, run_id, getattr(dag_run, "start_date", None))
+
+    day_plan = plan()
     compute_indicators = StockpipeSparkSubmitOperator(
         task_id="compute_indicators",
         application=spark_application("backfill_indicators.py"),
-        name="stockpipe-backfill-{{ ti.xcom_pull(task_ids='plan')['day'] }}",
+        name=day_plan["spark_name"],
         application_args=[
             "--symbols",
-            "{{ ti.xcom_pull(task_ids='plan')['symbols'] }}",
+            day_plan["symbols"],
             "--start",
-            "{{ ti.xcom_pull(task_ids='plan')['recompute_from'] }}",
+            day_plan["recompute_from"],
             "--end",
-            "{{ ti.xcom_pull(task_ids='plan')['day'] }}",
+            day_plan["day"],
         ],
         # Under spark-submit the driver JVM starts before the job's code runs: its options go here.
         conf={"spark.driver.extraJavaOptions": " ".join(BATCH_JAVA_OPTIONS)},
         outlets=[INDICATORS_TABLE],
         execution_timeout=timedelta(hours=1),
     )
-
-    @task
-    def check_day(day_plan: dict, run_id=None, dag_run=None) -> dict:
-        from datetime import date
-
-        from stockpipe.airflow.backfill import check_and_record
-        from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.timetables import market_calendar_mode
-        from stockpipe.calendar import trading_calendar
-
-        session = trading_calendar(market_calendar_mode()).session(date.fromisoformat(day_plan["day"]))
-        started = getattr(dag_run, "start_date", None)
-        return check_and_record(task_settings(), run_id, session, started)
-
-    day_plan = plan()
-    fetch_bars(day_plan) >> compute_indicators >> check_day(day_plan)
+    fetch_bars(day_plan["day"]) >> compute_indicators >> check_day(day_plan["day"])
 
 
 market_backfill()

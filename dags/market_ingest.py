@@ -18,38 +18,28 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
 from stockpipe.airflow.alerts import AlertNotifier
 from stockpipe.airflow.assets import BARS_TOPIC
-from stockpipe.airflow.timetables import TradingMinuteTimetable, market_calendar_mode
+from stockpipe.airflow.defaults import dag_defaults
+from stockpipe.airflow.timetables import TradingMinuteTimetable
 
 
 @dag(
     dag_id="market_ingest",
-    schedule=TradingMinuteTimetable(calendar=market_calendar_mode()),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
+    schedule=TradingMinuteTimetable(),  # the pipeline's calendar, read when it schedules
     dagrun_timeout=timedelta(minutes=10),
-    default_args={"owner": "stockpipe", "retries": 2, "retry_delay": timedelta(seconds=15)},
-    tags=["stockpipe", "ingest", "kafka"],
+    **dag_defaults(tags=["ingest", "kafka"], retry_delay=timedelta(seconds=15), alert=False),
     doc_md=__doc__,
 )
 def market_ingest():
     @task(outlets=[BARS_TOPIC], execution_timeout=timedelta(minutes=5), on_failure_callback=AlertNotifier())
     def produce_bars(data_interval_start=None, data_interval_end=None, run_id=None, dag_run=None, ti=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from stockpipe.airflow.ingest import ingest_interval
 
-        from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.ingest import run_ingest
-
-        settings = task_settings()
-        if settings.producer_mode == "supervisor":
-            raise AirflowSkipException("the supervisord producer is running (STOCKPIPE_PRODUCER_MODE=supervisor)")
         rerun = dag_run.run_type != "scheduled" or ti.try_number > 1
-        return run_ingest(settings, run_id, data_interval_start, data_interval_end, rerun=rerun)
+        return ingest_interval(run_id, data_interval_start, data_interval_end, rerun=rerun)
 
     produce_bars()
 

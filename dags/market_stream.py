@@ -20,22 +20,18 @@ over `STOCKPIPE_SPARK_SHUFFLE_PARTITIONS`.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag
 
 from stockpipe.airflow.alerts import AlertNotifier
 from stockpipe.airflow.assets import BARS_TABLE, INDICATORS_TABLE
+from stockpipe.airflow.defaults import dag_defaults
 from stockpipe.airflow.operators import StockpipeSparkSubmitOperator, spark_application
 
 
 @dag(
     dag_id="market_stream",
     schedule="@continuous",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "stockpipe", "retries": 0},
-    tags=["stockpipe", "spark", "streaming"],
+    **dag_defaults(tags=["spark", "streaming"], retries=0, alert=False),
     doc_md=__doc__,
 )
 def market_stream():

@@ -19,27 +19,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
-from stockpipe.airflow.alerts import AlertNotifier
 from stockpipe.airflow.assets import DATA_QUALITY, ROLLUPS
+from stockpipe.airflow.defaults import dag_defaults
 
 
 @dag(
     dag_id="postgres_maintenance",
     schedule="30 6 * * *",  # 06:30 UTC: after the New York day and its backfill, before the next open
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     dagrun_timeout=timedelta(hours=1),
-    default_args={
-        "owner": "stockpipe",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": AlertNotifier(),
-    },
-    tags=["stockpipe", "postgres", "maintenance"],
+    **dag_defaults(tags=["postgres", "maintenance"], retry_delay=timedelta(minutes=2)),
     doc_md=__doc__,
 )
 def postgres_maintenance():
@@ -74,13 +64,9 @@ def postgres_maintenance():
     @task(outlets=[DATA_QUALITY])
     def data_quality(data_interval_end=None) -> dict:
         from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.maintenance import data_quality_summary
-        from stockpipe.airflow.timetables import market_calendar_mode
-        from stockpipe.calendar import trading_calendar
+        from stockpipe.airflow.maintenance import check_recent_sessions
 
-        sessions = trading_calendar(market_calendar_mode()).last_sessions(3, data_interval_end)
-        results = data_quality_summary(task_settings(), sessions)
-        return {"checks": len(results), "not_ok": sum(not r["ok"] for r in results)}
+        return check_recent_sessions(task_settings(), data_interval_end)
 
     ensure_partitions() >> apply_retention() >> vacuum_analyze() >> refresh_rollups() >> data_quality()
 

@@ -15,49 +15,31 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
 from stockpipe.airflow.alerts import AlertNotifier
+from stockpipe.airflow.defaults import dag_defaults
 
 
 @dag(
     dag_id="stream_health",
     schedule=timedelta(minutes=3),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     dagrun_timeout=timedelta(minutes=5),
-    default_args={"owner": "stockpipe", "retries": 0},
-    tags=["stockpipe", "monitoring"],
+    **dag_defaults(tags=["monitoring"], retries=0, alert=False),
     doc_md=__doc__,
 )
 def stream_health():
     @task(execution_timeout=timedelta(minutes=2))
-    def assess(data_interval_end=None) -> dict:
-        from dataclasses import asdict
+    def assess() -> dict:
+        from stockpipe.airflow.health import assess_pipeline
 
-        from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.timetables import market_calendar_mode
-        from stockpipe.monitoring.health import check_health
-
-        report = check_health(task_settings(), calendar=market_calendar_mode())
-        return {
-            "ok": report.ok,
-            "stalled": report.stalled,
-            "message": report.message(),
-            "checks": [asdict(c) for c in report.checks],
-        }
+        return assess_pipeline()
 
     @task(execution_timeout=timedelta(minutes=2))
     def restart_stalled_stream(report: dict) -> list:
-        from stockpipe.airflow.connections import task_settings
-        from stockpipe.airflow.restart import restart_stream
+        from stockpipe.airflow.restart import restart_if_stalled
 
-        settings = task_settings()
-        if not (report["stalled"] and settings.health_restart_stalled_stream):
-            return []
-        return restart_stream(settings, report["message"])
+        return restart_if_stalled(report)
 
     @task(on_failure_callback=AlertNotifier(title="stream_health breach"))
     def verdict(report: dict) -> str:

@@ -1,16 +1,16 @@
-"""Every query of the dashboard: PostgreSQL (read-only role), Redis, Kafka and Airflow's REST API.
+"""Every read of the dashboard: PostgreSQL (read-only role), Redis, Kafka and Airflow's REST API.
 
 Pages never talk to a service themselves: they call these functions, which return pandas frames
-(or plain values) and are cached with a short ttl. A service that can't be reached raises
-:class:`ServiceDown`, which names the service, where it was looked for and how to start it; the
-pages turn it into a banner (see ``ui.py``), never a traceback.
+(or plain values) and are cached with a short ttl. The SQL is in :mod:`stockpipe.storage.queries`
+and the clients come from :mod:`stockpipe.clients`: this module caches and shapes. A service that
+can't be reached raises :class:`ServiceDown`, which names the service, where it was looked for and
+how to start it; the pages turn it into a banner (see ``ui.py``), never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,13 +23,13 @@ import redis
 import streamlit as st
 
 from stockpipe import clients
+from stockpipe.calendar import NEW_YORK
 from stockpipe.config import Settings, load_settings
 from stockpipe.indicators import INDICATOR_COLUMNS, compute_frame
+from stockpipe.storage import queries
 
 START_COMMAND = "make up"
-LATEST_KEY = "stockpipe:latest:{symbol}"
-META_KEY = "stockpipe:meta:{symbol}"
-BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap"]
+BAR_COLUMNS = list(queries.BAR_COLUMNS)
 NUMERIC_FIELDS = set(BAR_COLUMNS) | set(INDICATOR_COLUMNS) | {"trades", "ts_ms"}
 PG_TIMEOUT_S = 3
 KAFKA_TIMEOUT_S = 3.0
@@ -86,32 +86,35 @@ def airflow_url(s: Settings) -> str:
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
-def _pg_connection(dsn: str) -> tuple[psycopg.Connection, threading.Lock]:
-    conn = psycopg.connect(dsn, connect_timeout=PG_TIMEOUT_S, autocommit=True, application_name="stockpipe-dashboard")
-    conn.read_only = True
-    return conn, threading.Lock()
+def _pg_pool(_s: Settings, dsn_key: str):
+    """One pool of read-only connections per database address and login (``dsn_key``: its digest)."""
+    return clients.pg_pool(
+        _s, "reader", name="dashboard", timeout_s=PG_TIMEOUT_S, read_only=True, connect_timeout=PG_TIMEOUT_S
+    )
 
 
-def query(sql: str, params: Any = None) -> pd.DataFrame:
-    """Run one read-only query; a lost connection is reopened once, an unreachable server raises."""
+def _pool(s: Settings):
+    return _pg_pool(s, hashlib.sha256(s.pg_dsn("reader").encode()).hexdigest())
+
+
+def read(fn, *args: Any) -> Any:
+    """``fn(connection, *args)`` (a query of :mod:`stockpipe.storage.queries`) on a pooled read-only
+    connection; an unreachable server raises :class:`ServiceDown`, a missing schema :class:`SchemaMissing`."""
     s = settings()
-    dsn = s.pg_dsn("reader")
-    for attempt in (1, 2):
-        try:
-            conn, lock = _pg_connection(dsn)
-            with lock:
-                cur = conn.execute(sql, params)
-                names = [d.name for d in cur.description or []]
-                return pd.DataFrame(cur.fetchall(), columns=names)
-        except psycopg.errors.UndefinedTable as error:
-            raise SchemaMissing("PostgreSQL", pg_where(s), str(error),
-                                f"Apply the migrations with `{START_COMMAND}` "
-                                "(or `python -m stockpipe.storage.migrate`).") from None
-        except psycopg.OperationalError as error:
-            _pg_connection.clear()
-            if attempt == 2:
-                raise ServiceDown("PostgreSQL", pg_where(s), str(error)) from None
-    raise AssertionError("unreachable")
+    pool = None
+    try:
+        pool = _pool(s)
+        with pool.connection() as conn:
+            return fn(conn, *args)
+    except psycopg.errors.UndefinedTable as error:
+        raise SchemaMissing("PostgreSQL", pg_where(s), str(error),
+                            f"Apply the migrations with `{START_COMMAND}` "
+                            "(or `python -m stockpipe.storage.migrate`).") from None
+    except psycopg.OperationalError as error:  # PoolTimeout included: next time, ask the server again
+        _pg_pool.clear()
+        if pool is not None:
+            pool.close(timeout=0)
+        raise ServiceDown("PostgreSQL", pg_where(s), str(error)) from None
 
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -150,24 +153,15 @@ def redis_latest(symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     def read(client: redis.Redis) -> dict[str, dict[str, Any]]:
         pipe = client.pipeline(transaction=False)
         for symbol in symbols:
-            pipe.hgetall(LATEST_KEY.format(symbol=symbol))
+            pipe.hgetall(settings().redis_latest_key(symbol))
         return {sym: _parse_latest(h) for sym, h in zip(symbols, pipe.execute(), strict=True) if h}
 
     return _redis_call(read)
 
 
-_LATEST_SQL = f"""
-SELECT s.symbol, b.ts, {", ".join("b." + c for c in BAR_COLUMNS)}, b.trades,
-       {", ".join("i." + c for c in INDICATOR_COLUMNS)}
-FROM unnest(%(symbols)s::text[]) AS s(symbol)
-CROSS JOIN LATERAL (SELECT * FROM market.bars_1m b WHERE b.symbol = s.symbol ORDER BY b.ts DESC LIMIT 1) b
-LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
-"""
-
-
 @st.cache_data(ttl=2, show_spinner=False)
 def pg_latest(symbols: tuple[str, ...]) -> pd.DataFrame:
-    return query(_LATEST_SQL, {"symbols": list(symbols)})
+    return read(queries.latest_bars, symbols)
 
 
 @dataclass
@@ -208,47 +202,35 @@ def _isnan(value: Any) -> bool:
 def previous_close(symbol: str, before: datetime) -> float | None:
     """The last close before ``before`` (the New York midnight of the latest bar's day): the
     previous session's close for both the NYSE calendar and the simulator's demo clock."""
-    frame = query(
-        "SELECT close FROM market.bars_1m WHERE symbol = %s AND ts < %s ORDER BY ts DESC LIMIT 1", (symbol, before)
-    )
-    return None if frame.empty else float(frame["close"].iloc[0])
+    return read(queries.close_before, symbol, before)
 
 
 @st.cache_data(ttl=5, show_spinner=False)
 def sparklines(symbols: tuple[str, ...], points: int = 120) -> pd.DataFrame:
     """Per symbol, the minute closes of the ``points`` minutes up to its newest bar (symbol, ts,
     close), oldest first: no line drawn across a night or an outage."""
-    frame = query(
-        """SELECT s.symbol, b.ts, b.close FROM unnest(%(symbols)s::text[]) AS s(symbol)
-           CROSS JOIN LATERAL (SELECT ts, close FROM market.bars_1m b WHERE b.symbol = s.symbol
-                                 AND b.ts > (SELECT max(ts) FROM market.bars_1m l WHERE l.symbol = s.symbol)
-                                            - make_interval(mins => %(points)s)
-                               ORDER BY ts DESC LIMIT %(points)s) b
-           ORDER BY 1, 2""",
-        {"symbols": list(symbols), "points": points},
-    )
-    return frame
+    return read(queries.recent_closes, symbols, points)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
 def has_market_data() -> bool:
-    return bool(query("SELECT EXISTS (SELECT 1 FROM market.bars_1m) AS any").iloc[0]["any"])
+    return read(queries.has_bars)
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def known_symbols(watchlist: tuple[str, ...]) -> list[str]:
-    stored = query("SELECT symbol FROM market.symbols ORDER BY symbol")["symbol"].tolist()
+    stored = read(queries.stored_symbols)
     return list(dict.fromkeys([*watchlist, *stored]))
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def symbol_metadata(symbol: str) -> dict[str, Any]:
     """Company metadata from market.symbols, else the producer's Redis cache, else {}."""
-    frame = query("SELECT * FROM market.symbols WHERE symbol = %s", (symbol,))
+    frame = read(queries.symbol_row, symbol)
     if not frame.empty:
         return {k: v for k, v in frame.iloc[0].to_dict().items() if v is not None and not _isnan(v)}
     try:
-        cached = _redis_call(lambda c: c.get(META_KEY.format(symbol=symbol)))
+        cached = _redis_call(lambda c: c.get(settings().redis_meta_key(symbol)))
         return json.loads(cached) if cached else {}
     except (ServiceDown, ValueError):
         return {}
@@ -260,66 +242,28 @@ class Range:
     key: str
     span: timedelta
     rollup: str  # the table or materialized view it reads
-    bucket: str  # SQL expression bucketing bars_1m.ts the same way as the rollup
     label: str
 
 
 RANGES: dict[str, Range] = {
-    "1D": Range("1D", timedelta(days=1), "market.bars_1m", "ts", "1-minute bars"),
-    "5D": Range(
-        "5D", timedelta(days=5), "market.bars_5m", "date_bin('5 minutes', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
-        "5-minute bars",
-    ),
-    "1M": Range("1M", timedelta(days=31), "market.bars_1h", "date_trunc('hour', ts)", "1-hour bars"),
-    "6M": Range("6M", timedelta(days=183), "market.bars_1d", "", "daily bars"),
-    "1Y": Range("1Y", timedelta(days=366), "market.bars_1d", "", "daily bars"),
+    "1D": Range("1D", timedelta(days=1), "market.bars_1m", "1-minute bars"),
+    "5D": Range("5D", timedelta(days=5), "market.bars_5m", "5-minute bars"),
+    "1M": Range("1M", timedelta(days=31), "market.bars_1h", "1-hour bars"),
+    "6M": Range("6M", timedelta(days=183), "market.bars_1d", "daily bars"),
+    "1Y": Range("1Y", timedelta(days=366), "market.bars_1d", "daily bars"),
 }
-# Buckets read before the range so SMA 50 / MACD are warmed up at its left edge.
-WARMUP_BUCKETS = 60
-_ROLLUP_SELECT = "open, high, low, close, volume, vwap"
-_AGG = """(array_agg(open ORDER BY ts))[1] AS open, max(high) AS high, min(low) AS low,
-          (array_agg(close ORDER BY ts DESC))[1] AS close, sum(volume) AS volume,
-          sum(vwap * volume) / nullif(sum(volume), 0) AS vwap"""
 
 
 @st.cache_data(ttl=30, show_spinner=False)
 def latest_bar_ts(symbol: str) -> datetime | None:
-    frame = query("SELECT ts FROM market.bars_1m WHERE symbol = %s ORDER BY ts DESC LIMIT 1", (symbol,))
-    return None if frame.empty else frame["ts"].iloc[0].to_pydatetime()
-
-
-def _intraday_rollup(symbol: str, rng: Range, start: datetime) -> pd.DataFrame:
-    # The materialized view up to its last bucket (refreshed by postgres_maintenance), then the
-    # buckets after that aggregated from bars_1m on the fly: the chart is never staler than bars_1m.
-    sql = f"""
-    WITH cut AS (SELECT coalesce(max(ts), '-infinity'::timestamptz) AS ts FROM {rng.rollup} WHERE symbol = %(s)s),
-    warm AS (SELECT ts, {_ROLLUP_SELECT} FROM {rng.rollup}
-             WHERE symbol = %(s)s AND ts < %(start)s ORDER BY ts DESC LIMIT {WARMUP_BUCKETS}),
-    stored AS (SELECT ts, {_ROLLUP_SELECT} FROM {rng.rollup}
-               WHERE symbol = %(s)s AND ts >= %(start)s AND ts < (SELECT ts FROM cut)),
-    fresh AS (SELECT {rng.bucket} AS ts, {_AGG} FROM market.bars_1m
-              WHERE symbol = %(s)s AND ts >= greatest((SELECT ts FROM cut), %(start)s) GROUP BY 1)
-    SELECT * FROM warm UNION ALL SELECT * FROM stored UNION ALL SELECT * FROM fresh ORDER BY ts"""
-    return query(sql, {"s": symbol, "start": start})
+    return read(queries.newest_bar_time, symbol)
 
 
 def _daily_rollup(symbol: str, start: datetime) -> pd.DataFrame:
-    start_day = pd.Timestamp(start).tz_convert("America/New_York").date()
-    sql = f"""
-    WITH cut AS (SELECT coalesce(max(session_date), '-infinity'::date) AS d FROM market.bars_1d WHERE symbol = %(s)s),
-    warm AS (SELECT session_date AS day, {_ROLLUP_SELECT} FROM market.bars_1d
-             WHERE symbol = %(s)s AND session_date < %(start)s ORDER BY session_date DESC LIMIT {WARMUP_BUCKETS}),
-    stored AS (SELECT session_date AS day, {_ROLLUP_SELECT} FROM market.bars_1d
-               WHERE symbol = %(s)s AND session_date >= %(start)s AND session_date < (SELECT d FROM cut)),
-    fresh AS (SELECT (ts AT TIME ZONE 'America/New_York')::date AS day, {_AGG} FROM market.bars_1m
-              WHERE symbol = %(s)s
-                AND ts >= (greatest((SELECT d FROM cut), %(start)s)::timestamp AT TIME ZONE 'America/New_York')
-              GROUP BY 1)
-    SELECT * FROM warm UNION ALL SELECT * FROM stored UNION ALL SELECT * FROM fresh ORDER BY day"""
-    frame = query(sql, {"s": symbol, "start": start_day})
+    frame = read(queries.daily_rollup, symbol, pd.Timestamp(start).tz_convert(NEW_YORK).date())
     if frame.empty:
         return frame.assign(ts=pd.Series(dtype="datetime64[ns, UTC]"))
-    frame["ts"] = pd.to_datetime(frame.pop("day")).dt.tz_localize("America/New_York").dt.tz_convert("UTC")
+    frame["ts"] = pd.to_datetime(frame.pop("day")).dt.tz_localize(NEW_YORK).dt.tz_convert("UTC")
     return frame
 
 
@@ -336,19 +280,16 @@ def price_history(symbol: str, range_key: str) -> pd.DataFrame:
     last = latest_bar_ts(symbol)
     if last is None:
         return pd.DataFrame(columns=["ts", *BAR_COLUMNS, *INDICATOR_COLUMNS])
-    ny_last = pd.Timestamp(last).tz_convert("America/New_York")
+    ny_last = pd.Timestamp(last).tz_convert(NEW_YORK)
     if range_key == "1D":  # the latest New York day with data
         start = ny_last.normalize().tz_convert("UTC").to_pydatetime()
-        frame = query(
-            f"""SELECT b.ts, {", ".join("b." + c for c in BAR_COLUMNS)},
-                       {", ".join("i." + c for c in INDICATOR_COLUMNS)}
-                FROM market.bars_1m b LEFT JOIN market.indicators_1m i USING (symbol, ts)
-                WHERE b.symbol = %s AND b.ts >= %s ORDER BY b.ts""",
-            (symbol, start),
-        )
+        frame = read(queries.bars_with_indicators, symbol, start)
         return _floats(frame)
     start = (ny_last.normalize() - rng.span + timedelta(days=1)).tz_convert("UTC").to_pydatetime()
-    frame = _daily_rollup(symbol, start) if rng.rollup == "market.bars_1d" else _intraday_rollup(symbol, rng, start)
+    if rng.rollup == "market.bars_1d":
+        frame = _daily_rollup(symbol, start)
+    else:
+        frame = read(queries.intraday_rollup, symbol, rng.rollup, start)
     if frame.empty:
         return _floats(frame.reindex(columns=["ts", *BAR_COLUMNS, *INDICATOR_COLUMNS]))
     frame = _floats(frame)
@@ -373,52 +314,26 @@ def stream_batches(query_name: str, window: timedelta, buckets: int = 240) -> pd
     input rows per second, bars upserted, dead letters, latency p50 (mean of the batches' p50s) and
     p95 (max of their p95s)."""
     width = max(int(window.total_seconds() / buckets), 1)
-    return query(
-        """SELECT date_bin(make_interval(secs => %(w)s), committed_at, TIMESTAMPTZ '2000-01-01') AS ts,
-                  count(*) AS batches, sum(rows_in) AS rows_in, sum(bars_upserted) AS bars_upserted,
-                  sum(dead_letters) AS dead_letters, sum(rows_in)::float8 / %(w)s AS rows_per_s,
-                  avg(latency_p50_ms) AS latency_p50_ms, max(latency_p95_ms) AS latency_p95_ms,
-                  avg(processing_ms) AS processing_ms
-           FROM ops.stream_batches
-           WHERE query_name = %(q)s AND committed_at >= now() - %(window)s
-           GROUP BY 1 ORDER BY 1""",
-        {"w": width, "q": query_name, "window": window},
-    )
+    return read(queries.stream_batch_buckets, query_name, window, width)
 
 
 @st.cache_data(ttl=5, show_spinner=False)
 def last_batch(query_name: str) -> dict[str, Any] | None:
-    frame = query(
-        """SELECT batch_id, committed_at, rows_in, bars_upserted, latency_p50_ms, latency_p95_ms,
-                  now() - committed_at AS age,
-                  (SELECT coalesce(sum(dead_letters), 0) FROM ops.stream_batches
-                   WHERE query_name = %(q)s) AS dead_letters
-           FROM ops.stream_batches WHERE query_name = %(q)s ORDER BY committed_at DESC LIMIT 1""",
-        {"q": query_name},
-    )
+    frame = read(queries.stream_batch_summary, query_name)
     return None if frame.empty else frame.iloc[0].to_dict()
 
 
 @st.cache_data(ttl=5, show_spinner=False)
 def freshness(symbols: tuple[str, ...]) -> pd.DataFrame:
     """Per symbol: newest stored bar, when it was written, and its age now."""
-    return query(
-        """SELECT s.symbol, b.ts AS last_bar, b.written_at, now() - b.ts AS bar_age, b.source
-           FROM unnest(%(symbols)s::text[]) AS s(symbol)
-           LEFT JOIN LATERAL (SELECT ts, written_at, source FROM market.bars_1m b WHERE b.symbol = s.symbol
-                              ORDER BY ts DESC LIMIT 1) b ON true ORDER BY 1""",
-        {"symbols": list(symbols)},
-    )
+    return read(queries.freshness, symbols)
 
 
 @st.cache_data(ttl=15, show_spinner=False)
 def health_checks() -> pd.DataFrame:
     """The latest result of each stream_health check (empty when that DAG never ran)."""
     try:
-        return query(
-            """SELECT DISTINCT ON (check_name) check_name, checked_at, ok, value, threshold, detail
-               FROM ops.health_checks ORDER BY check_name, checked_at DESC"""
-        )
+        return read(queries.latest_health_checks)
     except SchemaMissing:  # ops.health_checks comes with the Airflow layer's migration
         return pd.DataFrame()
 

@@ -1,6 +1,12 @@
 """Clients of the services stockpipe talks to, built from the settings in one place.
 
-Kafka (for now; PostgreSQL, Airflow and market-data clients will move here too). Every Kafka
+**PostgreSQL.** Every connection of the package, the Spark jobs and the dashboard is opened here:
+:func:`pg_connect` (one connection as a role: ``writer`` — the pipeline, ``reader`` — read-only
+tools, ``admin`` — migrations and bootstrap), :func:`pg_connect_dsn` (the same for a DSN carried
+into another process: Spark's Python workers) and :func:`pg_pool` (a ``psycopg_pool`` pool for a
+process that lives long: the exporter, the dashboard).
+
+**Kafka** (market-data and Airflow clients may move here too). Every Kafka
 client of the package — the producer, the stream's dead-letter writer, the exporter, the health
 checks, ``verify``, ``admin``, the dashboard and Airflow's ``kafka_default`` connection — gets its
 configuration from :func:`kafka_config`; Spark's Kafka source gets the same settings, in the Java
@@ -31,8 +37,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from stockpipe.config import Settings
 
 if TYPE_CHECKING:
+    import psycopg
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
+    from psycopg_pool import ConnectionPool
+
+#: Who a PostgreSQL connection is for: picks the login (:meth:`Settings.pg_dsn`).
+PgRole = Literal["writer", "reader", "admin"]
+
+#: ``psycopg.connect`` keywords of every connection (a caller's keywords win).
+PG_DEFAULTS: dict[str, Any] = {"connect_timeout": 10}
 
 #: Who a client is for: picks its ``client.id`` and role defaults (:data:`ROLE_DEFAULTS`).
 KafkaRole = Literal["producer", "dlq", "admin", "exporter", "health", "verify", "dashboard"]
@@ -68,7 +82,64 @@ _JAAS_MODULES = {
 }
 
 
-# --- configuration -------------------------------------------------------------------------------
+# --- PostgreSQL ----------------------------------------------------------------------------------
+def pg_connect_dsn(dsn: str, **kwargs: Any) -> psycopg.Connection:
+    """A new connection to ``dsn``; ``kwargs`` go to ``psycopg.connect`` (over :data:`PG_DEFAULTS`)."""
+    import psycopg
+
+    return psycopg.connect(dsn, **{**PG_DEFAULTS, **kwargs})
+
+
+def pg_connect(
+    settings: Settings, role: PgRole = "writer", database: str | None = None, **kwargs: Any
+) -> psycopg.Connection:
+    """A new connection as ``role`` to ``database`` (default ``STOCKPIPE_PG_DATABASE``).
+
+    ``kwargs`` go to ``psycopg.connect``: ``autocommit=True``, another ``connect_timeout``, ...
+    """
+    return pg_connect_dsn(settings.pg_dsn(role, database), **kwargs)
+
+
+def pg_pool(
+    settings: Settings,
+    role: PgRole,
+    *,
+    name: str,
+    max_size: int = 2,
+    timeout_s: float = 10.0,
+    read_only: bool = False,
+    **kwargs: Any,
+) -> ConnectionPool:
+    """An open pool of autocommit connections as ``role``, for a process that lives long.
+
+    Connections are made on demand (none at start, at most ``max_size``), checked before each use
+    (a server restart costs no failed query) and dropped after 10 idle minutes. The server is tried
+    once first, so an unreachable one raises its own ``psycopg.OperationalError`` at once, not a
+    ``PoolTimeout`` after ``timeout_s``. ``kwargs`` go to every ``psycopg.connect``.
+    """
+    from psycopg_pool import ConnectionPool
+
+    dsn = settings.pg_dsn(role)
+    options = {**PG_DEFAULTS, "autocommit": True, "application_name": f"stockpipe-{name}", **kwargs}
+    pg_connect_dsn(dsn, **options).close()
+
+    def configure(conn: psycopg.Connection) -> None:
+        conn.read_only = read_only
+
+    return ConnectionPool(
+        dsn,
+        kwargs=options,
+        min_size=0,
+        max_size=max_size,
+        open=True,
+        configure=configure,
+        check=ConnectionPool.check_connection,
+        name=f"stockpipe-{name}",
+        timeout=timeout_s,
+    )
+
+
+# --- Kafka configuration -------------------------------------------------------------------------
 def kafka_security(settings: Settings) -> dict[str, Any]:
     """Bootstrap servers and the security settings of every client, in librdkafka's terms."""
     config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
@@ -130,7 +201,7 @@ def spark_kafka_options(settings: Settings) -> dict[str, str]:
     return options
 
 
-# --- clients -------------------------------------------------------------------------------------
+# --- Kafka clients -------------------------------------------------------------------------------
 def kafka_producer(settings: Settings, role: KafkaRole = "producer", **overrides: Any) -> Producer:
     from confluent_kafka import Producer
 
@@ -151,7 +222,7 @@ def kafka_admin(settings: Settings, role: KafkaRole = "admin", **overrides: Any)
     return AdminClient(kafka_config(settings, role, **overrides))
 
 
-# --- offsets -------------------------------------------------------------------------------------
+# --- Kafka offsets -------------------------------------------------------------------------------
 def partition_offsets(
     admin: AdminClient,
     partitions: Iterable[tuple[str, int]],

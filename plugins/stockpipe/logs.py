@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 # apiKey=... in URLs (urllib3 and the massive client put the key in query strings and errors).
 _KEY_IN_URL = re.compile(r"(?i)(apikey=)[^&\s'\"]+")
@@ -53,8 +54,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def setup_logging(level: str = "INFO", json_lines: bool = False, secrets: tuple[str, ...] = ()) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def setup_logging(
+    level: str = "INFO", json_lines: bool = False, secrets: tuple[str, ...] = (), *, stream: TextIO | None = None
+) -> None:
+    """The one logging set-up of every stockpipe process: one handler on the root logger, plain or
+    JSON lines, secrets redacted, chatty libraries at WARNING. ``stream``: stdout unless given
+    (a command whose stdout is its output logs to stderr)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.addFilter(RedactingFilter(secrets))
     if json_lines:
         handler.setFormatter(JsonFormatter())

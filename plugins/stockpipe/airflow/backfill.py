@@ -8,28 +8,16 @@ changed), the Spark job upserts, the check replaces its ``ops.backfill_runs`` ro
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
-
 from stockpipe.calendar import NEW_YORK, Session
+from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
+from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.airflow.backfill")
-
-UPSERT_BARS = """
-INSERT INTO market.bars_1m AS b (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)
-SELECT symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at FROM backfill_bars
-ON CONFLICT (symbol, ts) DO UPDATE SET
-    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-    volume = excluded.volume, vwap = excluded.vwap, trades = excluded.trades, source = excluded.source,
-    fetched_at = excluded.fetched_at, written_at = clock_timestamp()
-WHERE (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades)
-      IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume,
-                        excluded.vwap, excluded.trades)
-"""
 
 
 class BackfillCheckFailed(RuntimeError):
@@ -76,14 +64,11 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
     symbols = symbols or settings.watchlist
     source = None
     stored: dict[str, int] = {}
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
-        conn.execute("SELECT market.ensure_month_partitions(%s, %s)", (session.open, session.close))
+    with pg_connect(settings, "writer", connect_timeout=10) as conn:
+        queries.ensure_month_partitions(conn, session.open, session.close)
         conn.commit()
         for symbol in symbols:
-            (have,) = conn.execute(
-                "SELECT count(*) FROM market.bars_1m WHERE symbol = %s AND ts >= %s AND ts < %s",
-                (symbol, session.open, session.close),
-            ).fetchone()
+            have = queries.bar_count(conn, symbol, session.open, session.close)
             if have >= session.minutes:
                 log.info("%s %s: %d bars already stored, not fetched again", symbol, session.day, have)
                 stored[symbol] = have
@@ -119,18 +104,7 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
                         fetched_at,
                     )
                 )
-            with conn.transaction():
-                conn.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS backfill_bars (LIKE market.bars_1m INCLUDING DEFAULTS)"
-                    " ON COMMIT DELETE ROWS"
-                )
-                with conn.cursor().copy(
-                    "COPY backfill_bars (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
-                    " FROM STDIN"
-                ) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                conn.execute(UPSERT_BARS)
+            queries.upsert_bars(conn, rows)
             stored[symbol] = len(rows)
             log.info("%s %s: %d bars fetched and stored", symbol, session.day, len(rows))
     return stored
@@ -156,22 +130,9 @@ def check_session(settings: Settings, session: Session, symbols: list[str] | Non
     and one indicator row per bar."""
     symbols = symbols or settings.watchlist
     check = DayCheck(session.day, expected_bars=session.minutes * len(symbols))
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
-        rows = conn.execute(
-            """
-            SELECT s.symbol,
-                   count(b.ts),
-                   count(*) FILTER (WHERE b.high < greatest(b.open, b.close) OR b.low > least(b.open, b.close)
-                                    OR b.low <= 0 OR b.volume < 0),
-                   count(b.ts) FILTER (WHERE i.ts IS NULL)
-            FROM unnest(%s::text[]) AS s(symbol)
-            LEFT JOIN market.bars_1m b ON b.symbol = s.symbol AND b.ts >= %s AND b.ts < %s
-            LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
-            GROUP BY s.symbol ORDER BY s.symbol
-            """,
-            (symbols, session.open, session.close),
-        ).fetchall()
-    for symbol, bars, ohlc_errors, missing_indicators in rows:
+    with pg_connect(settings, "writer", connect_timeout=10) as conn:
+        quality = queries.day_quality(conn, symbols, session.open, session.close)
+    for symbol, bars, ohlc_errors, missing_indicators in (astuple(q) for q in quality):
         check.bars += bars
         check.ohlc_errors += ohlc_errors
         check.missing_indicators += missing_indicators
@@ -191,31 +152,20 @@ def record_run(
     settings: Settings, run_id: str, check: DayCheck, symbols: list[str], started_at: datetime | None
 ) -> None:
     """Write (or replace) the run's ``ops.backfill_runs`` row."""
-    status = "ok" if check.ok else "failed"
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
-        conn.execute(
-            """
-            INSERT INTO ops.backfill_runs (run_id, session_date, symbols, bars, expected_bars, gaps, ohlc_errors,
-                                           status, detail, started_at, finished_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), now())
-            ON CONFLICT (run_id, session_date) DO UPDATE SET
-                symbols = excluded.symbols, bars = excluded.bars, expected_bars = excluded.expected_bars,
-                gaps = excluded.gaps, ohlc_errors = excluded.ohlc_errors, status = excluded.status,
-                detail = excluded.detail, finished_at = excluded.finished_at
-            """,
-            (
-                run_id,
-                check.session_date,
-                symbols,
-                check.bars,
-                check.expected_bars,
-                check.gaps,
-                check.ohlc_errors,
-                status,
-                "; ".join(check.problems) or None,
-                started_at,
-            ),
-        )
+    run = {
+        "run_id": run_id,
+        "session_date": check.session_date,
+        "symbols": symbols,
+        "bars": check.bars,
+        "expected_bars": check.expected_bars,
+        "gaps": check.gaps,
+        "ohlc_errors": check.ohlc_errors,
+        "status": "ok" if check.ok else "failed",
+        "detail": "; ".join(check.problems) or None,
+        "started_at": started_at,
+    }
+    with pg_connect(settings, "writer", connect_timeout=10) as conn:
+        queries.record_backfill_run(conn, run)
 
 
 def first_pending_repair(settings: Settings, session: Session, max_days: int = 10) -> date:
@@ -223,15 +173,60 @@ def first_pending_repair(settings: Settings, session: Session, max_days: int = 1
     date, or earlier when the stream queued too-late bars on recent earlier days (at most
     ``max_days`` back; older entries are left for ``backfill_indicators.py --repair`` or a backfill
     over those days). The job marks the entries it repaired."""
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
-        (first,) = conn.execute(
-            "SELECT min(ts) FROM ops.repair_queue WHERE repaired_at IS NULL AND symbol = ANY(%s)"
-            " AND ts >= %s AND ts < %s",
-            (settings.watchlist, session.open - timedelta(days=max_days), session.close),
-        ).fetchone()
+    with pg_connect(settings, "writer", connect_timeout=10) as conn:
+        first = queries.first_pending_repair(
+            conn, settings.watchlist, session.open - timedelta(days=max_days), session.close
+        )
     if first is None:
         return session.day
     return min(session.day, first.astimezone(NEW_YORK).date())
+
+
+def session_on(day: str | date) -> Session:
+    """The session of ``day`` (ISO date) on the pipeline's calendar; the run's plan named it."""
+    from stockpipe.airflow.timetables import market_calendar_mode
+    from stockpipe.calendar import trading_calendar
+
+    session = trading_calendar(market_calendar_mode()).session(date.fromisoformat(str(day)))
+    if session is None:
+        raise ValueError(f"{day} is not a trading session on the {market_calendar_mode()} calendar")
+    return session
+
+
+def plan_run(data_interval_start: datetime) -> dict[str, Any]:
+    """market_backfill's plan for a run: the session's date, the first date to recompute (earlier
+    with pending repairs, :func:`first_pending_repair`), the symbols and the session's minutes.
+    Skips the run when the market was closed that day."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from stockpipe.airflow.connections import task_settings
+    from stockpipe.airflow.timetables import market_calendar_mode, session_for_interval
+
+    settings = task_settings()
+    session = session_for_interval(data_interval_start, market_calendar_mode())
+    if session is None:
+        raise AirflowSkipException(f"no trading session on {data_interval_start.date()}")
+    return {
+        "day": session.day.isoformat(),
+        "recompute_from": first_pending_repair(settings, session).isoformat(),
+        "symbols": ",".join(settings.watchlist),
+        "minutes": session.minutes,
+        "spark_name": f"stockpipe-backfill-{session.day.isoformat()}",
+    }
+
+
+def fetch_day(day: str) -> dict[str, int]:
+    """market_backfill's fetch task: :func:`fetch_and_store_session` of the session of ``day``."""
+    from stockpipe.airflow.connections import task_settings
+
+    return fetch_and_store_session(task_settings(), session_on(day))
+
+
+def check_day(day: str, run_id: str, started_at: datetime | None) -> dict[str, Any]:
+    """market_backfill's check task: :func:`check_and_record` of the session of ``day``."""
+    from stockpipe.airflow.connections import task_settings
+
+    return check_and_record(task_settings(), run_id, session_on(day), started_at)
 
 
 def check_and_record(settings: Settings, run_id: str, session: Session, started_at: datetime | None) -> dict[str, Any]:

@@ -69,14 +69,14 @@ def _read_env(path: Path) -> dict[str, str]:
 
 
 def ensure_database(settings: Settings) -> None:
-    import psycopg
     from psycopg import sql
 
+    from stockpipe.clients import pg_connect
     from stockpipe.storage.migrate import wait_for_postgres
 
     password = _read_env(ensure_secrets(settings))["STOCKPIPE_AIRFLOW_DB_PASSWORD"]
     wait_for_postgres(settings, 30)
-    with psycopg.connect(settings.pg_dsn("admin", "postgres"), autocommit=True) as conn:
+    with pg_connect(settings, "admin", "postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (AIRFLOW_ROLE,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(

@@ -14,7 +14,9 @@ from typing import Any
 
 import psycopg
 
+from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
+from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.airflow.ingest")
 
@@ -123,20 +125,20 @@ def run_ingest(
 
 def _record_cycle(settings: Settings, run_id: str, start: datetime, result: dict[str, Any]) -> None:
     try:
-        with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=5, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO ops.ingest_cycles (run_id, interval_start, symbols, failed_symbols, bars_fetched,"
-                " bars_sent, dead_letters, duration_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    run_id,
-                    start,
-                    result["symbols"],
-                    result["failed"],
-                    result["fetched"],
-                    result["sent"] + result["resent"],
-                    result["dead_letters"],
-                    result["duration_s"],
-                ),
-            )
+        with pg_connect(settings, "writer", connect_timeout=5, autocommit=True) as conn:
+            queries.record_ingest_cycle(conn, run_id, start, result)
     except psycopg.Error as error:  # bookkeeping must not fail the ingest itself
         log.warning("could not record the cycle in ops.ingest_cycles: %s", error)
+
+
+def ingest_interval(run_id: str, start: datetime, end: datetime, *, rerun: bool) -> dict[str, Any]:
+    """market_ingest's task: :func:`run_ingest` with the task's settings; skipped while the
+    supervisord producer runs (``STOCKPIPE_PRODUCER_MODE=supervisor``)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from stockpipe.airflow.connections import task_settings
+
+    settings = task_settings()
+    if settings.producer_mode == "supervisor":
+        raise AirflowSkipException("the supervisord producer is running (STOCKPIPE_PRODUCER_MODE=supervisor)")
+    return run_ingest(settings, run_id, start, end, rerun=rerun)

@@ -79,3 +79,14 @@ def restart_stream(settings: Settings, reason: str, *, base_url: str | None = No
                 )
     log.warning("stream restart (%s): %s", reason, ", ".join(restarted) or "no running stream task")
     return restarted
+
+
+def restart_if_stalled(report: dict) -> list:
+    """stream_health's task: restart the stream when ``report`` (:func:`~stockpipe.airflow.health.assess_pipeline`)
+    says it stalled and ``STOCKPIPE_HEALTH_RESTART_STALLED_STREAM`` allows it."""
+    from stockpipe.airflow.connections import task_settings
+
+    settings = task_settings()
+    if not (report["stalled"] and settings.health_restart_stalled_stream):
+        return []
+    return restart_stream(settings, report["message"])

@@ -10,7 +10,9 @@
   :func:`session_for_interval`.
 
 Both are registered by ``plugins/stockpipe_plugin.py`` (Airflow only deserializes registered
-custom timetables) and serialize to ``{"calendar": "nyse"|"demo"}``.
+custom timetables) and serialize to ``{"calendar": "nyse"|"demo"|null}``. Made without a calendar
+(as the DAG files do), a timetable follows the pipeline's (:func:`market_calendar_mode`), read when
+it first schedules, not when the DAG file is parsed: parsing reads no settings.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ DAY = timedelta(days=1)
 
 
 def market_calendar_mode() -> CalendarMode:
-    """The calendar the pipeline trades on: the simulator's clock, or NYSE with a Polygon key."""
+    """The calendar the pipeline trades on (:attr:`Settings.calendar_mode`: the simulator's clock, or
+    NYSE with a market-data key)."""
     from stockpipe.config import get_settings
 
-    settings = get_settings()
-    return settings.simulator_clock if settings.uses_simulator else "nyse"
+    return get_settings().calendar_mode
 
 
 def _dt(value: datetime) -> DateTime:
@@ -51,8 +53,12 @@ class _TradingTimetable(Timetable):
 
     periodic = True
 
-    def __init__(self, calendar: CalendarMode = "nyse") -> None:
-        self.calendar_mode: CalendarMode = calendar
+    def __init__(self, calendar: CalendarMode | None = None) -> None:
+        self._calendar = calendar  # None: the pipeline's, looked up when needed
+
+    @property
+    def calendar_mode(self) -> CalendarMode:
+        return self._calendar or market_calendar_mode()
 
     # -- grid (subclasses) ---------------------------------------------------------------------
     def _first_at_or_after(self, ts: datetime) -> DagRunInfo | None:
@@ -68,24 +74,28 @@ class _TradingTimetable(Timetable):
     def calendar(self) -> TradingCalendar:
         return trading_calendar(self.calendar_mode)
 
+    @property
+    def _calendar_label(self) -> str:
+        return self._calendar or "the pipeline's calendar"
+
     def serialize(self) -> dict[str, Any]:
-        return {"calendar": self.calendar_mode}
+        return {"calendar": self._calendar}
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> Timetable:
-        return cls(calendar=data.get("calendar", "nyse"))
+        return cls(calendar=data.get("calendar"))
 
     def validate(self) -> None:
         from airflow.exceptions import AirflowTimetableInvalid
 
-        if self.calendar_mode not in ("nyse", "demo"):
-            raise AirflowTimetableInvalid(f"calendar must be 'nyse' or 'demo', not {self.calendar_mode!r}")
+        if self._calendar not in (None, "nyse", "demo"):
+            raise AirflowTimetableInvalid(f"calendar must be 'nyse' or 'demo', not {self._calendar!r}")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.calendar_mode == self.calendar_mode  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._calendar == self._calendar  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.calendar_mode))
+        return hash((type(self).__name__, self._calendar))
 
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
@@ -113,7 +123,7 @@ class TradingMinuteTimetable(_TradingTimetable):
 
     @property
     def summary(self) -> str:
-        return f"every trading minute ({self.calendar_mode})"
+        return f"every trading minute ({self._calendar_label})"
 
     description = "One run per trading minute of the market calendar (demo: every minute)."
 
@@ -138,7 +148,7 @@ class TradingSessionTimetable(_TradingTimetable):
 
     @property
     def summary(self) -> str:
-        return f"every trading session ({self.calendar_mode})"
+        return f"every trading session ({self._calendar_label})"
 
     description = "One run per trading session, after the close (holidays skipped, early closes honoured)."
 

@@ -1,8 +1,8 @@
 """stockpipe's Prometheus exporter: ``python -m stockpipe.monitoring.exporter`` (127.0.0.1:9109).
 
-Every scrape reads the live state (nothing is cached between scrapes; each source has a short
-timeout, and a source that can't be reached sets ``stockpipe_service_up{service=...} 0`` while the
-rest is still exported):
+Every scrape reads the live state (no value is cached between scrapes, only connections: a
+PostgreSQL pool and a Kafka admin client); each source has a short timeout, and a source that
+can't be reached sets ``stockpipe_service_up{service=...} 0`` while the rest is still exported:
 
 ==================================================  ===================================================
 ``stockpipe_service_up{service}``                   1/0 for postgres, redis, kafka, airflow
@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,12 +43,13 @@ from typing import Any
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stockpipe.clients import end_offsets, kafka_admin
+from stockpipe.clients import end_offsets, kafka_admin, pg_pool
 from stockpipe.config import Settings, get_settings
-from stockpipe.monitoring.health import checkpoint_offsets
+from stockpipe.logs import setup_logging
+from stockpipe.monitoring.health import INGEST_ERROR_WINDOW, checkpoint_offsets
+from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.monitoring.exporter")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request per scrape is noise
 
 TIMEOUT_S = 3.0
 SERVICES = ("postgres", "redis", "kafka", "airflow")
@@ -65,6 +67,7 @@ class StockpipeCollector(Collector):
         self._now = now or (lambda: datetime.now(UTC))
         self.airflow = airflow
         self._admin: Any = None
+        self._pool: Any = None
         self._lock = threading.Lock()
 
     # -- sources --------------------------------------------------------------------------------
@@ -74,52 +77,52 @@ class StockpipeCollector(Collector):
             self._admin = kafka_admin(self.settings, "exporter")
         return end_offsets(self.settings, topic, admin=self._admin, timeout_s=TIMEOUT_S)
 
+    def _pg_pool(self) -> Any:
+        if self._pool is None:  # one pool for the exporter's life; the first use checks the server
+            self._pool = pg_pool(
+                self.settings, "reader", name="exporter", timeout_s=TIMEOUT_S, connect_timeout=int(TIMEOUT_S)
+            )
+        return self._pool
+
+    def _drop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close(timeout=0)
+            self._pool = None
+
     def _postgres(self, now: datetime, metrics: dict[str, Metric]) -> None:
         import psycopg
 
         s = self.settings
-        with psycopg.connect(s.pg_dsn("reader"), connect_timeout=int(TIMEOUT_S), autocommit=True) as conn:
-            conn.execute("SET statement_timeout = 5000")
-            row = conn.execute(
-                "SELECT batch_id, committed_at, rows_in, input_rows_per_s, processing_ms, latency_p50_ms,"
-                " latency_p95_ms, latency_max_ms FROM ops.stream_batches WHERE query_name = %s"
-                " ORDER BY committed_at DESC LIMIT 1",
-                (s.stream_query_name,),
-            ).fetchone()
-            query = [s.stream_query_name]
-            if row is None:
-                metrics["batch_age"].add_metric(query, math.inf)
-            else:
-                batch_id, committed_at, rows_in, rows_per_s, processing_ms, p50, p95, pmax = row
-                metrics["batch_ts"].add_metric(query, _ts(committed_at))
-                metrics["batch_age"].add_metric(query, max((now - committed_at).total_seconds(), 0.0))
-                metrics["batch_id"].add_metric(query, float(batch_id))
-                metrics["batch_rows"].add_metric(query, float(rows_in))
-                for key, value, scale in (
-                    ("batch_rows_per_s", rows_per_s, 1.0),
-                    ("batch_processing", processing_ms, 1e-3),
-                    ("batch_latency_p50", p50, 1e-3),
-                    ("batch_latency_p95", p95, 1e-3),
-                    ("batch_latency_max", pmax, 1e-3),
-                ):
-                    if value is not None:
-                        metrics[key].add_metric(query, float(value) * scale)
-            # newest bar per watchlist symbol: one backward index scan each on (symbol, ts)
-            newest = dict(
-                conn.execute(
-                    "SELECT s.symbol, (SELECT max(ts) FROM market.bars_1m b WHERE b.symbol = s.symbol)"
-                    " FROM unnest(%s::text[]) AS s(symbol)",
-                    (s.watchlist,),
-                ).fetchall()
-            )
-            # market_ingest (STOCKPIPE_PRODUCER_MODE=airflow) has no metrics endpoint: its cycles are in ops
-            failed, attempted = conn.execute(
-                "SELECT coalesce(sum(cardinality(failed_symbols)), 0), coalesce(sum(symbols), 0)"
-                " FROM ops.ingest_cycles WHERE finished_at >= %s",
-                (now - timedelta(minutes=15),),
-            ).fetchone()
-            if attempted:
-                metrics["ingest_error_ratio"].add_metric([], failed / attempted)
+        try:
+            with self._pg_pool().connection() as conn:
+                conn.execute("SET statement_timeout = 5000")
+                batch = queries.latest_stream_batch(conn, s.stream_query_name)
+                newest = queries.newest_bar_times(conn, s.watchlist)
+                # market_ingest (STOCKPIPE_PRODUCER_MODE=airflow) has no metrics endpoint: its cycles are in ops
+                failed, attempted = queries.ingest_error_rate(conn, now - INGEST_ERROR_WINDOW)
+        except psycopg.OperationalError:
+            self._drop_pool()  # the server is gone: the next scrape asks it again (fast), not the pool
+            raise
+        query = [s.stream_query_name]
+        if batch is None:
+            metrics["batch_age"].add_metric(query, math.inf)
+        else:
+            committed_at = batch["committed_at"]
+            metrics["batch_ts"].add_metric(query, _ts(committed_at))
+            metrics["batch_age"].add_metric(query, max((now - committed_at).total_seconds(), 0.0))
+            metrics["batch_id"].add_metric(query, float(batch["batch_id"]))
+            metrics["batch_rows"].add_metric(query, float(batch["rows_in"]))
+            for key, column, scale in (
+                ("batch_rows_per_s", "input_rows_per_s", 1.0),
+                ("batch_processing", "processing_ms", 1e-3),
+                ("batch_latency_p50", "latency_p50_ms", 1e-3),
+                ("batch_latency_p95", "latency_p95_ms", 1e-3),
+                ("batch_latency_max", "latency_max_ms", 1e-3),
+            ):
+                if batch[column] is not None:
+                    metrics[key].add_metric(query, float(batch[column]) * scale)
+        if attempted:
+            metrics["ingest_error_ratio"].add_metric([], failed / attempted)
         for symbol in s.watchlist:
             ts = newest.get(symbol)
             if ts is None:
@@ -273,10 +276,10 @@ class StockpipeCollector(Collector):
             metrics["up"].add_metric([name], value)
         yield from metrics.values()
 
-        calendar_mode = s.simulator_clock if s.uses_simulator else "nyse"
         from stockpipe.calendar import trading_calendar
+        from stockpipe.producer.plan import freshness_allowance_s
 
-        session = trading_calendar(calendar_mode).session_at(now)
+        session = trading_calendar(s.calendar_mode).session_at(now)
         yield g("stockpipe_market_session_open", "1 while the market trades", value=0.0 if session is None else 1.0)
         yield g(
             "stockpipe_market_session_elapsed_seconds",
@@ -286,7 +289,11 @@ class StockpipeCollector(Collector):
         for name, value, help_text in (
             ("stockpipe_health_max_batch_age_seconds", s.health_max_batch_age_s, "STOCKPIPE_HEALTH_MAX_BATCH_AGE_S"),
             ("stockpipe_health_max_lag_messages", s.health_max_lag_messages, "STOCKPIPE_HEALTH_MAX_LAG_MESSAGES"),
-            ("stockpipe_health_max_bar_age_seconds", s.health_max_bar_age_s, "STOCKPIPE_HEALTH_MAX_BAR_AGE_S"),
+            (
+                "stockpipe_health_max_bar_age_seconds",
+                s.health_max_bar_age_s + freshness_allowance_s(s),  # + a delayed plan's 15 minutes
+                "STOCKPIPE_HEALTH_MAX_BAR_AGE_S",
+            ),
             ("stockpipe_health_max_dlq_growth", s.health_max_dlq_growth, "STOCKPIPE_HEALTH_MAX_DLQ_GROWTH"),
             ("stockpipe_health_max_api_error_rate", s.health_max_api_error_rate, "STOCKPIPE_HEALTH_MAX_API_ERROR_RATE"),
         ):
@@ -295,6 +302,7 @@ class StockpipeCollector(Collector):
 
     def close(self) -> None:
         self._admin = None  # an AdminClient has no close(): dropping it ends its threads and connections
+        self._drop_pool()
 
 
 def build_registry(settings: Settings, **kwargs: Any) -> tuple[CollectorRegistry, StockpipeCollector]:
@@ -329,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--once", action="store_true", help="print one scrape and exit")
     args = parser.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # --once prints the scrape on stdout: the log goes to stderr
+    setup_logging(settings.log_level, settings.log_json, stream=sys.stderr)
     if args.once:
         from prometheus_client import generate_latest
 

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
-
 from stockpipe import clients
 from stockpipe.calendar import CalendarMode, trading_calendar
 from stockpipe.config import Settings
+from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.monitoring.health")
+
+#: the api_error_rate check (and the exporter's ingest error ratio) looks this far back
+INGEST_ERROR_WINDOW = timedelta(minutes=15)
 
 
 @dataclass
@@ -143,10 +145,9 @@ def check_health(
             )
         )
 
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
-        (last_batch,) = conn.execute(
-            "SELECT max(committed_at) FROM ops.stream_batches WHERE query_name = %s", (settings.stream_query_name,)
-        ).fetchone()
+    with clients.pg_connect(settings, "writer", connect_timeout=10, autocommit=True) as conn:
+        batch = queries.latest_stream_batch(conn, settings.stream_query_name)
+        last_batch = None if batch is None else batch["committed_at"]
         waiting = lag is None or lag > 0
         limit = settings.health_max_batch_age_s
         if last_batch is None:
@@ -169,15 +170,12 @@ def check_health(
             checks.append(Check("stream_batch_age", age, limit, ok, detail))
 
         session = trading_calendar(calendar).session_at(now)
-        max_age = settings.health_max_bar_age_s
+        from stockpipe.producer.plan import freshness_allowance_s
+
+        # a delayed market-data plan's newest bar is 15 minutes old by design
+        max_age = settings.health_max_bar_age_s + freshness_allowance_s(settings)
         if session is not None and (now - session.open).total_seconds() > max_age:
-            rows = dict(
-                conn.execute(
-                    "SELECT s.symbol, (SELECT max(ts) FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts >= %s)"
-                    " FROM unnest(%s::text[]) AS s(symbol)",
-                    (now - timedelta(days=1), settings.watchlist),
-                ).fetchall()
-            )
+            rows = queries.newest_bar_times(conn, settings.watchlist, since=now - timedelta(days=1))
             for symbol in settings.watchlist:
                 newest = rows.get(symbol)
                 if newest is None:
@@ -199,10 +197,8 @@ def check_health(
         dlq_offsets = topic_end_offsets(settings, settings.kafka_dlq_topic)
         if dlq_offsets is not None:
             total = sum(dlq_offsets.values())
-            previous = conn.execute(
-                "SELECT value FROM ops.health_checks WHERE check_name = 'dlq_messages' ORDER BY checked_at DESC LIMIT 1"
-            ).fetchone()
-            growth = total - int(previous[0]) if previous and previous[0] is not None and total >= previous[0] else 0
+            previous = queries.last_health_value(conn, "dlq_messages")
+            growth = total - int(previous) if previous is not None and total >= previous else 0
             limit_dlq = settings.health_max_dlq_growth
             checks.append(
                 Check(
@@ -215,11 +211,7 @@ def check_health(
             )
             checks.append(Check("dlq_messages", total, None, True, f"{total} dead letters in total"))
 
-        failed, attempted = conn.execute(
-            "SELECT coalesce(sum(cardinality(failed_symbols)), 0), coalesce(sum(symbols), 0)"
-            " FROM ops.ingest_cycles WHERE finished_at >= %s",
-            (now - timedelta(minutes=15),),
-        ).fetchone()
+        failed, attempted = queries.ingest_error_rate(conn, now - INGEST_ERROR_WINDOW)
         if attempted:
             rate = failed / attempted
             limit_rate = settings.health_max_api_error_rate
@@ -234,11 +226,6 @@ def check_health(
             )
 
         if record:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO ops.health_checks (checked_at, check_name, value, threshold, ok, detail)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(now, c.name, c.value, c.threshold, c.ok, c.detail) for c in checks],
-                )
+            queries.record_health_checks(conn, [(now, c.name, c.value, c.threshold, c.ok, c.detail) for c in checks])
     log.info("%s", report.message())
     return report

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from importlib import resources
 
 import psycopg
 from psycopg import sql
 
+from stockpipe.clients import pg_connect
 from stockpipe.config import Settings, get_settings
+from stockpipe.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ def wait_for_postgres(settings: Settings, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with psycopg.connect(settings.pg_dsn("admin", "postgres"), connect_timeout=3):
+            with pg_connect(settings, "admin", "postgres", connect_timeout=3):
                 return
         except psycopg.OperationalError as error:
             if time.monotonic() > deadline:
@@ -47,7 +50,7 @@ def _ensure_role(cur: psycopg.Cursor, name: str, password: str) -> None:
 
 
 def ensure_roles_and_database(settings: Settings, database: str) -> None:
-    with psycopg.connect(settings.pg_dsn("admin", "postgres"), autocommit=True) as conn:
+    with pg_connect(settings, "admin", "postgres", autocommit=True) as conn:
         cur = conn.cursor()
         _ensure_role(cur, settings.pg_writer_user, settings.pg_writer_password.get_secret_value())
         _ensure_role(cur, settings.pg_reader_user, settings.pg_reader_password.get_secret_value())
@@ -69,7 +72,7 @@ def migration_files() -> list[tuple[str, str]]:
 
 def apply_migrations(settings: Settings, database: str) -> list[str]:
     applied: list[str] = []
-    with psycopg.connect(settings.pg_dsn("writer", database)) as conn:
+    with pg_connect(settings, "writer", database) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS public.schema_migrations "
             "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -110,7 +113,7 @@ def main() -> None:
     parser.add_argument("--database", help="database name (default: STOCKPIPE_PG_DATABASE)")
     parser.add_argument("--wait", type=float, default=0, help="seconds to wait for PostgreSQL")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging("INFO", stream=sys.stderr)  # stdout: the summary line
     applied = migrate(database=args.database, wait_s=args.wait)
     print(f"migrations: {len(applied)} applied" + (f" ({', '.join(applied)})" if applied else ", schema up to date"))
 

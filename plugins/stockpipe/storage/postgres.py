@@ -36,6 +36,7 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
+from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS
 
@@ -224,7 +225,7 @@ class PostgresSink:
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(self.settings.pg_dsn("writer"), connect_timeout=10)
+                self._conn = pg_connect(self.settings, "writer", connect_timeout=10)
             except psycopg.OperationalError as error:
                 raise RuntimeError(
                     f"PostgreSQL at {self.settings.pg_host}:{self.settings.pg_port} "

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-
+from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
 
 _COLUMNS = ("name", "exchange", "currency", "market", "type", "active", "market_cap", "description",
@@ -34,7 +33,7 @@ def upsert_symbol(settings: Settings, symbol: str, details: dict[str, Any], sour
     row = symbol_row(symbol, details, source)
     names = ("symbol", *_COLUMNS, "source")
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*_COLUMNS, "source"))
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=5) as conn:
+    with pg_connect(settings, "writer", connect_timeout=5) as conn:
         conn.execute(
             f"INSERT INTO market.symbols ({', '.join(names)}, refreshed_at) "
             f"VALUES ({', '.join('%(' + n + ')s' for n in names)}, now()) "

@@ -42,12 +42,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import psycopg
 
+from stockpipe.calendar import NEW_YORK
+from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS, SymbolIndicators, compute_values
 from stockpipe.storage.postgres import PostgresSink, stored_bars_frame, symbol_bounds
@@ -58,7 +59,6 @@ if TYPE_CHECKING:  # the tasks import this module too; they need no pyspark.sql
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
-NEW_YORK = ZoneInfo("America/New_York")
 
 #: Stored bars a task reads, computes and writes at once (a chunk): ~1.7 KB of memory per bar at the
 #: peak (the rows as Python values for the COPY), ~170 MB. A symbol with more bars is a chunk of its own.
@@ -165,7 +165,7 @@ def stored_bar_counts(settings: Settings, symbols: list[str], start: datetime, e
 
     Also creates the monthly partitions those bars' indicators go to, once, before the tasks write
     in parallel (two tasks creating the same partition would collide)."""
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+    with pg_connect(settings, "writer", connect_timeout=10, autocommit=True) as conn:
         records = conn.execute(
             "SELECT symbol, count(*), min(ts) FILTER (WHERE ts >= %(start)s), max(ts) FROM market.bars_1m "
             "WHERE symbol = ANY(%(symbols)s) AND ts < %(end)s GROUP BY symbol HAVING max(ts) >= %(start)s "
@@ -237,7 +237,7 @@ FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def bump_epochs(settings: Settings, symbols: list[str]) -> None:
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+    with pg_connect(settings, "writer", connect_timeout=10, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO ops.symbol_epochs (symbol, epoch) SELECT unnest(%s::text[]), 1 "
             "ON CONFLICT (symbol) DO UPDATE SET epoch = ops.symbol_epochs.epoch + 1, changed_at = now()",
@@ -259,7 +259,7 @@ def open_repairs(settings: Settings, symbols: list[str], start: datetime, end: d
 
     Call it before the recomputation reads the stored bars: each entry's bar (stored in the same
     transaction as the entry) is then visible to that read, so :func:`close_repairs` may close it."""
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10, autocommit=True) as conn:
+    with pg_connect(settings, "writer", connect_timeout=10, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT symbol, ts, xmin::text FROM ops.repair_queue "
             "WHERE symbol = ANY(%s) AND ts >= %s AND ts < %s AND repaired_at IS NULL",
@@ -283,7 +283,7 @@ def close_repairs(conn: psycopg.Connection, queued: list[QueuedRepair]) -> int:
 
 def repair_ranges(settings: Settings) -> dict[str, datetime]:
     """Symbol → earliest open repair; backfilling from there to now closes the queue."""
-    with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=10) as conn:
+    with pg_connect(settings, "writer", connect_timeout=10) as conn:
         rows = conn.execute(
             "SELECT symbol, min(ts) FROM ops.repair_queue WHERE repaired_at IS NULL GROUP BY symbol"
         ).fetchall()

@@ -31,13 +31,12 @@ def make_seeder(dsn: str):
     """symbols → their stored bars (one query); runs in the Python workers, one connection per worker."""
 
     def seeder(symbols: list[str]) -> dict[str, pd.DataFrame]:
-        import psycopg
-
+        from stockpipe.clients import pg_connect_dsn
         from stockpipe.storage.postgres import stored_bars_many
 
         conn = _seed_connections.get(dsn)
         if conn is None or conn.closed:
-            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            conn = pg_connect_dsn(dsn, autocommit=True, connect_timeout=10)
             _seed_connections[dsn] = conn
         return stored_bars_many(conn, symbols)
 
@@ -53,13 +52,13 @@ def make_epoch_reader(dsn: str, max_age_s: float = 1.0):
     def epoch(symbol: str) -> int:
         import time
 
-        import psycopg
+        from stockpipe.clients import pg_connect_dsn
 
         cached = _epoch_cache.get(dsn)
         if cached is None or time.monotonic() - cached[0] > max_age_s:
             conn = _seed_connections.get(dsn)
             if conn is None or conn.closed:
-                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+                conn = pg_connect_dsn(dsn, autocommit=True, connect_timeout=10)
                 _seed_connections[dsn] = conn
             epochs = dict(conn.execute("SELECT symbol, epoch FROM ops.symbol_epochs").fetchall())
             cached = _epoch_cache[dsn] = (time.monotonic(), epochs)
@@ -77,13 +76,11 @@ def starting_offsets(settings: Settings) -> str:
     to the earliest offset, with a warning."""
     import json
 
-    import psycopg
-
-    from stockpipe.clients import kafka_admin, partition_offsets
+    from stockpipe.clients import kafka_admin, partition_offsets, pg_connect
     from stockpipe.storage.postgres import stream_offsets
 
     topic = settings.kafka_topic
-    with psycopg.connect(settings.pg_dsn("writer"), autocommit=True, connect_timeout=10) as conn:
+    with pg_connect(settings, "writer", autocommit=True, connect_timeout=10) as conn:
         stored = stream_offsets(conn, topic)
     if not stored:
         return settings.stream_starting_offsets
@@ -132,7 +129,7 @@ def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
     """The streaming plan up to the sink (the operator's rows, see operator.OUTPUT_SCHEMA)."""
     buckets = settings.stream_state_buckets
     labels = bucket_labels(spark, buckets)
-    parsed = parse_records(kafka_records(spark, settings), labels).select(*PARSED_COLUMNS)
+    parsed = parse_records(kafka_records(spark, settings), labels, settings).select(*PARSED_COLUMNS)
     seeder = make_seeder(settings.pg_dsn("writer")) if settings.stream_seed_from_postgres else None
     epochs = make_epoch_reader(settings.pg_dsn("writer")) if seeder is not None else None
     return apply_indicators(
