@@ -237,6 +237,11 @@ class Settings(BaseSettings):
     spark_worker_cores: int = Field(2, ge=1, description="Cores the standalone worker offers to the jobs.")
     spark_worker_memory: str = Field("2g", description="Memory the standalone worker offers to the jobs' executors.")
     spark_executor_memory: str = Field("1g", description="spark.executor.memory of the jobs on a spark:// master.")
+    spark_driver_host: str = Field(
+        "127.0.0.1",
+        description="Address the jobs' Spark driver binds and advertises to executors (spark.driver.host): loopback "
+        "for local mode and the local cluster; on a multi-host cluster one the workers reach (compose: the container).",
+    )
     spark_cores_max: int = Field(
         1,
         ge=1,

@@ -31,7 +31,8 @@ BATCH_JAVA_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 def spark_session(settings: Settings, app_name: str = "stockpipe", java_options: Sequence[str] = ()):
     """Build (or reuse) the SparkSession for ``settings``.
 
-    Everything binds to 127.0.0.1 (invariant 5): the driver, the block manager, and the UI is off.
+    Everything binds to 127.0.0.1 (invariant 5): the driver and its block manager (STOCKPIPE_SPARK_DRIVER_HOST,
+    which only a multi-host cluster moves off loopback); the UI is off.
     Python workers run the interpreter of this process (the project venv). ``java_options`` are
     added to the driver JVM's (e.g. :data:`BATCH_JAVA_OPTIONS`); they only apply when this call
     starts the JVM (not under spark-submit, nor to a session that already runs).
@@ -51,8 +52,8 @@ def spark_session(settings: Settings, app_name: str = "stockpipe", java_options:
             "spark.driver.extraJavaOptions",
             " ".join(["-XX:G1PeriodicGCInterval=60000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30", *java_options]),
         )
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", settings.spark_driver_host)
+        .config("spark.driver.host", settings.spark_driver_host)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
