@@ -195,3 +195,27 @@ def test_compose_prometheus_config():
     config = yaml.safe_load((ROOT / "infra" / "docker" / "prometheus.yml").read_text())
     native = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
     assert [s["job_name"] for s in config["scrape_configs"]] == [s["job_name"] for s in native["scrape_configs"]]
+
+
+def test_spark_cluster_profile(compose):
+    """The native STOCKPIPE_SPARK_CLUSTER=standalone as the profile spark-cluster: master and worker from the
+    stockpipe image (its Python runs the executors), web UIs on the same loopback ports and variables."""
+    services = compose["services"]
+    for name, role, setting in (
+        ("spark-master", "master", "spark_master_webui_port"),
+        ("spark-worker", "worker", "spark_worker_webui_port"),
+    ):
+        service = services[name]
+        assert service["profiles"] == ["spark-cluster"], name
+        assert service["image"] == services["producer"]["image"], f"{name}: executors need the stockpipe image"
+        assert service["command"][:4] == ["python", "-m", "stockpipe.streaming.cluster", role]
+        port = Settings.model_fields[setting].default
+        assert ("127.0.0.1", port, port) in published(service)
+        assert any(f"${{{_env_name(setting)}:-{port}}}" in str(p) for p in service["ports"]), service["ports"]
+    master_port = Settings.model_fields["spark_master_port"].default
+    assert f"spark://spark-master:{master_port}" in services["spark-worker"]["command"]
+    assert services["spark-worker"]["depends_on"]["spark-master"]["condition"] == "service_healthy"
+    # the Spark drivers run in the scheduler (LocalExecutor): the executors must reach them there
+    scheduler = environment(services["airflow-scheduler"])
+    assert scheduler["STOCKPIPE_SPARK_DRIVER_HOST"] == "airflow-scheduler"
+    assert scheduler["STOCKPIPE_PG_HOST"] == "postgres"  # still every setting of the shared environment

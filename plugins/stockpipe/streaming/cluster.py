@@ -5,6 +5,9 @@ worker from the installed pyspark (no separate Spark download), bound to 127.0.0
     python -m stockpipe.streaming.cluster worker     # exec the worker (supervisord program spark-worker)
     python -m stockpipe.streaming.cluster wait       # until the master has an ALIVE worker (infra/stack.sh)
 
+``--host NAME`` (and for the worker ``--master spark://NAME:PORT``) replace 127.0.0.1 where the daemons
+must be reachable from other hosts: docker-compose.yaml's spark-master and spark-worker containers.
+
 ``infra/spark/run.sh`` is the supervisord command; ``infra/stack.sh up spark`` starts both before
 Airflow. The jobs find the cluster through ``STOCKPIPE_SPARK_MASTER``, which defaults to
 ``spark://127.0.0.1:STOCKPIPE_SPARK_MASTER_PORT`` in standalone mode; on a ``spark://`` master each
@@ -55,15 +58,15 @@ def spark_home() -> Path:
     return Path(spec.origin).parent
 
 
-def daemon_env(work_dir: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def daemon_env(work_dir: Path, base: Mapping[str, str] | None = None, host: str = HOST) -> dict[str, str]:
     """Environment of the master and worker JVMs (and, through the worker, of the executors)."""
     env = dict(os.environ if base is None else base)
     env.update(
         {
             "SPARK_HOME": str(spark_home()),
-            "SPARK_LOCAL_IP": HOST,
-            "SPARK_MASTER_HOST": HOST,
-            "SPARK_PUBLIC_DNS": HOST,  # the host the web UIs link to
+            "SPARK_LOCAL_IP": host,
+            "SPARK_MASTER_HOST": host,
+            "SPARK_PUBLIC_DNS": host,  # the host the web UIs link to
             "SPARK_LOCAL_DIRS": str(work_dir / "tmp"),
             "SPARK_NO_DAEMONIZE": "1",
             "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
@@ -76,26 +79,26 @@ def daemon_env(work_dir: Path, base: Mapping[str, str] | None = None) -> dict[st
     return env
 
 
-def master_command(settings: Settings) -> list[str]:
+def master_command(settings: Settings, host: str = HOST) -> list[str]:
     return [
         str(spark_home() / "bin" / "spark-class"), MASTER_CLASS,
-        "--host", HOST, "--port", str(settings.spark_master_port),
+        "--host", host, "--port", str(settings.spark_master_port),
         "--webui-port", str(settings.spark_master_webui_port),
     ]  # fmt: skip
 
 
-def worker_command(settings: Settings, work_dir: Path) -> list[str]:
+def worker_command(settings: Settings, work_dir: Path, host: str = HOST, master_url: str | None = None) -> list[str]:
     return [
         str(spark_home() / "bin" / "spark-class"), WORKER_CLASS,
-        "--host", HOST, "--webui-port", str(settings.spark_worker_webui_port),
+        "--host", host, "--webui-port", str(settings.spark_worker_webui_port),
         "--cores", str(settings.spark_worker_cores), "--memory", settings.spark_worker_memory,
-        "--work-dir", str(work_dir / "work"), settings.standalone_master_url,
+        "--work-dir", str(work_dir / "work"), master_url or settings.standalone_master_url,
     ]  # fmt: skip
 
 
-def master_state(settings: Settings, timeout_s: float = 5) -> dict:
+def master_state(settings: Settings, timeout_s: float = 5, host: str = HOST) -> dict:
     """The master's own JSON (``/json/``): workers, cores, active and completed applications."""
-    url = f"http://{HOST}:{settings.spark_master_webui_port}/json/"
+    url = f"http://{host}:{settings.spark_master_webui_port}/json/"
     with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback http)
         return json.load(response)
 
@@ -119,27 +122,33 @@ def wait_for_worker(settings: Settings, timeout_s: float = 60) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from stockpipe.config import load_settings
 
-    args = sys.argv[1:] if argv is None else argv
-    role = args[0] if args else ""
+    parser = argparse.ArgumentParser(prog="python -m stockpipe.streaming.cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("role", choices=["master", "worker", "wait"])
+    parser.add_argument("--host", default=HOST, help="address to bind and advertise (default 127.0.0.1)")
+    parser.add_argument("--master", help="worker: the master's URL (default spark://127.0.0.1:MASTER_PORT)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="wait: seconds")
+    args = parser.parse_args(argv)
     settings = load_settings()
     work_dir = settings.local_dir / "spark"
-    if role == "wait":
-        timeout = float(args[2]) if len(args) > 2 and args[1] == "--timeout" else 60.0
+    if args.role == "wait":
         try:
-            state = wait_for_worker(settings, timeout)
+            state = wait_for_worker(settings, args.timeout)
         except TimeoutError as error:
             raise SystemExit(str(error)) from None
         print(f"{state['aliveworkers']} worker(s), {state.get('cores')} cores, {state.get('memory')} MiB")
         return
-    if role not in ("master", "worker"):
-        raise SystemExit("usage: python -m stockpipe.streaming.cluster master|worker|wait [--timeout S]")
     (work_dir / "tmp").mkdir(parents=True, exist_ok=True)
     (work_dir / "work").mkdir(parents=True, exist_ok=True)
-    command = master_command(settings) if role == "master" else worker_command(settings, work_dir)
+    if args.role == "master":
+        command = master_command(settings, args.host)
+    else:
+        command = worker_command(settings, work_dir, args.host, args.master)
     sys.stdout.flush()
-    os.execve(command[0], command, daemon_env(work_dir))
+    os.execve(command[0], command, daemon_env(work_dir, host=args.host))
 
 
 if __name__ == "__main__":
