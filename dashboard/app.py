@@ -1,19 +1,15 @@
-"""stockpipe dashboard: ``streamlit run dashboard/app.py`` (``make up`` runs it on 127.0.0.1:8501)."""
+"""stockpipe dashboard: ``.venv/bin/python -m streamlit run dashboard/app.py`` from the checkout
+(``make up`` runs it on 127.0.0.1:8501 through ``dashboard/serve.sh``).
+
+``python -m`` puts the checkout on ``sys.path``, so the pages import ``dashboard.*``; ``stockpipe``
+is installed in the venv (editable).
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-# `streamlit run` puts only this folder on sys.path; the pages import `dashboard.*` and `stockpipe`.
-ROOT = Path(__file__).resolve().parents[1]
-for folder in (ROOT, ROOT / "plugins"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-import streamlit as st  # noqa: E402
-
-from dashboard import data  # noqa: E402
+from dashboard import data
 
 st.set_page_config(page_title="stockpipe", page_icon=":material/show_chart:", layout="wide")
 

@@ -12,16 +12,12 @@ is what makes the result exact (see ``stockpipe.streaming.backfill``).
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-
-from stockpipe.config import load_settings  # noqa: E402
-from stockpipe.logs import setup_logging  # noqa: E402
-from stockpipe.streaming.backfill import backfill, repair_ranges, session_range  # noqa: E402
-from stockpipe.streaming.spark import BATCH_JAVA_OPTIONS, spark_session  # noqa: E402
+from stockpipe.config import load_settings
+from stockpipe.logs import setup_logging
+from stockpipe.streaming.backfill import backfill, repair_ranges, session_range
+from stockpipe.streaming.spark import BATCH_JAVA_OPTIONS, spark_session
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,21 +6,17 @@ Settings come from ``STOCKPIPE_*`` environment variables / ``.env`` (see ``pytho
 stockpipe.config``): topic, checkpoint (``STOCKPIPE_STREAM_CHECKPOINT``), trigger interval
 (``STOCKPIPE_STREAM_TRIGGER_S``), Spark master, recompute horizon. Runs until SIGTERM/SIGINT (which
 stop it after the running micro-batch); restarting resumes from the checkpoint. The same file works
-with ``spark-submit`` (Airflow's SparkSubmitOperator) when the stockpipe package is installed.
+with ``spark-submit`` (Airflow's SparkSubmitOperator): the stockpipe package is installed in the venv
+whose python runs the driver and the workers (PYSPARK_PYTHON).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-# Run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-
-from stockpipe.config import load_settings  # noqa: E402
-from stockpipe.logs import setup_logging  # noqa: E402
-from stockpipe.streaming.query import run  # noqa: E402
+from stockpipe.config import load_settings
+from stockpipe.logs import setup_logging
+from stockpipe.streaming.query import run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -584,15 +583,24 @@ def markdown_table() -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m stockpipe.config`` prints the effective settings (secrets masked);
     ``--shell`` the ports for infra/stack.sh; ``--env-example`` / ``--markdown`` the documentation."""
-    args = sys.argv[1:] if argv is None else argv
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m stockpipe.config", description="Print the effective settings (secrets masked)."
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--shell", action="store_true", help="export lines of the ports the local-stack scripts use")
+    output.add_argument("--env-example", action="store_true", help="the text of .env.example")
+    output.add_argument("--markdown", action="store_true", help="the settings table of docs/configuration.md")
+    args = parser.parse_args(argv)
     settings = load_settings()
-    if "--shell" in args:
+    if args.shell:
         print(shell_exports(settings))
         return
-    if "--env-example" in args:
+    if args.env_example:
         print(env_example(), end="")
         return
-    if "--markdown" in args:
+    if args.markdown:
         print(markdown_table(), end="")
         return
     for name in Settings.model_fields:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from stockpipe.config import load_settings
+from stockpipe.logs import setup_logging
 
 from .app import SimulatorOptions
 from .server import serve
@@ -42,9 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default=settings.log_level)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level.upper(), settings.log_json, stream=sys.stderr)
     logging.getLogger("stockpipe.simulator").info(
         "market simulator (seed %d, clock %s%s) on http://%s:%d",
         args.seed,
