@@ -31,8 +31,12 @@ handed to the client libraries, never logged (use :func:`redacted` to show one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from stockpipe.config import Settings
 
@@ -275,3 +279,133 @@ def end_offsets(
         return None
     offsets = partition_offsets(admin, [(topic, p) for p in found.partitions], timeout_s=timeout_s)
     return {p: offset for (_, p), offset in offsets.items()}
+
+
+# --- market data ---------------------------------------------------------------------------------
+# The market-data API (Massive, formerly Polygon.io, or the simulator) as every caller gets it: the
+# official client, the shared rate limit (docs/architecture.md, "Rate limit") and ONE retry policy
+# ("Retries"). The producer, Airflow's ingest and the backfill all build theirs here.
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+T = TypeVar("T")
+_market_log = logging.getLogger("stockpipe.clients.market")
+
+#: Who calls: live ingest, or the backfill, which leaves live ingest a share of every window.
+MarketPriority = Literal["live", "backfill"]
+
+
+def backfill_reserve(calls_per_window: int) -> int:
+    """Slots of each rate-limit window the backfill leaves to live ingest (a fifth, at least one,
+    none when the budget is a single call: the backfill would never run)."""
+    return 0 if calls_per_window < 2 else max(1, calls_per_window // 5)
+
+
+class MarketSource:
+    """:class:`~stockpipe.sources.polygon.PolygonSource` behind the shared rate limiter and the one
+    retry policy: tenacity, on :class:`~stockpipe.sources.polygon.RetryableSourceError` (timeouts,
+    connection errors, 5xx, 429, unparseable bodies), waits of 1, 2, 4 s (× ``STOCKPIPE_RETRY_BASE_S``)
+    where a 429's Retry-After wins when longer, ``STOCKPIPE_RETRY_ATTEMPTS`` retries, then the
+    error is raised. Every HTTP request (pages and retries included) first takes a rate-limit slot.
+    """
+
+    def __init__(self, settings: Settings, api: Any, limiter: Any, *, sleep: Callable[[float], None]) -> None:
+        self.settings = settings
+        self.api = api  # the PolygonSource: call it through call() to be retried
+        self.limiter = limiter
+        self.sleep = sleep
+        self._prepaid = threading.local()
+        api.before_call = self._before_call
+
+    # -- rate limit ---------------------------------------------------------------------------
+    def _before_call(self) -> None:
+        from stockpipe.producer import metrics
+
+        if getattr(self._prepaid, "slot", False):
+            self._prepaid.slot = False
+        else:
+            self.limiter.acquire()
+        metrics.API_CALLS.inc()
+
+    def take_slot(self) -> None:
+        """Wait for the rate-limit slot of this thread's next HTTP request now, so that what depends
+        on the moment of the call (the end of a window of closed bars) is decided after the grant."""
+        if not getattr(self._prepaid, "slot", False):
+            self.limiter.acquire()
+            self._prepaid.slot = True
+
+    # -- retries ------------------------------------------------------------------------------
+    def retry_wait(self, state: RetryCallState) -> float:
+        """1 s, 2 s, 4 s (× retry_base_s); a 429's Retry-After (× retry_base_s) wins when longer."""
+        from stockpipe.sources.polygon import RateLimited
+
+        base = self.settings.retry_base_s
+        delay = base * (2 ** (state.attempt_number - 1))
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited) and error.retry_after:
+            delay = max(delay, error.retry_after * base)
+        return delay
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()`` under the retry policy; the last error is raised when the retries are spent."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+        from stockpipe.producer import metrics
+        from stockpipe.sources.polygon import RetryableSourceError
+
+        def before_sleep(state: RetryCallState) -> None:
+            metrics.API_RETRIES.inc()
+            _market_log.warning(
+                "%s failed (%s); retry %d in %.1fs",
+                what,
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+                state.next_action.sleep if state.next_action else 0,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableSourceError),
+            stop=stop_after_attempt(self.settings.retry_attempts + 1),
+            wait=self.retry_wait,
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+    # -- the calls ----------------------------------------------------------------------------
+    def minute_bars(self, symbol: str, start: datetime, end: datetime, **kwargs: Any) -> list:
+        """Retried :meth:`PolygonSource.minute_bars` (bars starting in [start, end])."""
+        return self.call(lambda: self.api.minute_bars(symbol, start, end, **kwargs), f"bars of {symbol}")
+
+    def ticker_details(self, symbol: str) -> dict | None:
+        """Retried :meth:`PolygonSource.ticker_details`."""
+        return self.call(lambda: self.api.ticker_details(symbol), f"ticker details of {symbol}")
+
+
+def market_source(
+    settings: Settings,
+    *,
+    priority: MarketPriority = "live",
+    sleep: Callable[[float], None] = time.sleep,
+) -> MarketSource:
+    """The market-data source of ``settings`` (Massive with a key, else the simulator), rate-limited
+    with every other process through Redis and retried by the one policy. ``priority="backfill"``
+    leaves :func:`backfill_reserve` slots of each window to live ingest. ``sleep`` is every wait's
+    (rate limit and retries): pass one that raises to stop a process promptly."""
+    from stockpipe.producer import metrics
+    from stockpipe.producer.limiter import SharedRateLimiter
+    from stockpipe.sources.polygon import PolygonSource
+
+    limiter = SharedRateLimiter(
+        settings.redis_url,
+        settings.rate_limit_per_minute,
+        settings.market_data_key,
+        window_s=settings.rate_limit_window_s,
+        reserve=backfill_reserve(settings.rate_limit_per_minute) if priority == "backfill" else 0,
+        on_wait=metrics.RATE_LIMIT_WAIT.inc,
+        sleep=sleep,
+    )
+    api = PolygonSource(settings.market_data_key, base_url=settings.market_data_url, timeout=settings.http_timeout_s)
+    return MarketSource(settings, api, limiter, sleep=sleep)

@@ -132,7 +132,10 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles per retry (1, 2, 4 s).")
     metadata_ttl_s: int = Field(6 * 3600, ge=0, description="TTL of cached ticker details in Redis.")
     backfill_start_minutes: int = Field(
-        30, ge=1, description="How far back a symbol with no checkpoint starts, in minutes."
+        0,
+        ge=0,
+        description="How far back a symbol with no checkpoint starts, in minutes; 0: at the open of the current "
+        "(or last) session, so a first start leaves no hole (one call covers the day).",
     )
     metrics_host: str = Field("127.0.0.1", description="Bind address of Prometheus metrics endpoints.")
     producer_metrics_port: int = Field(9108, ge=0, le=65535, description="Producer metrics port (0 = off).")

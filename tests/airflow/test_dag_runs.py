@@ -42,14 +42,19 @@ def consume(settings, topic: str, want: int, timeout_s: float = 30) -> list:
     return messages
 
 
-def test_market_ingest_one_interval_sends_bars_to_kafka(dagbag, dag_env, af_conn):
+def test_market_ingest_one_interval_sends_bars_to_kafka(dagbag, dag_env, af_conn, monkeypatch):
+    from stockpipe.config import get_settings
+
+    # 30 minutes back instead of the (demo) session's open: a count that doesn't depend on the hour
+    monkeypatch.setenv("STOCKPIPE_BACKFILL_START_MINUTES", "30")
+    get_settings.cache_clear()
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     dag_run = run_dag(dagbag, "market_ingest", now)
     assert dag_run.state == "success", task_states(dag_run)
     finished = datetime.now(UTC).replace(second=0, microsecond=0)
 
     # a symbol with no checkpoint starts STOCKPIPE_BACKFILL_START_MINUTES back: 30 closed bars each
-    expected = len(dag_env.watchlist) * dag_env.backfill_start_minutes
+    expected = len(dag_env.watchlist) * 30
     messages = consume(dag_env, dag_env.kafka_topic, expected)
     assert len(messages) == expected
     bars = [json.loads(m.value()) for m in messages]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from stockpipe import verify
-from stockpipe.producer.core import CHECKPOINT_KEY, MarketProducer
+from stockpipe.producer.core import CHECKPOINT_KEY, META_KEY, MarketProducer
 from stockpipe.sources.simulator import FaultRequest, start_in_thread
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,55 @@ def test_bars_flow_with_no_gap_across_a_restart(settings, simulator, clock, redi
         assert report.first == START - timedelta(minutes=30)
         assert report.last == START + timedelta(minutes=6)
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == "2026-11-24T15:06:00Z"
+
+
+def test_first_start_covers_the_session_from_its_open(settings, simulator, clock, redis_client):
+    # demo clock: the session is the New York day, open at 05:00 UTC; 15:00 UTC is 10:00 there
+    s = make_settings(settings, simulator, backfill_start_minutes=0)
+    first = MarketProducer(s, clock=clock)
+    summary = first.run_cycle()
+    assert summary.sent == 2 * 600 and not summary.failed  # no hole before the first start
+    bar_calls = [r for r in simulator.state.log.requests(KEY) if "/range/" in r["path"]]
+    assert len(bar_calls) == 2  # one call per symbol covers the day
+    first.close()
+
+    clock.now += timedelta(minutes=7)  # down for a few cycles: resumes from the checkpoint as before
+    summary = MarketProducer(s, clock=clock).run_cycle()
+    assert summary.sent == 14 and not summary.failed
+
+    reports = verify.build_reports(read_messages(s, s.kafka_topic), "demo")
+    for report in reports.values():
+        assert report.gaps == [] and report.duplicates == 0
+        assert report.first == datetime(2026, 11, 24, 5, 0, tzinfo=UTC)
+        assert report.last == START + timedelta(minutes=6)
+
+
+def test_first_start_after_the_close_takes_the_whole_session(settings, redis_client):
+    after_the_close = datetime(2026, 11, 24, 22, 0, 5, tzinfo=UTC)  # Tuesday, 17:00 in New York
+    with start_in_thread(seed=11, clock="nyse", now=after_the_close.timestamp) as nyse:
+        s = make_settings(settings, nyse, backfill_start_minutes=0, watchlist=["AAPL"], simulator_clock="nyse")
+        summary = MarketProducer(s, clock=lambda: after_the_close).run_cycle()
+    assert summary.sent == 390 and not summary.failed  # 09:30-16:00 ET
+    assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == "2026-11-24T20:59:00Z"
+
+
+def test_window_ends_after_the_rate_limit_grants_the_call(settings, simulator, clock, redis_client):
+    # One call per (1 + 1 s guard band): MSFT's fetch waits for its slot while the market moves on.
+    s = make_settings(settings, simulator, rate_limit_per_minute=1, rate_limit_window_s=1)
+    for symbol in s.watchlist:  # details cached: the bars are the only calls
+        redis_client.set(META_KEY.format(symbol=symbol), json.dumps({"name": symbol}))
+
+    def waiting(seconds: float) -> None:
+        time.sleep(seconds)
+        clock.now += timedelta(minutes=1)
+
+    summary = MarketProducer(s, clock=clock, sleep=waiting).run_cycle()
+    assert not summary.failed
+    assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == "2026-11-24T14:59:00Z"
+    newest_closed = clock.now.replace(second=0) - timedelta(minutes=1)
+    assert newest_closed > START - timedelta(minutes=1)  # the wait let at least one more minute close
+    # the newest bar closed when MSFT's call was granted is in (was: the cycle's start left it out)
+    assert redis_client.hget(CHECKPOINT_KEY, "MSFT") == f"{newest_closed:%Y-%m-%dT%H:%M:%SZ}"
 
 
 def test_messages_follow_the_contract(settings, simulator, clock):

@@ -24,34 +24,6 @@ class BackfillCheckFailed(RuntimeError):
     """The stored day does not pass its checks (the message lists what is wrong)."""
 
 
-def _source(settings: Settings):
-    from stockpipe.producer.limiter import SharedRateLimiter
-    from stockpipe.sources.polygon import PolygonSource
-
-    limiter = SharedRateLimiter(settings.redis_url, settings.rate_limit_per_minute, settings.market_data_key)
-    return PolygonSource(
-        settings.market_data_key,
-        base_url=settings.market_data_url,
-        timeout=settings.http_timeout_s,
-        before_call=limiter.acquire,
-    )
-
-
-def _with_retries(settings: Settings, call, what: str):
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-    from stockpipe.sources.polygon import RetryableSourceError
-
-    retrying = Retrying(
-        retry=retry_if_exception_type(RetryableSourceError),
-        stop=stop_after_attempt(settings.retry_attempts + 1),
-        wait=wait_exponential(multiplier=settings.retry_base_s, max=60),
-        reraise=True,
-        before_sleep=lambda state: log.warning("%s failed (%s); retrying", what, state.outcome.exception()),
-    )
-    return retrying(call)
-
-
 def fetch_and_store_session(settings: Settings, session: Session, symbols: list[str] | None = None) -> dict[str, int]:
     """Fetch the session's minute bars per symbol (rate-limited, retried) and upsert them.
 
@@ -60,6 +32,7 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
     Returns bars stored per symbol. Invalid bars (contract check) are skipped and logged.
     """
     from stockpipe import contract
+    from stockpipe.clients import market_source
 
     symbols = symbols or settings.watchlist
     source = None
@@ -73,12 +46,9 @@ def fetch_and_store_session(settings: Settings, session: Session, symbols: list[
                 log.info("%s %s: %d bars already stored, not fetched again", symbol, session.day, have)
                 stored[symbol] = have
                 continue
-            source = source or _source(settings)
-            bars = _with_retries(
-                settings,
-                lambda s=symbol, src=source: src.minute_bars(s, session.open, session.close - timedelta(minutes=1)),
-                f"bars of {symbol} on {session.day}",
-            )
+            # the shared rate limit (leaving live ingest its share) and the one retry policy
+            source = source or market_source(settings, priority="backfill")
+            bars = source.minute_bars(symbol, session.open, session.close - timedelta(minutes=1))
             fetched_at = datetime.now(UTC)
             rows = []
             for bar in bars:

@@ -44,9 +44,7 @@ def resend_interval(producer: Any, start: datetime, end: datetime) -> int:
 
     fetched_at = producer.clock()
     for symbol in producer.settings.watchlist:
-        bars = producer._with_retries(
-            lambda s=symbol: producer.source.minute_bars(s, start, end - timedelta(minutes=1)), f"bars of {symbol}"
-        )
+        bars = producer.market.minute_bars(symbol, start, end - timedelta(minutes=1))
         for bar in bars:
             if not start <= bar.ts < end:
                 continue

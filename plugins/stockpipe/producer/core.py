@@ -7,8 +7,13 @@ Guarantees:
 - corrections and late bars are caught: each fetch re-reads an overlap of recent minutes and re-sends
   a bar only if it is new or its values changed (digest of what was sent, kept in Redis);
 - every market-data HTTP call (pagination pages and retries included) first takes a slot from the
-  shared Redis rate limiter;
-- one failing symbol never stops the others.
+  shared Redis rate limiter, and a fetch's window ends at the last minute closed when its slot was
+  granted (a wait for the limit never leaves the newest closed bar out);
+- a symbol without a checkpoint starts at the open of the current (or last) session: one call covers
+  the day, so a first start leaves no hole before it;
+- one failing symbol never stops the others;
+- the market-data plan is learned from the answers and said once (:mod:`stockpipe.producer.plan`);
+  on an end-of-day plan live ingest idles.
 """
 
 from __future__ import annotations
@@ -24,13 +29,12 @@ from typing import Any
 
 import redis
 from confluent_kafka import KafkaError, Producer
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from stockpipe import clients, contract
+from stockpipe.calendar import trading_calendar
 from stockpipe.config import Settings
-from stockpipe.producer import metrics
-from stockpipe.producer.limiter import SharedRateLimiter
-from stockpipe.sources.polygon import PolygonSource, RateLimited, RetryableSourceError
+from stockpipe.producer import metrics, plan
+from stockpipe.sources.polygon import Bar, NotEntitled, RetryableSourceError
 
 log = logging.getLogger("stockpipe.producer")
 
@@ -60,6 +64,7 @@ class SymbolResult:
 class CycleSummary:
     results: list[SymbolResult] = field(default_factory=list)
     duration_s: float = 0.0
+    idle: str | None = None  # why live ingest idled (the plan serves no recent minute bars)
 
     @property
     def sent(self) -> int:
@@ -81,6 +86,8 @@ class CycleSummary:
         )
         if self.failed:
             text += f", skipped {', '.join(self.failed)}"
+        if self.idle:
+            text += f"; idle: {self.idle}"
         return text
 
 
@@ -98,7 +105,7 @@ class MarketProducer:
         self,
         settings: Settings,
         *,
-        source: PolygonSource | None = None,
+        market: clients.MarketSource | None = None,
         kafka_producer: Producer | None = None,
         redis_client: redis.Redis | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -112,55 +119,19 @@ class MarketProducer:
         self.overlap = timedelta(minutes=overlap_minutes)
         self.delivery_timeout_s = delivery_timeout_s
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self.limiter = SharedRateLimiter(
-            settings.redis_url,
-            settings.rate_limit_per_minute,
-            settings.market_data_key,
-            window_s=settings.rate_limit_window_s,
-            on_wait=lambda s: metrics.RATE_LIMIT_WAIT.inc(s),
-            sleep=sleep,
-        )
-        self.source = source or PolygonSource(
-            settings.market_data_key,
-            base_url=settings.market_data_url,
-            timeout=settings.http_timeout_s,
-            before_call=self._before_call,
-        )
+        # the market-data API behind the shared rate limit and the one retry policy (stockpipe.clients)
+        self.market = market or clients.market_source(settings, priority="live", sleep=sleep)
+        self.calendar = trading_calendar(settings.simulator_clock if settings.uses_simulator else "nyse")
         self.kafka = kafka_producer or clients.kafka_producer(
             settings, "producer", **{"message.timeout.ms": int(delivery_timeout_s * 1000)}
         )
 
-    # -- market-data calls -------------------------------------------------------------------
-    def _before_call(self) -> None:
-        self.limiter.acquire()
-        metrics.API_CALLS.inc()
-
-    def _wait_for_retry(self, state: RetryCallState) -> float:
-        """1 s, 2 s, 4 s (× retry_base_s); a 429's Retry-After wins when longer."""
-        delay = self.settings.retry_base_s * (2 ** (state.attempt_number - 1))
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, RateLimited) and error.retry_after:
-            delay = max(delay, error.retry_after * self.settings.retry_base_s)
-        return delay
-
-    def _with_retries(self, call: Callable[[], Any], what: str) -> Any:
-        def before_sleep(state: RetryCallState) -> None:
-            metrics.API_RETRIES.inc()
-            log.warning(
-                "%s failed (%s); retry %d in %.1fs",
-                what, state.outcome.exception() if state.outcome else "?", state.attempt_number,
-                state.next_action.sleep if state.next_action else 0,
-            )
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(RetryableSourceError),
-            stop=stop_after_attempt(self.settings.retry_attempts + 1),
-            wait=self._wait_for_retry,
-            sleep=self.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return retrying(call)
+    # -- the plan ------------------------------------------------------------------------------
+    def _learn_plan(self, which: plan.Plan) -> None:
+        try:
+            plan.record(self.redis, which, self.settings.source_name, self.clock())
+        except redis.RedisError as error:  # knowing the plan is nice to have; prices must keep flowing
+            log.warning("could not record the market-data plan in Redis: %s", error)
 
     # -- metadata ------------------------------------------------------------------------------
     def symbol_metadata(self, symbol: str) -> dict[str, Any] | None:
@@ -169,7 +140,7 @@ class MarketProducer:
         cached = self._cached_metadata(symbol)
         if cached is not False:
             return cached
-        details = self._with_retries(lambda: self.source.ticker_details(symbol), f"ticker details of {symbol}")
+        details = self.market.ticker_details(symbol)
         # An unknown symbol is cached too (as {}), so it doesn't cost a call every cycle.
         self.redis.set(key, json.dumps(details or {}), ex=self.settings.metadata_ttl_s or None)
         if details:
@@ -202,24 +173,45 @@ class MarketProducer:
             self.redis.hdel(sent_key, *stale)
 
     # -- one symbol ----------------------------------------------------------------------------
-    def produce_symbol(self, symbol: str, now: datetime) -> SymbolResult:
-        result = SymbolResult(symbol)
-        end = _floor_minute(now)  # bars starting before `end` have closed
+    def window_start(self, symbol: str, end: datetime) -> datetime:
+        """Where the fetch of ``symbol``'s closed bars before ``end`` starts: an overlap before the bar
+        after its checkpoint; without a checkpoint, the open of the session trading at ``end`` (or of
+        the last one before it), or ``STOCKPIPE_BACKFILL_START_MINUTES`` back when that is set."""
         last = self.checkpoint(symbol)
-        if last is None:
-            start = end - timedelta(minutes=self.settings.backfill_start_minutes)
-        else:
-            start = min(last + timedelta(minutes=1) - self.overlap, end)
+        if last is not None:
+            return min(last + timedelta(minutes=1) - self.overlap, end)
+        if self.settings.backfill_start_minutes:
+            return end - timedelta(minutes=self.settings.backfill_start_minutes)
+        session = self.calendar.session_at(end - timedelta(minutes=1)) or self.calendar.previous_session(end)
+        return min(session.open, end) if session is not None else end
+
+    def _fetch(self, symbol: str) -> tuple[datetime, datetime, list[Bar], list[tuple[dict, str]]]:
+        """One retried fetch of the closed bars since the checkpoint. The window's end is the last
+        minute closed once the rate limiter granted the call (a long wait must not leave the bars
+        that closed meanwhile out), taken again on every retry."""
+
+        def attempt() -> tuple[datetime, datetime, list[Bar], list[tuple[dict, str]]]:
+            if self.window_start(symbol, _floor_minute(self.clock())) >= _floor_minute(self.clock()):
+                return self.clock(), self.clock(), [], []  # nothing closed since the checkpoint
+            self.market.take_slot()
+            end = _floor_minute(self.clock())  # bars starting before `end` have closed
+            start = self.window_start(symbol, end)
+            unusable: list[tuple[dict, str]] = []
+            bars = self.market.api.minute_bars(
+                symbol, start, end - timedelta(minutes=1), on_bad_record=lambda r, why: unusable.append((r, why))
+            )
+            return start, end, [b for b in bars if start <= b.ts < end], unusable
+
+        start, end, bars, unusable = self.market.call(attempt, f"bars of {symbol}")
+        if start < end:
+            self._learn_plan("delayed" if self.market.api.last_status == "DELAYED" else "real-time")
+        return start, end, bars, unusable
+
+    def produce_symbol(self, symbol: str) -> SymbolResult:
+        result = SymbolResult(symbol)
+        start, end, bars, unusable = self._fetch(symbol)
         if start >= end:
             return result
-        unusable: list[tuple[dict, str]] = []
-        bars = self._with_retries(
-            lambda: self.source.minute_bars(
-                symbol, start, end - timedelta(minutes=1), on_bad_record=lambda r, why: unusable.append((r, why))
-            ),
-            f"bars of {symbol}",
-        )
-        bars = [b for b in bars if start <= b.ts < end]
         result.fetched = len(bars)
         errors: list[str] = []
 
@@ -293,7 +285,6 @@ class MarketProducer:
         calls must not hold up the prices. A symbol whose fetch returns nothing and whose details
         say it does not exist is reported as unknown."""
         started = time.monotonic()
-        now = self.clock()
         summary = CycleSummary()
         uncached: list[str] = []
         for symbol in symbols or self.settings.watchlist:
@@ -303,13 +294,18 @@ class MarketProducer:
                     log.warning("unknown symbol %s: the market-data API has no ticker details; skipped", symbol)
                     summary.results.append(SymbolResult(symbol, error="unknown symbol"))
                     continue
-                result = self.produce_symbol(symbol, now)
+                result = self.produce_symbol(symbol)
                 if cached is False and result.fetched == 0 and self.symbol_metadata(symbol) is None:
                     log.warning("unknown symbol %s: the market-data API has no ticker details; skipped", symbol)
                     result.error = "unknown symbol"
                 elif cached is False:
                     uncached.append(symbol)
                 summary.results.append(result)
+            except NotEntitled:
+                # The plan serves no recent minute bars: the other symbols would be refused alike.
+                self._learn_plan("end-of-day")
+                summary.idle = plan.SENTENCES["end-of-day"]
+                break
             except KafkaUnavailable as error:
                 log.error("%s", error)
                 summary.results.append(SymbolResult(symbol, error="kafka unavailable"))
@@ -326,7 +322,7 @@ class MarketProducer:
         for symbol in uncached:
             try:
                 self.symbol_metadata(symbol)
-            except RetryableSourceError as error:  # prices are in; the details wait for the next cycle
+            except (RetryableSourceError, NotEntitled) as error:  # prices are in; the details wait for the next cycle
                 log.warning("ticker details of %s not refreshed this cycle: %s", symbol, error)
         summary.duration_s = time.monotonic() - started
         metrics.CYCLE_SECONDS.observe(summary.duration_s)

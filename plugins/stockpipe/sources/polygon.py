@@ -14,7 +14,10 @@ producer needs from it:
   status; we look at the status. :class:`RetryableSourceError` (try again later):
   :class:`RateLimited` (with Retry-After), :class:`ServerError`, :class:`SourceTimeout`,
   :class:`SourceUnavailable`, :class:`BadPayload` (body is not JSON). Other
-  :class:`SourceError`: :class:`AuthenticationFailed`, :class:`RequestRejected`.
+  :class:`SourceError`: :class:`AuthenticationFailed` (its :class:`NotEntitled`: the plan does not
+  include the data), :class:`RequestRejected`.
+* **The plan shows.** :attr:`PolygonSource.last_status` is the ``status`` of the last answer of
+  this thread (``OK``, or ``DELAYED`` on a delayed plan), see :mod:`stockpipe.producer.plan`.
 * **Bad bars reach the caller.** A bar is passed on with whatever values the source sent (a
   string price, a missing close, high < low); the producer checks it with
   :func:`stockpipe.contract.invalid_reason` and dead-letters it. Only a record without a usable
@@ -103,6 +106,11 @@ class AuthenticationFailed(SourceError):
     """HTTP 401/403: the API key is missing, wrong, or not entitled to this data."""
 
 
+class NotEntitled(AuthenticationFailed):
+    """HTTP 403 ``NOT_AUTHORIZED``: the key is valid but its plan does not include this data
+    (Basic's "Your plan doesn't include this data timeframe" for today's minute bars)."""
+
+
 class RequestRejected(SourceError):
     """Another 4xx: the request itself is wrong; repeating it will not help."""
 
@@ -175,14 +183,20 @@ class _UnparseableBody(Exception):
 
 
 class _StrictJson:
-    """The ``custom_json`` hook of RESTClient: json, but a broken body raises."""
+    """The ``custom_json`` hook of RESTClient: json, but a broken body raises; remembers the
+    answer's top-level ``status`` (per thread)."""
 
-    @staticmethod
-    def loads(text: str | bytes) -> Any:
+    def __init__(self) -> None:
+        self.seen = threading.local()
+
+    def loads(self, text: str | bytes) -> Any:
         try:
-            return json.loads(text)
+            body = json.loads(text)
         except ValueError as error:
             raise _UnparseableBody(f"response body is not JSON ({error})") from None
+        if isinstance(body, dict) and isinstance(body.get("status"), str):
+            self.seen.status = body["status"]
+        return body
 
 
 class _MeteredPool:
@@ -235,6 +249,7 @@ class PolygonSource:
             )
         self.base_url = base_url.rstrip("/")
         self.page_limit = page_limit  # bars per HTTP page; Polygon's maximum is the cheapest
+        self._json = _StrictJson()
         self._client = RESTClient(
             api_key,
             connect_timeout=timeout,
@@ -242,10 +257,15 @@ class PolygonSource:
             retries=0,  # every retry is the caller's, so it is rate-limited and counted
             base=self.base_url,
             pagination=True,
-            custom_json=_StrictJson,
+            custom_json=self._json,
         )
         self._pool = _MeteredPool(self._client.client, timeout, before_call)
         self._client.client = self._pool
+
+    @property
+    def last_status(self) -> str | None:
+        """``status`` of this thread's last JSON answer: ``OK``, ``DELAYED`` (a delayed plan), ..."""
+        return getattr(self._json.seen, "status", None)
 
     @property
     def before_call(self) -> Callable[[], None] | None:
@@ -318,6 +338,8 @@ def _translated_errors(pool: _MeteredPool, what: str) -> Iterator[None]:
             raise RateLimited(
                 f"{what}: rate limited (HTTP 429): {body}", _seconds(pool.last.retry_after)
             ) from None
+        if status == 403 and _body_status(str(error)) == "NOT_AUTHORIZED":
+            raise NotEntitled(f"{what}: the plan does not include this data (HTTP 403): {body}") from None
         if status in (401, 403):
             raise AuthenticationFailed(f"{what}: HTTP {status}, check the API key: {body}") from None
         if status >= 500:
@@ -333,6 +355,14 @@ def _translated_errors(pool: _MeteredPool, what: str) -> Iterator[None]:
         if isinstance(cause, Urllib3Timeout):
             raise SourceTimeout(f"{what}: no answer within the timeout: {cause}") from None
         raise SourceUnavailable(f"{what}: {type(cause).__name__}: {cause}") from None
+
+
+def _body_status(body: str) -> str | None:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer.get("status") if isinstance(answer, dict) else None
 
 
 def _agg_record(agg: Any) -> dict:
