@@ -113,7 +113,7 @@ def read(fn, *args: Any) -> Any:
     except psycopg.OperationalError as error:  # PoolTimeout included: next time, ask the server again
         _pg_pool.clear()
         if pool is not None:
-            pool.close(timeout=0)
+            pool.close(timeout=1.0)
         raise ServiceDown("PostgreSQL", pg_where(s), str(error)) from None
 
 

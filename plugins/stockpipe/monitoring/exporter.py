@@ -86,7 +86,7 @@ class StockpipeCollector(Collector):
 
     def _drop_pool(self) -> None:
         if self._pool is not None:
-            self._pool.close(timeout=0)
+            self._pool.close(timeout=1.0)  # its idle workers stop at once
             self._pool = None
 
     def _postgres(self, now: datetime, metrics: dict[str, Metric]) -> None:
