@@ -101,12 +101,14 @@ def standalone(base_settings: Settings, tmp_path: Path):
 
 
 def run_job(settings: Settings, master_port: int, args: list[str], log: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "STOCKPIPE_SPARK_MASTER"}
+    env = dict(os.environ)
     env.update(
         {
-            # the setting under test: the master URL is derived from it
+            # what `make up` gives the jobs with STOCKPIPE_SPARK_CLUSTER=standalone (the master URL explicit
+            # too, so a developer's .env cannot point the jobs elsewhere; its derivation: tests/unit)
             "STOCKPIPE_SPARK_CLUSTER": "standalone",
             "STOCKPIPE_SPARK_MASTER_PORT": str(master_port),
+            "STOCKPIPE_SPARK_MASTER": f"spark://127.0.0.1:{master_port}",
             "STOCKPIPE_KAFKA_TOPIC": settings.kafka_topic,
             "STOCKPIPE_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
             "STOCKPIPE_PG_DATABASE": settings.pg_database,
