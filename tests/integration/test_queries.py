@@ -61,3 +61,35 @@ def test_ingest_error_rate_over_recent_cycles(pg_conn):
     queries.record_ingest_cycle(pg_conn, "run-2", now, {**result, "failed": []})
     assert queries.ingest_error_rate(pg_conn, now - timedelta(minutes=15)) == (2, 10)
     assert queries.ingest_error_rate(pg_conn, now + timedelta(minutes=1)) == (0, 0)
+
+
+def test_pipeline_state_of_exporter_and_health(pg_conn):
+    pg_conn.execute("TRUNCATE ops.ingest_cycles")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    old, recent = now - timedelta(days=2), now - timedelta(minutes=3)
+    pg_conn.execute("SELECT market.ensure_month_partitions(%s, %s)", (old, now))
+    for symbol, ts in (("AAPL", old), ("MSFT", recent)):
+        pg_conn.execute(INSERT_BAR, (symbol, ts, 10, 11, 9, 10.5, 100))
+    pg_conn.execute(
+        "INSERT INTO ops.stream_batches (query_name, batch_id, rows_in, bars_upserted, committed_at)"
+        " VALUES ('q', 7, 5, 5, now() - interval '1 minute'), ('q', 6, 5, 5, now() - interval '2 minutes')"
+    )
+    result = {
+        "symbols": 4,
+        "failed": ["AAPL"],
+        "fetched": 1,
+        "sent": 1,
+        "resent": 0,
+        "dead_letters": 0,
+        "duration_s": 1,
+    }
+    queries.record_ingest_cycle(pg_conn, "run-1", now, result)
+
+    state = queries.pipeline_state(pg_conn, "q", ["AAPL", "MSFT", "TSLA"], now=now)
+    assert state.last_batch["batch_id"] == 7
+    assert state.newest_bars == {"AAPL": old, "MSFT": recent, "TSLA": None}
+    assert (state.ingest_failed, state.ingest_attempted) == (1, 4)
+
+    within_a_day = queries.pipeline_state(pg_conn, "q", ["AAPL", "MSFT"], now=now, bars_since=now - timedelta(days=1))
+    assert within_a_day.newest_bars == {"AAPL": None, "MSFT": recent}
+    assert queries.pipeline_state(pg_conn, "other", [], now=now).last_batch is None

@@ -46,7 +46,7 @@ from prometheus_client.registry import Collector
 from stockpipe.clients import end_offsets, kafka_admin, pg_pool
 from stockpipe.config import Settings, get_settings
 from stockpipe.logs import setup_logging
-from stockpipe.monitoring.health import INGEST_ERROR_WINDOW, checkpoint_offsets
+from stockpipe.monitoring.health import checkpoint_offsets
 from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.monitoring.exporter")
@@ -96,14 +96,12 @@ class StockpipeCollector(Collector):
         try:
             with self._pg_pool().connection() as conn:
                 conn.execute("SET statement_timeout = 5000")
-                batch = queries.latest_stream_batch(conn, s.stream_query_name)
-                newest = queries.newest_bar_times(conn, s.watchlist)
                 # market_ingest (STOCKPIPE_PRODUCER_MODE=airflow) has no metrics endpoint: its cycles are in ops
-                failed, attempted = queries.ingest_error_rate(conn, now - INGEST_ERROR_WINDOW)
+                state = queries.pipeline_state(conn, s.stream_query_name, s.watchlist, now=now)
         except psycopg.OperationalError:
             self._drop_pool()  # the server is gone: the next scrape asks it again (fast), not the pool
             raise
-        query = [s.stream_query_name]
+        query, batch, newest = [s.stream_query_name], state.last_batch, state.newest_bars
         if batch is None:
             metrics["batch_age"].add_metric(query, math.inf)
         else:
@@ -121,8 +119,8 @@ class StockpipeCollector(Collector):
             ):
                 if batch[column] is not None:
                     metrics[key].add_metric(query, float(batch[column]) * scale)
-        if attempted:
-            metrics["ingest_error_ratio"].add_metric([], failed / attempted)
+        if state.ingest_attempted:
+            metrics["ingest_error_ratio"].add_metric([], state.ingest_failed / state.ingest_attempted)
         for symbol in s.watchlist:
             ts = newest.get(symbol)
             if ts is None:

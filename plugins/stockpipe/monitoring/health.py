@@ -30,9 +30,6 @@ from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.monitoring.health")
 
-#: the api_error_rate check (and the exporter's ingest error ratio) looks this far back
-INGEST_ERROR_WINDOW = timedelta(minutes=15)
-
 
 @dataclass
 class Check:
@@ -146,8 +143,10 @@ def check_health(
         )
 
     with clients.pg_connect(settings, "writer", connect_timeout=10, autocommit=True) as conn:
-        batch = queries.latest_stream_batch(conn, settings.stream_query_name)
-        last_batch = None if batch is None else batch["committed_at"]
+        state = queries.pipeline_state(
+            conn, settings.stream_query_name, settings.watchlist, now=now, bars_since=now - timedelta(days=1)
+        )
+        last_batch = None if state.last_batch is None else state.last_batch["committed_at"]
         waiting = lag is None or lag > 0
         limit = settings.health_max_batch_age_s
         if last_batch is None:
@@ -172,7 +171,7 @@ def check_health(
         session = trading_calendar(calendar).session_at(now)
         max_age = settings.health_max_bar_age_s
         if session is not None and (now - session.open).total_seconds() > max_age:
-            rows = queries.newest_bar_times(conn, settings.watchlist, since=now - timedelta(days=1))
+            rows = state.newest_bars
             for symbol in settings.watchlist:
                 newest = rows.get(symbol)
                 if newest is None:
@@ -208,7 +207,7 @@ def check_health(
             )
             checks.append(Check("dlq_messages", total, None, True, f"{total} dead letters in total"))
 
-        failed, attempted = queries.ingest_error_rate(conn, now - INGEST_ERROR_WINDOW)
+        failed, attempted = state.ingest_failed, state.ingest_attempted
         if attempted:
             rate = failed / attempted
             limit_rate = settings.health_max_api_error_rate

@@ -108,6 +108,36 @@ def newest_bar_times(
     return dict(rows)
 
 
+#: how far back the ingest error rate looks (the health check and the exporter alike)
+INGEST_ERROR_WINDOW = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class PipelineState:
+    """What the exporter and the health checks judge the running pipeline by."""
+
+    last_batch: dict[str, Any] | None  # :func:`latest_stream_batch`
+    newest_bars: dict[str, datetime | None]  # :func:`newest_bar_times`
+    ingest_failed: int  # :func:`ingest_error_rate` over :data:`INGEST_ERROR_WINDOW`
+    ingest_attempted: int
+
+
+def pipeline_state(
+    conn: psycopg.Connection,
+    query_name: str,
+    symbols: Sequence[str],
+    *,
+    now: datetime,
+    bars_since: datetime | None = None,
+) -> PipelineState:
+    """The stream's newest micro-batch, each symbol's newest bar (at or after ``bars_since``) and
+    market_ingest's failed/attempted symbol fetches over the last :data:`INGEST_ERROR_WINDOW`."""
+    failed, attempted = ingest_error_rate(conn, now - INGEST_ERROR_WINDOW)
+    return PipelineState(
+        latest_stream_batch(conn, query_name), newest_bar_times(conn, symbols, bars_since), failed, attempted
+    )
+
+
 def ingest_error_rate(conn: psycopg.Connection, since: datetime) -> tuple[int, int]:
     """(failed, attempted) symbol fetches of market_ingest's cycles finished since ``since``."""
     failed, attempted = conn.execute(
