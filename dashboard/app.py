@@ -29,5 +29,11 @@ with st.sidebar:
     )
     if st.button("Refresh data", help="Forget cached queries and read every service again"):
         data.clear_caches()
+    try:
+        market_plan = data.market_plan()
+    except data.ServiceDown:  # the pages say that Redis is down
+        market_plan = {}
+    if market_plan.get("plan") in ("delayed", "end-of-day"):  # the producer's one sentence, on every page
+        st.warning(market_plan["sentence"], icon=":material/schedule:")
 
 navigation.run()

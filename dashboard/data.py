@@ -159,6 +159,15 @@ def redis_latest(symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return _redis_call(read)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def market_plan() -> dict[str, str]:
+    """The market-data plan the producer learned from the answers (stockpipe.producer.plan): ``plan``,
+    ``sentence``, ...; {} until its first fetch."""
+    from stockpipe.producer import plan
+
+    return _redis_call(plan.read)
+
+
 @st.cache_data(ttl=2, show_spinner=False)
 def pg_latest(symbols: tuple[str, ...]) -> pd.DataFrame:
     return read(queries.latest_bars, symbols)

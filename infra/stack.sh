@@ -518,6 +518,7 @@ cmd_status() {
   done
   status_airflow
   status_spark
+  "$PY" -m stockpipe.producer.plan 2>/dev/null || true  # what the market-data plan serves (the producer learns it)
 }
 
 cmd_logs() {

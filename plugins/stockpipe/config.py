@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     simulator_free_tier: bool = Field(
         False, description="Answer 429 beyond 5 calls/min per API key, like Polygon's free tier."
     )
+    simulator_plan: Literal["basic", "starter", "advanced"] = Field(
+        "advanced",
+        description="Massive plan the simulator emulates: basic (end-of-day data only, 5 calls/min), starter "
+        "(15-minute delayed data), advanced (real time).",
+    )
     simulator_faults: dict[str, Any] = Field(
         default_factory=dict,
         description="Faults the simulator starts with, as JSON (see stockpipe.sources.simulator.faults).",

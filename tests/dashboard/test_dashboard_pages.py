@@ -267,3 +267,19 @@ def test_every_page_names_what_is_down_and_where(app_env, monkeypatch):
             assert service in errors, (page, errors)
         assert f"127.0.0.1:{dead}" in errors and "make up" in errors
         assert "Traceback" not in errors and "section failed" not in errors
+
+
+# --- the market-data plan ------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["delayed", "end-of-day"])
+def test_a_delayed_or_end_of_day_plan_is_a_banner_in_the_sidebar(pg_conn, redis_client, app_env, which):
+    # The banner is drawn by app.py, the entrypoint of every page; AppTest shows the entrypoint's
+    # elements only on the first page it runs, so the default page is the one checked.
+    import streamlit as st
+
+    from stockpipe.producer import plan
+
+    st.cache_data.clear()  # the plan is cached for 30 s
+    assert texts(run_page(), "warning") == ""  # real-time or not known yet: no banner
+    plan.record(redis_client, which, "simulator")
+    st.cache_data.clear()
+    assert plan.SENTENCES[which] in texts(run_page(), "warning")

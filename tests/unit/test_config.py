@@ -22,6 +22,15 @@ def test_polygon_key_from_unprefixed_variable_switches_source(monkeypatch):
     assert "k-123" not in repr(settings)
 
 
+def test_massive_key_switches_source_to_massive(monkeypatch):
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    monkeypatch.delenv("STOCKPIPE_POLYGON_BASE_URL", raising=False)
+    monkeypatch.setenv("MASSIVE_API_KEY", "mk-456")
+    settings = Settings()
+    assert settings.market_data_key == "mk-456"
+    assert settings.market_data_url == "https://api.massive.com"  # api.polygon.io is still served
+
+
 def test_watchlist_from_comma_separated_env(monkeypatch):
     monkeypatch.setenv("STOCKPIPE_WATCHLIST", "aapl, msft,MSFT ,brk.b")
     assert Settings().watchlist == ["AAPL", "MSFT", "BRK.B"]

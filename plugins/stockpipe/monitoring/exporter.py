@@ -275,6 +275,7 @@ class StockpipeCollector(Collector):
         yield from metrics.values()
 
         from stockpipe.calendar import trading_calendar
+        from stockpipe.producer.plan import freshness_allowance_s
 
         session = trading_calendar(s.calendar_mode).session_at(now)
         yield g("stockpipe_market_session_open", "1 while the market trades", value=0.0 if session is None else 1.0)
@@ -286,7 +287,11 @@ class StockpipeCollector(Collector):
         for name, value, help_text in (
             ("stockpipe_health_max_batch_age_seconds", s.health_max_batch_age_s, "STOCKPIPE_HEALTH_MAX_BATCH_AGE_S"),
             ("stockpipe_health_max_lag_messages", s.health_max_lag_messages, "STOCKPIPE_HEALTH_MAX_LAG_MESSAGES"),
-            ("stockpipe_health_max_bar_age_seconds", s.health_max_bar_age_s, "STOCKPIPE_HEALTH_MAX_BAR_AGE_S"),
+            (
+                "stockpipe_health_max_bar_age_seconds",
+                s.health_max_bar_age_s + freshness_allowance_s(s),  # + a delayed plan's 15 minutes
+                "STOCKPIPE_HEALTH_MAX_BAR_AGE_S",
+            ),
             ("stockpipe_health_max_dlq_growth", s.health_max_dlq_growth, "STOCKPIPE_HEALTH_MAX_DLQ_GROWTH"),
             ("stockpipe_health_max_api_error_rate", s.health_max_api_error_rate, "STOCKPIPE_HEALTH_MAX_API_ERROR_RATE"),
         ):

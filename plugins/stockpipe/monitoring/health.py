@@ -169,7 +169,10 @@ def check_health(
             checks.append(Check("stream_batch_age", age, limit, ok, detail))
 
         session = trading_calendar(calendar).session_at(now)
-        max_age = settings.health_max_bar_age_s
+        from stockpipe.producer.plan import freshness_allowance_s
+
+        # a delayed market-data plan's newest bar is 15 minutes old by design
+        max_age = settings.health_max_bar_age_s + freshness_allowance_s(settings)
         if session is not None and (now - session.open).total_seconds() > max_age:
             rows = state.newest_bars
             for symbol in settings.watchlist:

@@ -88,3 +88,27 @@ def freshness_allowance_s(settings: Any) -> float:
             client.close()
     except redis.RedisError:
         return 0.0
+
+
+def main() -> int:
+    """``python -m stockpipe.producer.plan``: the plan in one line (``make status`` prints it)."""
+    import redis
+
+    from stockpipe.config import load_settings
+
+    settings = load_settings()
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        known = read(client)
+    except redis.RedisError:
+        print("market-data plan: unknown (Redis does not answer)")
+        return 0
+    if not known:
+        print("market-data plan: not known yet (the producer learns it from its first fetch)")
+    else:
+        print(f"market-data plan: {known.get('plan')} ({known.get('source')}): {known.get('sentence')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ import sys
 from stockpipe.config import load_settings
 from stockpipe.logs import setup_logging
 
-from .app import SimulatorOptions
+from .app import PLANS, SimulatorOptions
 from .server import serve
 
 
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> None:
         help="answer 429 beyond 5 calls per rolling minute per API key",
     )
     parser.add_argument(
+        "--plan",
+        choices=PLANS,
+        default=settings.simulator_plan,
+        help="basic: end-of-day data, 5 calls/min; starter: 15 min delayed; advanced: real time",
+    )
+    parser.add_argument(
         "--faults",
         type=json.loads,
         default=settings.simulator_faults or None,
@@ -46,14 +52,17 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging(args.log_level.upper(), settings.log_json, stream=sys.stderr)
     logging.getLogger("stockpipe.simulator").info(
-        "market simulator (seed %d, clock %s%s) on http://%s:%d",
+        "market simulator (seed %d, clock %s, %s plan%s) on http://%s:%d",
         args.seed,
         args.clock,
+        args.plan,
         ", free tier" if args.free_tier else "",
         args.host,
         args.port,
     )
-    options = SimulatorOptions(seed=args.seed, clock=args.clock, free_tier=args.free_tier, faults=args.faults)
+    options = SimulatorOptions(
+        seed=args.seed, clock=args.clock, free_tier=args.free_tier, plan=args.plan, faults=args.faults
+    )
     serve(options, host=args.host, port=args.port, log_level=args.log_level)
 
 

@@ -29,6 +29,12 @@ Behaviour worth knowing:
   dates or timestamps past :data:`LATEST_DAY` (year 9999, a huge epoch), in Polygon's error shape.
 * **Free tier** (``free_tier``): more than 5 calls in a rolling 60 s for one key get 429 with
   ``Retry-After``. Faults: see :mod:`.faults`.
+* **Plans** (``plan``, ``STOCKPIPE_SIMULATOR_PLAN``), like Massive's tiers: ``advanced`` (default)
+  real time; ``starter`` 15-minute delayed data — aggregates, snapshot and last trade show the
+  market as of 15 minutes ago and answer ``"status": "DELAYED"``, no call limit; ``basic``
+  end-of-day data only and the free tier's 5 calls/min — aggregates reaching into the current New
+  York day, the snapshot and the last trade answer 403 ``NOT_AUTHORIZED`` ("Your plan doesn't
+  include this data timeframe"), earlier days are served.
 * **Admin** (no key needed): ``GET /_admin/health``, ``GET /_admin/requests?api_key=K``,
   ``GET /_admin/stats``, ``POST /_admin/reset``, ``GET|POST|DELETE /_admin/faults``,
   ``POST /_admin/clock``. Request-log timestamps are wall-clock time (real calls), not the
@@ -93,6 +99,13 @@ FREE_TIER_CALLS_PER_MINUTE = 5
 REQUEST_LOG_PER_KEY = 100_000
 API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 MARKET_DATA_PATHS = ("/v2/", "/v1/open-close/")
+Plan = Literal["basic", "starter", "advanced"]
+PLANS: tuple[str, ...] = ("basic", "starter", "advanced")
+#: How far behind real time a starter plan's data is.
+DELAYED_PLAN_DELAY_S = 15 * 60
+NOT_IN_PLAN_MESSAGE = (
+    "Your plan doesn't include this data timeframe. Please upgrade your plan at https://massive.com/pricing"
+)
 RATE_LIMIT_MESSAGE = (
     "You've exceeded the maximum requests per minute, please wait or upgrade your subscription to "
     "continue. https://polygon.io/pricing"
@@ -107,6 +120,7 @@ class SimulatorOptions:
     clock: ClockMode = "demo"
     free_tier: bool = False
     free_tier_calls_per_minute: int = FREE_TIER_CALLS_PER_MINUTE
+    plan: Plan = "advanced"  # basic: end-of-day data, 5 calls/min; starter: 15 min delayed; advanced: real time
     now: Callable[[], float] = time.time  # market time, unix seconds; tests freeze it
     faults: dict[str, Any] | None = None  # initial faults, same JSON as POST /_admin/faults
 
@@ -207,6 +221,19 @@ class SimulatorState:
             return self._frozen_at
         return self.options.now() + self._offset_s
 
+    @property
+    def plan(self) -> Plan:
+        return self.options.plan
+
+    def data_now(self) -> float:
+        """The moment the plan's market data reaches: now, or 15 minutes ago on a delayed plan."""
+        return self.now() - (DELAYED_PLAN_DELAY_S if self.plan == "starter" else 0)
+
+    @property
+    def data_status(self) -> str:
+        """``status`` of a market-data answer: ``DELAYED`` on a delayed plan, like Massive's."""
+        return "DELAYED" if self.plan == "starter" else "OK"
+
     def set_clock(self, request: ClockRequest) -> None:
         self._frozen_at = request.frozen_at.timestamp() if request.frozen_at else None
         self._offset_s = request.offset_s
@@ -229,7 +256,7 @@ class SimulatorState:
 
     def free_tier_retry_after(self, api_key: str) -> float | None:
         """None if the call may proceed (and counts it), else seconds until it may."""
-        if not self.options.free_tier:
+        if not (self.options.free_tier or self.plan == "basic"):
             return None
         if self._limiter.hit(self._free_tier_limit, api_key):
             return None
@@ -242,6 +269,10 @@ def _error(status: int, request_id: str, message: str, headers: dict[str, str] |
     return JSONResponse(
         {"status": "ERROR", "request_id": request_id, "error": message}, status, headers=headers
     )
+
+
+def _not_in_plan(request_id: str) -> JSONResponse:
+    return JSONResponse({"status": "NOT_AUTHORIZED", "request_id": request_id, "message": NOT_IN_PLAN_MESSAGE}, 403)
 
 
 def _not_found(request_id: str, message: str) -> JSONResponse:
@@ -424,7 +455,9 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
         if not 1 <= multiplier <= MAX_MULTIPLIER:
             raise BadRequest(f"Multiplier must be an integer from 1 to {MAX_MULTIPLIER}.")
         from_s, to_s = _parse_bound(from_, end=False), _parse_bound(to, end=True)
-        now = state.now()
+        now = state.data_now()
+        if state.plan == "basic" and to_s >= new_york_midnight_s(new_york_day(now)):
+            return _not_in_plan(request_id)  # end-of-day data only: nothing of the current day
         work = state.market.base_bars_bound(multiplier, timespan, from_s, to_s, now, limit)
         if work > MAX_BASE_BARS:
             raise BadRequest(
@@ -440,7 +473,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             "queryCount": sum(window.bars for window in page.results),
             "resultsCount": len(page.results),
             "adjusted": adjusted,
-            "status": "OK",
+            "status": state.data_status,
             "request_id": request_id,
         }
         if page.results:
@@ -577,7 +610,9 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
     @app.get("/v2/snapshot/locale/us/markets/stocks/tickers/{ticker}")
     def snapshot(request: Request, ticker: str):
         request_id = _request_id(request)
-        now = state.now()
+        if state.plan == "basic":
+            return _not_in_plan(request_id)
+        now = state.data_now()
         day, bars = _latest_bars(ticker, now) if is_known_symbol(ticker) else (None, None)
         if day is None:
             return _not_found(request_id, "Ticker not found.")
@@ -623,18 +658,20 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             change = trade["price"] - previous.close
             ticker_body["todaysChange"] = round(change, 4)
             ticker_body["todaysChangePerc"] = round(100 * change / previous.close, 4)
-        return {"status": "OK", "request_id": request_id, "ticker": ticker_body}
+        return {"status": state.data_status, "request_id": request_id, "ticker": ticker_body}
 
     @app.get("/v2/last/trade/{ticker}")
     def last_trade(request: Request, ticker: str):
         request_id = _request_id(request)
-        day, bars = _latest_bars(ticker, state.now()) if is_known_symbol(ticker) else (None, None)
+        if state.plan == "basic":
+            return _not_in_plan(request_id)
+        day, bars = _latest_bars(ticker, state.data_now()) if is_known_symbol(ticker) else (None, None)
         if day is None:
             return _not_found(request_id, "Data not found.")
         trade = _last_trade(ticker, bars)
         return {
             "request_id": request_id,
-            "status": "OK",
+            "status": state.data_status,
             "results": {
                 "T": ticker,
                 "c": trade["conditions"],
@@ -667,6 +704,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             "seed": state.seed,
             "clock": state.clock.mode,
             "free_tier": state.options.free_tier,
+            "plan": state.plan,
             "market_time": datetime.fromtimestamp(now, UTC).isoformat(),
             "market": state.clock.market_status(now)["market"],
         }

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from .app import SimulatorOptions, SimulatorState, create_app
+from .app import Plan, SimulatorOptions, SimulatorState, create_app
 from .clock import ClockMode
 
 STARTUP_TIMEOUT_S = 10.0
@@ -57,6 +57,7 @@ def start_in_thread(
     seed: int = 42,
     clock: ClockMode = "demo",
     free_tier: bool = False,
+    plan: Plan = "advanced",
     now: Callable[[], float] | None = None,
     faults: dict[str, Any] | None = None,
     log_level: str = "warning",
@@ -66,7 +67,7 @@ def start_in_thread(
     ``port=0`` picks a free port; the URL to use is ``.url``. ``now`` (unix seconds) freezes or
     drives the market clock.
     """
-    options = SimulatorOptions(seed=seed, clock=clock, free_tier=free_tier, faults=faults)
+    options = SimulatorOptions(seed=seed, clock=clock, free_tier=free_tier, plan=plan, faults=faults)
     if now is not None:
         options.now = now
     state = SimulatorState(options)
