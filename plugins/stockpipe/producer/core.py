@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, Producer
 
 from stockpipe import clients, contract
 from stockpipe.calendar import trading_calendar
+from stockpipe.config import REDIS_META_KEY as META_KEY
 from stockpipe.config import Settings
 from stockpipe.producer import metrics, plan
 from stockpipe.sources.polygon import Bar, NotEntitled, RetryableSourceError
@@ -40,7 +41,6 @@ log = logging.getLogger("stockpipe.producer")
 
 CHECKPOINT_KEY = "stockpipe:producer:checkpoint"
 SENT_KEY = "stockpipe:producer:sent:{symbol}"
-META_KEY = "stockpipe:meta:{symbol}"
 
 
 class Stopping(BaseException):
@@ -121,7 +121,7 @@ class MarketProducer:
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
         # the market-data API behind the shared rate limit and the one retry policy (stockpipe.clients)
         self.market = market or clients.market_source(settings, priority="live", sleep=sleep)
-        self.calendar = trading_calendar(settings.simulator_clock if settings.uses_simulator else "nyse")
+        self.calendar = trading_calendar(settings.calendar_mode)
         self.kafka = kafka_producer or clients.kafka_producer(
             settings, "producer", **{"message.timeout.ms": int(delivery_timeout_s * 1000)}
         )
