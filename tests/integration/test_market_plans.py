@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime
 import httpx
 import massive
 import pytest
-from pydantic import SecretStr
 
 from stockpipe.airflow.backfill import fetch_and_store_session
 from stockpipe.calendar import trading_calendar
@@ -19,6 +18,7 @@ from stockpipe.producer import plan
 from stockpipe.producer.core import CHECKPOINT_KEY, MarketProducer
 from stockpipe.sources.polygon import PolygonSource
 from stockpipe.sources.simulator import start_in_thread
+from tests.integration.simkit import on_simulator
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,10 @@ def simulator(plan_name: str):
     return start_in_thread(seed=8, clock="nyse", plan=plan_name, now=NOW.timestamp)
 
 
-def on_simulator(settings, sim, **changes):
-    host, port = sim.url.removeprefix("http://").split(":")
-    values = {
-        "simulator_host": host, "simulator_port": int(port), "polygon_api_key": None,
-        "simulator_api_key": SecretStr(KEY), "watchlist": ["AAPL", "MSFT"], "rate_limit_per_minute": 1000,
-        "retry_base_s": 0.01, "simulator_clock": "nyse", "backfill_start_minutes": 0,
-    }
-    return settings.model_copy(update={**values, **changes})
+def settings_for(settings, sim, **changes):
+    return on_simulator(
+        settings, sim, KEY, **{"retry_base_s": 0.01, "simulator_clock": "nyse", "backfill_start_minutes": 0, **changes}
+    )
 
 
 def newest(aggs) -> datetime:
@@ -87,7 +83,7 @@ def test_advanced_plan_is_real_time():
 # --- what the pipeline makes of them ------------------------------------------------------------
 def test_on_the_basic_plan_live_ingest_idles_and_says_why_once(settings, redis_client, pg_conn, caplog):
     with simulator("basic") as sim:
-        s = on_simulator(settings, sim)
+        s = settings_for(settings, sim)
         with caplog.at_level(logging.INFO, logger="stockpipe.producer"):
             for _ in range(2):
                 summary = MarketProducer(s, clock=lambda: NOW).run_cycle()
@@ -105,7 +101,7 @@ def test_on_the_basic_plan_live_ingest_idles_and_says_why_once(settings, redis_c
 
 def test_on_the_starter_plan_the_freshness_checks_allow_the_delay(settings, redis_client, pg_conn):
     with simulator("starter") as sim:
-        s = on_simulator(settings, sim)
+        s = settings_for(settings, sim)
         summary = MarketProducer(s, clock=lambda: NOW).run_cycle()
     assert summary.sent == 2 * 75 and not summary.failed  # 14:30 .. 15:44, delayed by 15 minutes
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == "2026-11-24T15:44:00Z"
@@ -119,7 +115,7 @@ def test_on_the_starter_plan_the_freshness_checks_allow_the_delay(settings, redi
 
 def test_on_the_advanced_plan_nothing_is_allowed_extra(settings, redis_client):
     with simulator("advanced") as sim:
-        s = on_simulator(settings, sim, watchlist=["AAPL"])
+        s = settings_for(settings, sim, watchlist=["AAPL"])
         MarketProducer(s, clock=lambda: NOW).run_cycle()
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == "2026-11-24T15:59:00Z"
     assert plan.read(redis_client)["plan"] == "real-time"

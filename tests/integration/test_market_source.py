@@ -7,13 +7,13 @@ import time
 from datetime import UTC, date, datetime
 
 import pytest
-from pydantic import SecretStr
 
 from stockpipe.airflow.backfill import fetch_and_store_session
 from stockpipe.calendar import trading_calendar
 from stockpipe.clients import backfill_reserve, market_source
 from stockpipe.producer.limiter import SharedRateLimiter
 from stockpipe.sources.simulator import FaultRequest, start_in_thread
+from tests.integration.simkit import on_simulator
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +28,12 @@ def simulator():
         yield sim
 
 
-def on_simulator(settings, simulator, **changes):
-    host, port = simulator.url.removeprefix("http://").split(":")
-    values = {
-        "simulator_host": host, "simulator_port": int(port), "polygon_api_key": None,
-        "simulator_api_key": SecretStr(KEY), "watchlist": ["AAPL"], "rate_limit_per_minute": 1000,
-        "retry_base_s": 0.01, "simulator_clock": "nyse",
-    }
-    return settings.model_copy(update={**values, **changes})
+def settings_for(settings, simulator):
+    return on_simulator(settings, simulator, KEY, watchlist=["AAPL"], retry_base_s=0.01, simulator_clock="nyse")
 
 
 def test_the_backfill_honours_retry_after(settings, simulator, pg_conn):
-    s = on_simulator(settings, simulator)
+    s = settings_for(settings, simulator)
     # Retry-After 100 (× retry_base_s 0.01) = 1 s, far longer than the first backoff (0.01 s)
     simulator.state.apply_faults(FaultRequest(status_429=1, retry_after=100))
     started = time.monotonic()
@@ -52,7 +46,7 @@ def test_the_backfill_honours_retry_after(settings, simulator, pg_conn):
 
 
 def test_producer_and_backfill_share_one_retry_policy(settings, simulator):
-    s = on_simulator(settings, simulator)
+    s = settings_for(settings, simulator)
     waits: dict[str, list[float]] = {"live": [], "backfill": []}
     for priority in ("live", "backfill"):
         simulator.state.apply_faults(FaultRequest(status_5xx=2, status_429=1, retry_after=50))

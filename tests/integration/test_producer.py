@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from stockpipe import verify
 from stockpipe.producer.core import CHECKPOINT_KEY, META_KEY, MarketProducer
 from stockpipe.sources.simulator import FaultRequest, start_in_thread
+from tests.integration.simkit import on_simulator
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +55,7 @@ def simulator(clock):
 
 
 def make_settings(settings, simulator, **changes):
-    host, port = simulator.url.removeprefix("http://").split(":")
-    values = {
-        "simulator_host": host, "simulator_port": int(port), "polygon_api_key": None,
-        "simulator_api_key": KEY, "watchlist": ["AAPL", "MSFT"], "rate_limit_per_minute": 1000,
-        "retry_base_s": 0.1, "backfill_start_minutes": 30,
-    }
-    values.update(changes)
-    from pydantic import SecretStr
-
-    values["simulator_api_key"] = SecretStr(values["simulator_api_key"])
-    return settings.model_copy(update=values)
+    return on_simulator(settings, simulator, KEY, **{"retry_base_s": 0.1, "backfill_start_minutes": 30, **changes})
 
 
 def read_messages(settings, topic):
