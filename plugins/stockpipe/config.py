@@ -267,7 +267,9 @@ class Settings(BaseSettings):
         200_000, ge=1, description="Kafka maxOffsetsPerTrigger: most records one micro-batch reads."
     )
     stream_starting_offsets: Literal["earliest", "latest"] = Field(
-        "earliest", description="Where a query with a fresh checkpoint starts reading the topic."
+        "earliest",
+        description="Where a query on a fresh checkpoint starts reading partitions the sink never applied "
+        "(the others continue at ops.stream_offsets).",
     )
     stream_recompute_horizon_bars: int = Field(
         390,
