@@ -465,7 +465,7 @@ def prepare(settings: Settings) -> None:
             "CREATE TABLE bench.raw_bars (symbol text, ts timestamptz, open float8, high float8, low float8, "
             "close float8, volume float8, vwap float8, trades integer, source text, fetched_at timestamptz)"
         )
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis_client()
     client.flushdb()
     client.close()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -650,7 +650,7 @@ def main() -> None:
             else None
         )
 
-        sub = Subscriber(settings.redis_url)
+        sub = Subscriber(settings.redis_dsn)
         sub.start()
         result["latency"] = [latency_phase(settings, conn, job, walk, sub, rate, args) for rate in rates]
         conn.close()

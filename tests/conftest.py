@@ -14,7 +14,6 @@ import uuid
 
 import psycopg
 import pytest
-import redis
 
 from stockpipe.admin import admin_client, ensure_topics
 from stockpipe.config import Settings, load_settings
@@ -58,7 +57,7 @@ def pg_conn(base_settings: Settings, pg_database: str):
 
 @pytest.fixture
 def redis_client(base_settings: Settings):
-    client = redis.Redis.from_url(base_settings.redis_url, decode_responses=True)
+    client = base_settings.redis_client(decode_responses=True)
     client.flushdb()
     yield client
     client.close()

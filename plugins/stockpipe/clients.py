@@ -399,7 +399,7 @@ def market_source(
     from stockpipe.sources.polygon import PolygonSource
 
     limiter = SharedRateLimiter(
-        settings.redis_url,
+        settings.redis_dsn,
         settings.rate_limit_per_minute,
         settings.market_data_key,
         window_s=settings.rate_limit_window_s,

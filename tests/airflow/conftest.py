@@ -74,13 +74,12 @@ def af_database(base_settings) -> str:
 @pytest.fixture
 def af_settings(settings, af_database):
     """The test's settings (own Kafka topics) on the Airflow tests' database and Redis db."""
-    import redis
-
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{AIRFLOW_TEST_REDIS_DB}"
-    client = redis.Redis.from_url(redis_url)
+    af = settings.model_copy(update={"pg_database": af_database, "redis_url": redis_url})
+    client = af.redis_client()
     client.flushdb()
     client.close()
-    return settings.model_copy(update={"pg_database": af_database, "redis_url": redis_url})
+    return af
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from stockpipe.config import load_settings
 def test_connections_round_trip(monkeypatch: pytest.MonkeyPatch):
     settings = load_settings(
         pg_port=6543, pg_database="market", pg_writer_password="s3cret", redis_url="redis://127.0.0.1:7000/3",
+        redis_password="r3dis",
         kafka_bootstrap="127.0.0.1:19092", spark_master="spark://127.0.0.1:7077", polygon_api_key="pk-123",
     )  # fmt: skip
     specs = connection_specs(settings)
@@ -23,7 +24,8 @@ def test_connections_round_trip(monkeypatch: pytest.MonkeyPatch):
 
     restored = task_settings(load_settings(polygon_api_key=""))
     assert restored.pg_dsn("writer") == settings.pg_dsn("writer")
-    assert restored.redis_url == "redis://127.0.0.1:7000/3"
+    assert restored.redis_url == "redis://127.0.0.1:7000/3"  # no password in the URL (it gets logged)
+    assert restored.redis_dsn == "redis://:r3dis@127.0.0.1:7000/3"
     assert restored.kafka_bootstrap == "127.0.0.1:19092"
     assert restored.spark_master == "spark://127.0.0.1:7077"
     assert restored.market_data_key == "pk-123" and not restored.uses_simulator

@@ -119,7 +119,7 @@ def wait_ready(service: str, settings: Settings, timeout_s: float = 180) -> floa
                 with psycopg.connect(settings.pg_dsn("writer"), connect_timeout=3) as conn:
                     conn.execute("SELECT 1")
             elif service == "redis":
-                client = redis.Redis.from_url(settings.redis_url, socket_timeout=3)
+                client = settings.redis_client(socket_timeout=3)
                 client.ping()
                 client.close()
             elif service == "kafka":
@@ -297,7 +297,7 @@ class Probe:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.conn: psycopg.Connection | None = None
-        self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=3)
+        self.redis = settings.redis_client(decode_responses=True, socket_timeout=3)
 
     def _query(self, sql: str) -> list[tuple]:
         if self.conn is None or self.conn.closed:
@@ -361,7 +361,7 @@ def measure(settings: Settings, script: kit.Script, result: Result) -> tuple[obj
     result.lost = len(set(script.expected) - keys)
     result.duplicated = (rows - distinct) + dup_ind
     result.extra["unexpected_rows"] = len(keys - set(script.expected))
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = settings.redis_client(decode_responses=True)
     try:
         for check in (
             lambda: kit.assert_latest_values(frame, script.expected),

@@ -59,7 +59,7 @@ def connection_specs(settings: Settings) -> dict[str, dict[str, Any]]:
             "host": redis_url.hostname or "127.0.0.1",
             "port": redis_url.port or 6379,
             "schema": (redis_url.path or "/0").lstrip("/") or "0",
-            "password": redis_url.password or "",
+            "password": settings.redis_password.get_secret_value() or redis_url.password or "",
             "description": "stockpipe Redis (latest state, rate limiter, producer checkpoints)",
         },
         SPARK_CONN_ID: {
@@ -153,8 +153,11 @@ def task_settings(base: Settings | None = None) -> Settings:
     if conn := _connection(KAFKA_CONN_ID):
         updates.update(_kafka_updates(conn.extra_dejson or {}))
     if conn := _connection(REDIS_CONN_ID):
-        auth = f":{conn.password}@" if conn.password else ""
-        updates["redis_url"] = f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{conn.schema or 0}"
+        updates["redis_url"] = f"redis://{conn.host or '127.0.0.1'}:{conn.port or 6379}/{conn.schema or 0}"
+        if conn.password:
+            from pydantic import SecretStr
+
+            updates["redis_password"] = SecretStr(conn.password)
     if conn := _connection(SPARK_CONN_ID):
         if conn.host:
             updates["spark_master"] = conn.host

@@ -51,6 +51,7 @@ class StockpipeSparkSubmitOperator(SparkSubmitOperator):
             "STOCKPIPE_SPARK_MASTER": settings.spark_master,
             **kafka_env(settings),  # bootstrap and security, from kafka_default
             "STOCKPIPE_REDIS_URL": settings.redis_url,
+            "STOCKPIPE_REDIS_PASSWORD": settings.redis_password.get_secret_value(),
             "STOCKPIPE_PG_HOST": settings.pg_host,
             "STOCKPIPE_PG_PORT": str(settings.pg_port),
             "STOCKPIPE_PG_DATABASE": settings.pg_database,

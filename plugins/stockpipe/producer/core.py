@@ -118,7 +118,7 @@ class MarketProducer:
         self.sleep = sleep
         self.overlap = timedelta(minutes=overlap_minutes)
         self.delivery_timeout_s = delivery_timeout_s
-        self.redis = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.redis = redis_client or settings.redis_client(decode_responses=True)
         # the market-data API behind the shared rate limit and the one retry policy (stockpipe.clients)
         self.market = market or clients.market_source(settings, priority="live", sleep=sleep)
         self.calendar = trading_calendar(settings.calendar_mode)

@@ -81,7 +81,7 @@ def freshness_allowance_s(settings: Any) -> float:
     import redis
 
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = settings.redis_client(socket_timeout=2, socket_connect_timeout=2)
         try:
             return delay_s(client)
         finally:

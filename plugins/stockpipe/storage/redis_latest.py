@@ -15,8 +15,6 @@ import math
 from datetime import datetime
 from typing import Any
 
-import redis
-
 from stockpipe.config import REDIS_BARS_CHANNEL as BARS_CHANNEL
 from stockpipe.config import REDIS_LATEST_KEY as LATEST_KEY
 from stockpipe.config import Settings
@@ -61,7 +59,7 @@ def latest_message(row: dict[str, Any]) -> dict[str, Any]:
 
 class LatestWriter:
     def __init__(self, settings: Settings) -> None:
-        self.client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+        self.client = settings.redis_client(socket_timeout=10)
         self._script = self.client.register_script(_SET_IF_NEWER)
 
     def write(self, rows: list[dict[str, Any]]) -> int:
