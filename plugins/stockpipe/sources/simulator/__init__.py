@@ -18,6 +18,7 @@ In tests, run it in a thread on a free port::
         client = massive.RESTClient("any-key", base=sim.url)
         sim.state.apply_faults(FaultRequest(status_429=1))   # or POST {sim.url}/_admin/faults
         sim.state.log.stats()                                # or GET  {sim.url}/_admin/stats
+                                                             #    (headers=sim.admin_headers)
 
 Modules: :mod:`.model` (pure price model), :mod:`.clock` (demo / NYSE sessions),
 :mod:`.market` (closed bars, late bars, corrections, aggregation), :mod:`.faults` (fault

@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
         args.port,
     )
     options = SimulatorOptions(
-        seed=args.seed, clock=args.clock, free_tier=args.free_tier, plan=args.plan, faults=args.faults
+        seed=args.seed,
+        clock=args.clock,
+        free_tier=args.free_tier,
+        plan=args.plan,
+        faults=args.faults,
+        admin_token=settings.simulator_admin_token.get_secret_value(),  # empty: /_admin stays closed
     )
     serve(options, host=args.host, port=args.port, log_level=args.log_level)
 

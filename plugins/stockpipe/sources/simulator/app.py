@@ -35,10 +35,12 @@ Behaviour worth knowing:
   end-of-day data only and the free tier's 5 calls/min — aggregates reaching into the current New
   York day, the snapshot and the last trade answer 403 ``NOT_AUTHORIZED`` ("Your plan doesn't
   include this data timeframe"), earlier days are served.
-* **Admin** (no key needed): ``GET /_admin/health``, ``GET /_admin/requests?api_key=K``,
-  ``GET /_admin/stats``, ``POST /_admin/reset``, ``GET|POST|DELETE /_admin/faults``,
-  ``POST /_admin/clock``. Request-log timestamps are wall-clock time (real calls), not the
-  simulated market time.
+* **Admin** (header ``X-Admin-Token: T``, ``options.admin_token`` / ``STOCKPIPE_SIMULATOR_ADMIN_TOKEN``;
+  without it, or when no token is configured, 401): ``GET /_admin/health``,
+  ``GET /_admin/requests?api_key=K``, ``GET /_admin/stats``, ``POST /_admin/reset``,
+  ``GET|POST|DELETE /_admin/faults``, ``POST /_admin/clock``, ``/_admin/docs``. Request-log
+  timestamps are wall-clock time (real calls), not the simulated market time. Answers never carry
+  an API key: keys are shown as :func:`key_id` (``key-`` + 12 hex digits of their SHA-256).
 
 The server never logs an API key: uvicorn's access log (which prints query strings, apiKey=
 included) is off, and the simulator logs method, path and status only.
@@ -49,6 +51,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -123,6 +127,24 @@ class SimulatorOptions:
     plan: Plan = "advanced"  # basic: end-of-day data, 5 calls/min; starter: 15 min delayed; advanced: real time
     now: Callable[[], float] = time.time  # market time, unix seconds; tests freeze it
     faults: dict[str, Any] | None = None  # initial faults, same JSON as POST /_admin/faults
+    admin_token: str = ""  # X-Admin-Token of /_admin/*; empty: /_admin answers 401 to everyone
+
+
+ADMIN_TOKEN_HEADER = "X-Admin-Token"
+
+
+def key_id(api_key: str) -> str:
+    """How /_admin answers name an API key: a stable fingerprint, never the key itself."""
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+def _without_key(row: dict) -> dict:
+    return {"key_id": key_id(row["api_key"]), **{k: v for k, v in row.items() if k != "api_key"}}
+
+
+def _admin_allowed(request: Request, token: str) -> bool:
+    given = request.headers.get(ADMIN_TOKEN_HEADER, "")
+    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
 
 
 class RequestLog:
@@ -383,6 +405,8 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
         arrived_at = time.time()
         path = request.url.path
         if path.startswith("/_admin"):
+            if not _admin_allowed(request, state.options.admin_token):
+                return JSONResponse({"status": "ERROR", "error": f"{ADMIN_TOKEN_HEADER} missing or wrong"}, 401)
             return await call_next(request)
         request_id = request.state.request_id = uuid.uuid4().hex
         api_key = _api_key(request)
@@ -695,7 +719,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
     def market_holidays():
         return state.clock.upcoming_holidays(state.now())
 
-    # --- admin (no API key) -------------------------------------------------------------------
+    # --- admin (X-Admin-Token; the gate above checks it) -----------------------------------------
     @app.get("/_admin/health")
     def health():
         now = state.now()
@@ -711,11 +735,13 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
 
     @app.get("/_admin/requests")
     def request_log(api_key: str | None = None, since: float | None = None):
-        return {"requests": state.log.requests(api_key, since)}
+        rows = state.log.requests(api_key, since)
+        return {"requests": [_without_key(row) for row in rows]}
 
     @app.get("/_admin/stats")
     def stats():
-        return {"keys": state.log.stats(), "faults": state.faults.describe()}
+        keys = {key_id(key): entry for key, entry in state.log.stats().items()}
+        return {"keys": keys, "faults": state.faults.describe()}
 
     @app.post("/_admin/reset")
     def reset():

@@ -3,6 +3,7 @@ background thread on an ephemeral port (tests)."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from .app import Plan, SimulatorOptions, SimulatorState, create_app
+from .app import ADMIN_TOKEN_HEADER, Plan, SimulatorOptions, SimulatorState, create_app
 from .clock import ClockMode
 
 STARTUP_TIMEOUT_S = 10.0
@@ -36,8 +37,13 @@ class RunningSimulator:
 
     url: str
     state: SimulatorState  # the live world: state.faults, state.market, state.log, state.set_clock(...)
+    admin_token: str  # X-Admin-Token of its /_admin endpoints (admin_headers)
     _server: uvicorn.Server = field(repr=False)
     _thread: threading.Thread = field(repr=False)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {ADMIN_TOKEN_HEADER: self.admin_token}
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._server.should_exit = True
@@ -61,13 +67,17 @@ def start_in_thread(
     now: Callable[[], float] | None = None,
     faults: dict[str, Any] | None = None,
     log_level: str = "warning",
+    admin_token: str | None = None,
 ) -> RunningSimulator:
     """Start a simulator in a daemon thread and return once it accepts connections.
 
     ``port=0`` picks a free port; the URL to use is ``.url``. ``now`` (unix seconds) freezes or
-    drives the market clock.
+    drives the market clock. ``admin_token`` (default: a fresh random one) guards ``/_admin``.
     """
-    options = SimulatorOptions(seed=seed, clock=clock, free_tier=free_tier, plan=plan, faults=faults)
+    admin_token = secrets.token_urlsafe(16) if admin_token is None else admin_token
+    options = SimulatorOptions(
+        seed=seed, clock=clock, free_tier=free_tier, plan=plan, faults=faults, admin_token=admin_token
+    )
     if now is not None:
         options.now = now
     state = SimulatorState(options)
@@ -90,4 +100,4 @@ def start_in_thread(
             listener.close()
             raise RuntimeError(f"the simulator did not start on {host}:{bound_port}")
         time.sleep(0.01)
-    return RunningSimulator(f"http://{host}:{bound_port}", state, server, thread)
+    return RunningSimulator(f"http://{host}:{bound_port}", state, admin_token, server, thread)
