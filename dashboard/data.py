@@ -13,7 +13,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,7 +125,7 @@ def _redis_client(url: str) -> redis.Redis:
 def _redis_call(fn):
     s = settings()
     try:
-        return fn(_redis_client(s.redis_url))
+        return fn(_redis_client(s.redis_dsn))
     except redis.RedisError as error:
         raise ServiceDown("Redis", redis_where(s), str(error)) from None
 
@@ -488,13 +487,10 @@ def stream_lag() -> pd.DataFrame:
 
 # --- Airflow -------------------------------------------------------------------------------------
 def _airflow_password(s: Settings) -> str:
-    if s.airflow_api_password.get_secret_value():
-        return s.airflow_api_password.get_secret_value()
-    passwords = Path(s.local_dir) / "airflow" / "passwords.json"
-    try:
-        return json.loads(passwords.read_text()).get(s.airflow_api_user, "")
-    except (OSError, ValueError):
-        return ""
+    """STOCKPIPE_AIRFLOW_API_PASSWORD (the read-only viewer's, from the dashboard's secrets file)."""
+    from stockpipe.scopes import airflow_api_password
+
+    return airflow_api_password(s)
 
 
 @st.cache_data(ttl=15, show_spinner=False)

@@ -31,7 +31,8 @@ export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-${STOCKPIPE_AIR
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-$([ "${STOCKPIPE_AIRFLOW_DAGS_UNPAUSED:-1}" = 1 ] && echo False || echo True)}"
 export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
-export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
+# admin: the UI login and stream_health's restarts; viewer: read-only, for the dashboard and the exporter
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,viewer:viewer
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$LOCAL/airflow/passwords.json"
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${STOCKPIPE_AIRFLOW_PORT}/execution/"
 export AIRFLOW__API__HOST=127.0.0.1

@@ -3,7 +3,9 @@
 ``python -m stockpipe.airflow.bootstrap COMMAND``
 
 * ``secrets``      — create ``.local/airflow/secrets.env`` (metadata-DB password, Fernet key, JWT and
-  API secrets) and ``.local/airflow/passwords.json`` (the UI's admin login) when absent.
+  API secrets) and ``.local/airflow/passwords.json`` (the UI's admin login, and the read-only
+  ``viewer`` login of the dashboard and the exporter) when absent; an older passwords file gains
+  the viewer login.
 * ``database``     — create the ``airflow`` role and database in the project's PostgreSQL.
 * ``connections F``— write the connections JSON (from the settings) to F, mode 0600.
 * ``backfill-range`` — print ``FROM TO`` covering the last ``STOCKPIPE_BACKFILL_INITIAL_SESSIONS``
@@ -27,6 +29,7 @@ from stockpipe.config import Settings, get_settings
 AIRFLOW_DB = "airflow"
 AIRFLOW_ROLE = "airflow"
 ADMIN_USER = "admin"
+VIEWER_USER = "viewer"  # Airflow role "viewer" (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS): read-only
 
 
 def airflow_dir(settings: Settings) -> Path:
@@ -54,8 +57,14 @@ def ensure_secrets(settings: Settings) -> Path:
             f"AIRFLOW__API__SECRET_KEY={secrets.token_urlsafe(32)}\n",
         )
     passwords = folder / "passwords.json"
-    if not passwords.exists():
-        _write_private(passwords, json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}) + "\n")
+    try:
+        logins = json.loads(passwords.read_text())
+    except (OSError, ValueError):
+        logins = {}
+    missing = [user for user in (ADMIN_USER, VIEWER_USER) if not logins.get(user)]
+    if missing:
+        logins.update({user: secrets.token_urlsafe(12) for user in missing})
+        _write_private(passwords, json.dumps(logins) + "\n")
     return env_file
 
 

@@ -26,14 +26,14 @@ STREAM_TASK_ID = "stream_indicators"
 
 
 def _admin_login(settings: Settings) -> tuple[str, str]:
-    """STOCKPIPE_AIRFLOW_API_USER/_PASSWORD, the password defaulting to the generated admin login."""
-    user = settings.airflow_api_user
-    if settings.airflow_api_password.get_secret_value():
-        return user, settings.airflow_api_password.get_secret_value()
+    """The generated admin login (Airflow's passwords file): marking a task failed needs more than
+    the read-only ``viewer`` login of STOCKPIPE_AIRFLOW_API_USER, which the dashboard uses."""
+    from stockpipe.airflow.bootstrap import ADMIN_USER
+
     path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
         settings.local_dir / "airflow" / "passwords.json"
     )
-    return user, json.loads(Path(path).read_text())[user]
+    return ADMIN_USER, json.loads(Path(path).read_text())[ADMIN_USER]
 
 
 @contextmanager

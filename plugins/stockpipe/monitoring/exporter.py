@@ -28,7 +28,6 @@ can't be reached sets ``stockpipe_service_up{service=...} 0`` while the rest is 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import signal
@@ -37,7 +36,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
@@ -145,26 +143,19 @@ class StockpipeCollector(Collector):
             metrics["dlq"].add_metric([s.kafka_dlq_topic], total)
 
     def _redis(self) -> None:
-        import redis
 
-        client = redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
-        )
+        client = self.settings.redis_client(socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         try:
             client.ping()
         finally:
             client.close()
 
     def _airflow_password(self) -> str:
-        s = self.settings
-        if s.airflow_api_password.get_secret_value():
-            return s.airflow_api_password.get_secret_value()
-        try:
-            return json.loads((Path(s.local_dir) / "airflow" / "passwords.json").read_text()).get(
-                s.airflow_api_user, ""
-            )
-        except (OSError, ValueError):
-            return ""
+        """The read-only viewer login's password (STOCKPIPE_AIRFLOW_API_PASSWORD, from the exporter's
+        secrets file; else Airflow's passwords file)."""
+        from stockpipe.scopes import airflow_api_password
+
+        return airflow_api_password(self.settings)
 
     def _airflow(self, metrics: dict[str, Metric]) -> None:
         import httpx
