@@ -219,3 +219,75 @@ def test_spark_cluster_profile(compose):
     scheduler = environment(services["airflow-scheduler"])
     assert scheduler["STOCKPIPE_SPARK_DRIVER_HOST"] == "airflow-scheduler"
     assert scheduler["STOCKPIPE_PG_HOST"] == "postgres"  # still every setting of the shared environment
+
+
+# --- least privilege (DESIGN.md invariant 7) -----------------------------------------------------------
+SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "API_KEY", "WEBHOOK")
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")
+OPTIONAL_SECRETS = ("POLYGON_API_KEY", "STOCKPIPE_ALERT_WEBHOOK_URL")  # empty: the simulator / no webhook
+
+
+def raw_environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def holders(compose: dict[str, Any], variable: str) -> set[str]:
+    """The services whose environment carries ``variable``'s value (under any name)."""
+    return {
+        name
+        for name, service in compose["services"].items()
+        if any(re.search(r"\$\{" + variable + r"\b", value) for value in raw_environment(service).values())
+    }
+
+
+def test_no_default_passwords(compose):
+    """Every secret is a required variable (`${VAR:?...}`): no password, token or key ships in the file."""
+    text = COMPOSE.read_text()
+    for name, default in INTERPOLATION.findall(text):
+        if any(word in name for word in SECRET_WORDS) and name not in OPTIONAL_SECRETS:
+            pytest.fail(f"${{{name}}} has a default ({default!r}): make it ${{{name}:?set {name} in .env}}")
+    for service_name, service in compose["services"].items():
+        for key, value in raw_environment(service).items():
+            if any(word in key for word in SECRET_WORDS) and key not in OPTIONAL_SECRETS:
+                assert REQUIRED.fullmatch(value), f"{service_name}: {key}={value!r} is not a required variable"
+    assert holders(compose, "STOCKPIPE_PG_ADMIN_PASSWORD") == {"postgres", "stockpipe-init", "airflow-init"}
+
+
+def test_each_service_gets_only_its_secrets(compose):
+    assert holders(compose, "POLYGON_API_KEY") == {"producer", "airflow-scheduler", "airflow-init"}
+    assert holders(compose, "STOCKPIPE_PG_WRITER_PASSWORD") == {
+        "producer", "airflow-scheduler", "airflow-init", "stockpipe-init"
+    }  # fmt: skip
+    assert holders(compose, "STOCKPIPE_SIMULATOR_ADMIN_TOKEN") == {"simulator"}
+    for reader in ("dashboard", "exporter"):
+        env = raw_environment(compose["services"][reader])
+        secrets = {k for k in env if any(word in k for word in SECRET_WORDS)}
+        assert secrets == {"STOCKPIPE_PG_READER_PASSWORD", "STOCKPIPE_REDIS_PASSWORD", "STOCKPIPE_AIRFLOW_API_PASSWORD"}
+        assert env.get("STOCKPIPE_AIRFLOW_API_USER", "viewer") == "viewer"
+    for name in ("kafka", "kafka-ui", "prometheus", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
+        env = raw_environment(compose["services"][name])
+        assert not {k for k in env if any(word in k for word in SECRET_WORDS)}, name
+    users = environment(compose["services"]["airflow-apiserver"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    assert "viewer:viewer" in users.split(",")
+
+
+def test_redis_requires_its_password_and_keeps_it_off_the_command_line(compose):
+    redis = compose["services"]["redis"]
+    assert REQUIRED.fullmatch(raw_environment(redis)["STOCKPIPE_REDIS_PASSWORD"])
+    command = " ".join(redis["command"])
+    assert "requirepass" in command and "redis-server -" in command  # config from stdin
+    assert "--requirepass" not in redis["command"]
+    assert "STOCKPIPE_REDIS_PASSWORD" in " ".join(redis["healthcheck"]["test"])  # the check authenticates
+    for name, service in compose["services"].items():
+        url = raw_environment(service).get("STOCKPIPE_REDIS_URL", "")
+        assert "@" not in url, f"{name}: the Redis password goes in STOCKPIPE_REDIS_PASSWORD, not the URL"
+
+
+def test_containers_do_not_run_as_root(compose):
+    for name, service in compose["services"].items():
+        if "build" in service or service.get("image") == "stockpipe:local":
+            assert not str(service.get("user", "0")).startswith(("0:", "root")), name
+            assert service.get("user"), f"{name} runs as the image's default user"
