@@ -61,10 +61,15 @@ def ensure_secrets(settings: Settings) -> Path:
         logins = json.loads(passwords.read_text())
     except (OSError, ValueError):
         logins = {}
-    missing = [user for user in (ADMIN_USER, VIEWER_USER) if not logins.get(user)]
-    if missing:
-        logins.update({user: secrets.token_urlsafe(12) for user in missing})
-        _write_private(passwords, json.dumps(logins) + "\n")
+    wanted = dict(logins)
+    for user in (ADMIN_USER, VIEWER_USER):
+        if not wanted.get(user):
+            wanted[user] = secrets.token_urlsafe(12)
+    # a viewer password given in the settings (docker-compose: STOCKPIPE_AIRFLOW_API_PASSWORD) wins
+    if settings.airflow_api_user == VIEWER_USER and settings.airflow_api_password.get_secret_value():
+        wanted[VIEWER_USER] = settings.airflow_api_password.get_secret_value()
+    if wanted != logins:
+        _write_private(passwords, json.dumps(wanted) + "\n")
     return env_file
 
 
