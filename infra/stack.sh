@@ -83,14 +83,27 @@ install_debian_packages() {
   step_done "installed ${missing[*]}"
 }
 
+stack_user_can_run() {  # stack_user_can_run FILE : the stack's user reaches and may execute FILE
+  [ "$(id -u)" = 0 ] || return 0
+  setpriv --reuid="$STACK_USER" --regid="$STACK_USER" --clear-groups test -x "$(readlink -f "$1")" 2>/dev/null
+}
+
 install_venv() {
   step "Python venv + pinned requirements"
-  local stamp="$VENV/.stockpipe-requirements"
+  local stamp="$VENV/.stockpipe-requirements" log="$LOGS/install-venv.log"
+  if [ -x "$PY" ] && ! stack_user_can_run "$PY"; then
+    # the services run as the stack's user: a venv on an interpreter it can't reach is rebuilt
+    echo "venv interpreter $(readlink -f "$PY") is out of $STACK_USER's reach: rebuilding .venv" >>"$log"
+    rm -rf "$VENV"
+  fi
   local want; want=$(cat "$HOME_DIR/requirements.txt" "$HOME_DIR/pyproject.toml" | sha256sum | cut -c1-16)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then step_done "up to date"; return; fi
-  local log="$LOGS/install-venv.log"
   if [ ! -x "$PY" ]; then
     local python; python=$(platform_python)
+    # the services run as the stack's user: an interpreter it can't reach (e.g. pyenv under /root) won't do
+    if [ -n "$python" ] && ! stack_user_can_run "$python"; then
+      python=$(PLATFORM_PATH=/usr/local/bin:/usr/bin:/bin platform_python)
+    fi
     if [ -n "$python" ]; then
       run_logged "$log" "$python" -m venv "$VENV"
     else
@@ -121,6 +134,7 @@ install_jars() {
 }
 
 install_all() {
+  ensure_stack_user
   install_debian_packages
   install_venv
   install_jars
@@ -533,7 +547,6 @@ cmd_up() {
   [ ${#components[@]} -gt 0 ] || components=("${ALL_COMPONENTS[@]}")
   local t0; t0=$(date +%s)
   install_all
-  ensure_stack_user
   ensure_secrets
   load_settings
   write_secret_scopes
