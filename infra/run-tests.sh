@@ -8,7 +8,8 @@ was_up=0
 if [ -x .venv/bin/supervisorctl ] && .venv/bin/supervisorctl -c infra/supervisord.conf pid >/dev/null 2>&1; then
   was_up=1
 fi
-stop_started_services() { if [ $was_up = 0 ]; then infra/stack.sh down; fi; }
+# pytest runs as root; the services run as the stack's user: what the tests left in .local/ goes back to it
+stop_started_services() { infra/stack.sh fix-ownership || true; if [ $was_up = 0 ]; then infra/stack.sh down; fi; }
 trap stop_started_services EXIT
 infra/stack.sh up postgres redis kafka || exit 1
 # The browser test drives a real headless Chromium (infra/platform.sh): one already installed (never
