@@ -185,6 +185,7 @@ ensure_secrets() {
     grep -q "^$name=" "$secrets" || echo "$name=$(random_secret)" >> "$secrets"
   done
   umask 022
+  ensure_kafka_secrets  # Kafka's SCRAM login (below): before the programs' secrets files are written
   chmod 600 "$secrets"
 }
 
@@ -348,6 +349,7 @@ up_kafka() {
   render "$HOME_DIR/infra/kafka/server.properties.template" "$kdir/server.properties.new"
   sed -i "s|@KAFKA_SCRAM_PORT@|$STOCKPIPE_KAFKA_SCRAM_PORT|g" "$kdir/server.properties.new"
   mv "$kdir/server.properties.new" "$kdir/server.properties"
+  fix_ownership  # the broker (the stack's user) reads its TLS key and config
   if [ -n "$before" ] && [ "$before" != "$(sha256sum < "$kdir/server.properties")" ] \
      && [ "$(program_state kafka)" = RUNNING ]; then
     step "kafka: restart (server.properties changed)"

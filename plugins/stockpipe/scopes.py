@@ -21,20 +21,25 @@ from pathlib import Path
 
 from stockpipe.config import ROOT, Settings, _env_name, load_settings
 
-# program -> the secret settings it may hold. Everything else it reads (ports, hosts, users) is
-# not secret and comes from .env / the defaults as usual.
+# program -> the secret settings it may hold (plus the Kafka SCRAM login, whose user name lives in
+# .local/secrets.env too). Everything else it reads (ports, hosts) is not secret and comes from .env /
+# the defaults as usual.
+KAFKA_LOGIN = ("kafka_sasl_username", "kafka_sasl_password")
 SCOPES: dict[str, tuple[str, ...]] = {
     # Airflow's components run the producer, the Spark jobs, health checks and maintenance tasks:
-    # the writer role, Redis, the market-data key; never the PostgreSQL admin or reader password.
-    "airflow": ("pg_writer_password", "redis_password", "polygon_api_key", "simulator_api_key", "alert_webhook_url"),
-    "producer": ("pg_writer_password", "redis_password", "polygon_api_key", "simulator_api_key"),
+    # the writer role, Redis, Kafka, the market-data key; never the PostgreSQL admin or reader password.
+    "airflow": (
+        "pg_writer_password", "redis_password", "polygon_api_key", "simulator_api_key", "alert_webhook_url",
+        *KAFKA_LOGIN,
+    ),
+    "producer": ("pg_writer_password", "redis_password", "polygon_api_key", "simulator_api_key", *KAFKA_LOGIN),
     "simulator": ("simulator_admin_token",),
-    # read-only: the reader role, Redis (latest tiles), Airflow's read-only login
-    "dashboard": ("pg_reader_password", "redis_password", "airflow_api_password"),
-    "exporter": ("pg_reader_password", "redis_password", "airflow_api_password"),
+    # read-only: the reader role, Redis (latest tiles), Kafka (topics page, lag), Airflow's read-only login
+    "dashboard": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
+    "exporter": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "prometheus": (),
     "alertmanager": ("alert_webhook_url",),
-}
+}  # fmt: skip
 
 
 def airflow_api_password(settings: Settings) -> str:
@@ -56,7 +61,7 @@ def scope_values(settings: Settings, scope: str) -> dict[str, str]:
             value = airflow_api_password(settings)
         else:
             secret = getattr(settings, field)
-            value = secret.get_secret_value() if secret is not None else ""
+            value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret or "")
         if value:
             values[_env_name(field)] = value
     return values
@@ -83,6 +88,9 @@ def write_scopes(settings: Settings, directory: Path) -> list[Path]:
     for scope in SCOPES:
         lines = [f"# {scope}'s secrets, from .local/secrets.env by infra/stack.sh (stockpipe.scopes); never commit."]
         lines += [_env_line(name, value) for name, value in scope_values(settings, scope).items()]
+        if not set(KAFKA_LOGIN) & set(SCOPES[scope]):
+            # no Kafka client here: without the SCRAM login, a SASL protocol in .env would not validate
+            lines.append("STOCKPIPE_KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
         path = directory / f"{scope}.env"
         _write_private(path, "\n".join(lines) + "\n")
         written.append(path)

@@ -25,7 +25,8 @@ PYTHON_PROGRAMS = {
 ALL_SECRETS = {
     "pg_admin_password": "adm-1", "pg_writer_password": "wri-2", "pg_reader_password": "rea-3",
     "redis_password": "red-4", "simulator_admin_token": "tok-5", "polygon_api_key": "pk-6",
-    "airflow_api_password": "vie-7",
+    "airflow_api_password": "vie-7", "kafka_sasl_username": "stockpipe", "kafka_sasl_password": "kaf-8",
+    "kafka_security_protocol": "SASL_SSL",
 }  # fmt: skip
 
 
@@ -98,6 +99,7 @@ def test_scope_files_are_private_and_hold_only_what_the_program_needs(tmp_path):
     assert {stem for stem, text in texts.items() if "pk-6" in text} == {"producer", "airflow"}
     assert {stem for stem, text in texts.items() if "tok-5" in text} == {"simulator"}
     assert "red-4" not in texts["prometheus"] and "wri-2" not in texts["simulator"]
+    assert "STOCKPIPE_KAFKA_SASL_PASSWORD=kaf-8" in texts["dashboard"] and "kaf-8" not in texts["simulator"]
 
 
 def run_settings(env: dict[str, str], cwd: Path) -> dict[str, str]:
