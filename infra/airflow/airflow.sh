@@ -9,6 +9,12 @@ export STOCKPIPE_HOME="${STOCKPIPE_HOME:-$HOME_DIR}"
 LOCAL="${STOCKPIPE_LOCAL:-$HOME_DIR/.local}"
 VENV="$HOME_DIR/.venv"
 export PATH="$VENV/bin:$PATH"
+# By hand as root (the README's backfill command): run as the stack's user, the owner of .local/, so
+# that what Airflow writes there (logs, ...) stays writable by the services (least privilege).
+if [ "$(id -u)" = 0 ] && [ -d "$LOCAL/airflow" ] && [ "$(stat -c %u "$LOCAL")" != 0 ]; then
+  owner="$(stat -c %U "$LOCAL")"
+  exec setpriv --reuid="$owner" --regid="$owner" --init-groups env HOME="$LOCAL/home" USER="$owner" "$0" "$@"
+fi
 
 if [ -z "${STOCKPIPE_PG_PORT:-}" ] || [ -z "${STOCKPIPE_AIRFLOW_PORT:-}" ]; then
   eval "$("$VENV/bin/python" -m stockpipe.config --shell)"
