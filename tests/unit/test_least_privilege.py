@@ -57,10 +57,21 @@ def test_stack_starts_supervisord_as_the_unprivileged_user():
 
 
 def test_each_settings_program_gets_only_its_secrets_file():
+    from stockpipe.scopes import SCOPES
+
     found = programs()
     for name, scope in PYTHON_PROGRAMS.items():
         env = found[name].get("environment", "")
         assert f'STOCKPIPE_SECRETS_FILE="%(ENV_STOCKPIPE_LOCAL)s/secrets/{scope}.env"' in env, name
+    # any other program (a new one too) that is not one of the servers reads stockpipe's settings:
+    # it needs its own scope in stockpipe.scopes.SCOPES and that file in its environment
+    for name, options in found.items():
+        if name in ("postgres", "redis", "kafka"):
+            continue
+        match = re.search(r'STOCKPIPE_SECRETS_FILE="%\(ENV_STOCKPIPE_LOCAL\)s/secrets/([\w-]+)\.env"',
+                          options.get("environment", ""))  # fmt: skip
+        assert match, f"[program:{name}] has no STOCKPIPE_SECRETS_FILE (add a scope to stockpipe.scopes.SCOPES)"
+        assert match.group(1) in SCOPES, f"[program:{name}]: no scope {match.group(1)!r} in stockpipe.scopes.SCOPES"
     # no secret is given on a command line or in a program's environment
     for name, options in found.items():
         text = options.get("command", "") + options.get("environment", "")
