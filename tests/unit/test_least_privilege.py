@@ -166,3 +166,15 @@ def test_dashboard_and_exporter_use_airflows_read_only_login(tmp_path, monkeypat
     logins = json.loads((tmp_path / "passwords.json").read_text())
     assert logins["admin"] == "adm-pw" and logins["viewer"] and logins["viewer"] != "adm-pw"
     assert (tmp_path / "passwords.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_redis_clients_get_the_password_from_the_settings():
+    """Redis wants its password: a client built from ``redis_url`` (password-free, it gets logged) would be
+    refused. Clients come from ``Settings.redis_client()`` or ``Settings.redis_dsn``."""
+    built_from_url = re.compile(r"(from_url|RedisStorage|SharedRateLimiter|Redis)\(\s*[\w.]*\.redis_url\b", re.S)
+    offenders = []
+    for folder in ("plugins", "dashboard", "spark_jobs", "dags", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if built_from_url.search(path.read_text()):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"Redis clients built from redis_url (use settings.redis_client() / redis_dsn): {offenders}"
