@@ -569,8 +569,14 @@ cmd_down() {
   supervisorctl stop redis postgres >/dev/null 2>&1 || true
   step_done "stopped"
   step "supervisord"
+  local pid; pid=$(supervisorctl pid 2>/dev/null || true)
   supervisorctl shutdown >/dev/null 2>&1 || true
-  for _ in $(seq 100); do supervisord_running || break; sleep 0.1; done
+  # it stops the remaining programs (dashboard, exporter, ...) before it exits; while it does, its RPC
+  # answers SHUTDOWN_STATE, so wait for the process itself (an immediate `make up` would find its socket)
+  for _ in $(seq 600); do
+    if [ -n "$pid" ]; then kill -0 "$pid" 2>/dev/null || break; else supervisord_running || break; fi
+    sleep 0.1
+  done
   step_done "stopped"
 }
 
