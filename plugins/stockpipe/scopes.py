@@ -38,6 +38,9 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "dashboard": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "exporter": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "prometheus": (),
+    # the standalone cluster's master and worker (STOCKPIPE_SPARK_CLUSTER=standalone): the jobs' code
+    # reaches the executors with the driver's settings, the daemons themselves hold no secret
+    "spark": (),
     "alertmanager": ("alert_webhook_url",),
 }  # fmt: skip
 

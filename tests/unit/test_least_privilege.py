@@ -21,6 +21,7 @@ PYTHON_PROGRAMS = {
     "simulator": "simulator", "producer": "producer", "dashboard": "dashboard", "exporter": "exporter",
     "prometheus": "prometheus", "alertmanager": "alertmanager", "airflow-apiserver": "airflow",
     "airflow-scheduler": "airflow", "airflow-dag-processor": "airflow", "airflow-triggerer": "airflow",
+    "spark-master": "spark", "spark-worker": "spark",
 }  # fmt: skip
 ALL_SECRETS = {
     "pg_admin_password": "adm-1", "pg_writer_password": "wri-2", "pg_reader_password": "rea-3",
@@ -48,7 +49,7 @@ def test_no_program_runs_as_another_user_than_supervisord():
 def test_stack_starts_supervisord_as_the_unprivileged_user():
     text = STACK_SH.read_text()
     assert re.search(r"useradd --system\b", text), "make up creates the system user"
-    start = [line for line in text.splitlines() if "supervisord\" -c" in line and "bin/supervisord" in line]
+    start = [line for line in text.splitlines() if 'supervisord" -c' in line and "bin/supervisord" in line]
     assert start and all("as_stack" in line for line in start), start
     assert "setpriv --reuid=" in text
     # the initdb password file is private
