@@ -527,6 +527,7 @@ up_spark() {
     fi
   done
   mkdir -p "$STOCKPIPE_LOCAL/spark"
+  fix_ownership  # the worker (the stack's user) writes its work folders there
   start_program spark-master "$STOCKPIPE_SPARK_MASTER_PORT" 60
   start_program spark-worker "$STOCKPIPE_SPARK_WORKER_WEBUI_PORT" 60
   step "spark: worker registered (UI 127.0.0.1:$STOCKPIPE_SPARK_MASTER_WEBUI_PORT)"
