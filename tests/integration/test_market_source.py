@@ -69,7 +69,7 @@ def test_the_backfill_leaves_live_ingest_its_share_of_the_window(settings, redis
         raise Stop(seconds)
 
     def limiter(reserve: int) -> SharedRateLimiter:
-        return SharedRateLimiter(settings.redis_url, 5, KEY, window_s=2, reserve=reserve, sleep=refuse_to_wait)
+        return SharedRateLimiter(settings.redis_dsn, 5, KEY, window_s=2, reserve=reserve, sleep=refuse_to_wait)
 
     backfill, live = limiter(backfill_reserve(5)), limiter(0)
     for _ in range(4):
