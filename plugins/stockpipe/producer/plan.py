@@ -98,7 +98,7 @@ def main() -> int:
 
     settings = load_settings()
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = settings.redis_client(socket_timeout=2, socket_connect_timeout=2)
         known = read(client)
     except redis.RedisError:
         print("market-data plan: unknown (Redis does not answer)")
