@@ -23,6 +23,7 @@ import streamlit as st
 
 from stockpipe import clients
 from stockpipe.calendar import NEW_YORK
+from stockpipe.clients import AirflowLoginRefused, airflow_base_url, airflow_client
 from stockpipe.config import Settings, load_settings
 from stockpipe.indicators import INDICATOR_COLUMNS, compute_frame
 from stockpipe.storage import queries
@@ -80,7 +81,7 @@ def redis_where(s: Settings) -> str:
 
 
 def airflow_url(s: Settings) -> str:
-    return (s.airflow_api_url or f"http://127.0.0.1:{s.airflow_port}").rstrip("/")
+    return airflow_base_url(s)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
@@ -486,13 +487,6 @@ def stream_lag() -> pd.DataFrame:
 
 
 # --- Airflow -------------------------------------------------------------------------------------
-def _airflow_password(s: Settings) -> str:
-    """STOCKPIPE_AIRFLOW_API_PASSWORD (the read-only viewer's, from the dashboard's secrets file)."""
-    from stockpipe.scopes import airflow_api_password
-
-    return airflow_api_password(s)
-
-
 @st.cache_data(ttl=15, show_spinner=False)
 def airflow_dag_runs(limit: int = 25) -> pd.DataFrame:
     """The latest DAG runs of every DAG (Airflow 3 REST API, JWT from /auth/token)."""
@@ -502,18 +496,13 @@ def airflow_dag_runs(limit: int = 25) -> pd.DataFrame:
     base = airflow_url(s)
     hint = f"Start it with `{START_COMMAND}`; DAG runs show here once the api-server answers."
     try:
-        with httpx.Client(base_url=base, timeout=AIRFLOW_TIMEOUT_S) as client:
-            auth = client.post("/auth/token", json={"username": s.airflow_api_user, "password": _airflow_password(s)})
-            if auth.status_code >= 400:
-                raise ServiceDown("Airflow", base, f"login as {s.airflow_api_user} refused: HTTP {auth.status_code}",
-                                  "Set STOCKPIPE_AIRFLOW_API_USER / STOCKPIPE_AIRFLOW_API_PASSWORD.")
-            token = auth.json()["access_token"]
-            response = client.get("/api/v2/dags/~/dagRuns", params={"order_by": "-start_date", "limit": limit},
-                                  headers={"Authorization": f"Bearer {token}"})
+        with airflow_client(s, "viewer", timeout_s=AIRFLOW_TIMEOUT_S) as client:
+            response = client.get("/api/v2/dags/~/dagRuns", params={"order_by": "-start_date", "limit": limit})
             response.raise_for_status()
             runs = response.json().get("dag_runs", [])
-    except ServiceDown:
-        raise
+    except AirflowLoginRefused as error:
+        raise ServiceDown("Airflow", base, str(error),
+                          "Set STOCKPIPE_AIRFLOW_API_USER / STOCKPIPE_AIRFLOW_API_PASSWORD.") from None
     except (httpx.HTTPError, ValueError, KeyError) as error:
         raise ServiceDown("Airflow", base, str(error) or type(error).__name__, hint) from None
     rows = [{

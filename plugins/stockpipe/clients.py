@@ -34,13 +34,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from stockpipe.config import Settings
 
 if TYPE_CHECKING:
+    import httpx
     import psycopg
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
@@ -279,6 +281,55 @@ def end_offsets(
         return None
     offsets = partition_offsets(admin, [(topic, p) for p in found.partitions], timeout_s=timeout_s)
     return {p: offset for (_, p), offset in offsets.items()}
+
+
+# --- Airflow REST API ----------------------------------------------------------------------------
+AirflowLogin = Literal["viewer", "admin"]
+
+
+class AirflowLoginRefused(RuntimeError):
+    """The api-server answered the token request with an error (wrong user or password)."""
+
+
+def airflow_base_url(settings: Settings) -> str:
+    """The api-server's URL: STOCKPIPE_AIRFLOW_API_URL, else the local one."""
+    return (settings.airflow_api_url or f"http://127.0.0.1:{settings.airflow_port}").rstrip("/")
+
+
+def airflow_credentials(settings: Settings, login: AirflowLogin) -> tuple[str, str]:
+    """``viewer``: the read-only STOCKPIPE_AIRFLOW_API_USER (dashboard, exporter); ``admin``: the
+    generated admin login of Airflow's passwords file (marking a task failed needs it)."""
+    import json
+    import os
+    from pathlib import Path
+
+    from stockpipe.scopes import airflow_api_password
+
+    if login == "viewer":
+        return settings.airflow_api_user, airflow_api_password(settings)
+    from stockpipe.airflow.bootstrap import ADMIN_USER
+
+    path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
+        settings.local_dir / "airflow" / "passwords.json"
+    )
+    return ADMIN_USER, json.loads(Path(path).read_text())[ADMIN_USER]
+
+
+@contextmanager
+def airflow_client(
+    settings: Settings, login: AirflowLogin = "viewer", *, base_url: str | None = None, timeout_s: float = 15.0
+) -> Iterator[httpx.Client]:
+    """An httpx client of Airflow's REST API, logged in (JWT from ``/auth/token``) as ``login``.
+    Raises :class:`AirflowLoginRefused` when the login is refused, httpx errors when unreachable."""
+    import httpx
+
+    user, password = airflow_credentials(settings, login)
+    with httpx.Client(base_url=(base_url or airflow_base_url(settings)).rstrip("/"), timeout=timeout_s) as client:
+        token = client.post("/auth/token", json={"username": user, "password": password})
+        if token.status_code >= 400:
+            raise AirflowLoginRefused(f"login as {user} refused: HTTP {token.status_code}")
+        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        yield client
 
 
 # --- market data ---------------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def test_kafka_clients_are_only_constructed_in_the_clients_module():
     assert not elsewhere, "build Kafka clients with stockpipe.clients:\n" + "\n".join(elsewhere)
 
 
+def test_postgres_connections_and_the_airflow_login_are_only_made_in_the_clients_module():
+    found = subprocess.run(
+        ["grep", "-rnE", r"psycopg\.connect\(|post\(\s*\"/auth/token", "plugins", "dashboard", "spark_jobs", "dags"],
+        cwd=ROOT, capture_output=True, text=True,
+    ).stdout.splitlines()  # fmt: skip
+    elsewhere = [line for line in found if not re.match(r"plugins/stockpipe/clients\.py:", line)]
+    assert not elsewhere, "connect with stockpipe.clients (pg_connect, airflow_client):\n" + "\n".join(elsewhere)
+
+
 def test_spark_jobs_started_by_airflow_get_the_connections_kafka_settings(monkeypatch: pytest.MonkeyPatch):
     from stockpipe.airflow.connections import kafka_env
 

@@ -8,15 +8,9 @@ through the public REST API of the local api-server, with the admin login kept u
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import httpx
-
+from stockpipe.clients import airflow_client
 from stockpipe.config import Settings
 
 log = logging.getLogger("stockpipe.airflow.restart")
@@ -25,31 +19,8 @@ STREAM_DAG_ID = "market_stream"
 STREAM_TASK_ID = "stream_indicators"
 
 
-def _admin_login(settings: Settings) -> tuple[str, str]:
-    """The generated admin login (Airflow's passwords file): marking a task failed needs more than
-    the read-only ``viewer`` login of STOCKPIPE_AIRFLOW_API_USER, which the dashboard uses."""
-    from stockpipe.airflow.bootstrap import ADMIN_USER
-
-    path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or str(
-        settings.local_dir / "airflow" / "passwords.json"
-    )
-    return ADMIN_USER, json.loads(Path(path).read_text())[ADMIN_USER]
-
-
-@contextmanager
-def api_client(settings: Settings, base_url: str | None = None) -> Iterator[httpx.Client]:
-    """An authenticated client of the local Airflow REST API."""
-    base = base_url or settings.airflow_api_url or f"http://127.0.0.1:{settings.airflow_port}"
-    with httpx.Client(base_url=base, timeout=15) as client:
-        user, password = _admin_login(settings)
-        token = client.post("/auth/token", json={"username": user, "password": password})
-        token.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-        yield client
-
-
 def dag_is_paused(settings: Settings, dag_id: str) -> bool:
-    with api_client(settings) as client:
+    with airflow_client(settings, "admin") as client:
         response = client.get(f"/api/v2/dags/{dag_id}")
         response.raise_for_status()
         return bool(response.json().get("is_paused"))
@@ -57,7 +28,7 @@ def dag_is_paused(settings: Settings, dag_id: str) -> bool:
 
 def restart_stream(settings: Settings, reason: str, *, base_url: str | None = None) -> list[str]:
     """Mark every running ``market_stream.stream_indicators`` failed; returns the affected run ids."""
-    with api_client(settings, base_url) as client:
+    with airflow_client(settings, "admin", base_url=base_url) as client:
         runs = client.get(f"/api/v2/dags/{STREAM_DAG_ID}/dagRuns", params={"state": "running"})
         runs.raise_for_status()
         restarted = []

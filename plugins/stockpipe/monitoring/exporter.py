@@ -150,24 +150,10 @@ class StockpipeCollector(Collector):
         finally:
             client.close()
 
-    def _airflow_password(self) -> str:
-        """The read-only viewer login's password (STOCKPIPE_AIRFLOW_API_PASSWORD, from the exporter's
-        secrets file; else Airflow's passwords file)."""
-        from stockpipe.scopes import airflow_api_password
-
-        return airflow_api_password(self.settings)
-
     def _airflow(self, metrics: dict[str, Metric]) -> None:
-        import httpx
+        from stockpipe.clients import airflow_client
 
-        s = self.settings
-        base = (s.airflow_api_url or f"http://127.0.0.1:{s.airflow_port}").rstrip("/")
-        with httpx.Client(base_url=base, timeout=TIMEOUT_S) as client:
-            auth = client.post(
-                "/auth/token", json={"username": s.airflow_api_user, "password": self._airflow_password()}
-            )
-            auth.raise_for_status()
-            client.headers["Authorization"] = f"Bearer {auth.json()['access_token']}"
+        with airflow_client(self.settings, "viewer", timeout_s=TIMEOUT_S) as client:
             dags = client.get("/api/v2/dags", params={"limit": 100})
             dags.raise_for_status()
             for dag in dags.json().get("dags", []):
