@@ -107,9 +107,12 @@ def read(fn, *args: Any) -> Any:
         with pool.connection() as conn:
             return fn(conn, *args)
     except psycopg.errors.UndefinedTable as error:
-        raise SchemaMissing("PostgreSQL", pg_where(s), str(error),
-                            f"Apply the migrations with `{START_COMMAND}` "
-                            "(or `python -m stockpipe.storage.migrate`).") from None
+        raise SchemaMissing(
+            "PostgreSQL",
+            pg_where(s),
+            str(error),
+            f"Apply the migrations with `{START_COMMAND}` (or `python -m stockpipe.storage.migrate`).",
+        ) from None
     except psycopg.OperationalError as error:  # PoolTimeout included: next time, ask the server again
         _pg_pool.clear()
         if pool is not None:
@@ -376,13 +379,20 @@ def kafka_topics(include_internal: bool = False) -> pd.DataFrame:
     s, admin = _admin()
     try:
         metadata = admin.list_topics(timeout=KAFKA_TIMEOUT_S)
-        parts = [(name, p) for name, t in metadata.topics.items() if include_internal or not name.startswith("__")
-                 for p in t.partitions]
+        parts = [
+            (name, p)
+            for name, t in metadata.topics.items()
+            if include_internal or not name.startswith("__")
+            for p in t.partitions
+        ]
         ends, starts = _offsets(admin, parts, "latest"), _offsets(admin, parts, "earliest")
     except Exception as error:  # KafkaException, timeouts: all mean "can't read Kafka"
         raise _kafka_down(s, error) from None
-    rows = [{"topic": t, "partition": p, "start_offset": starts[(t, p)], "end_offset": ends[(t, p)]}
-            for t, p in parts if (t, p) in starts and (t, p) in ends]  # unanswered partitions: next refresh
+    rows = [
+        {"topic": t, "partition": p, "start_offset": starts[(t, p)], "end_offset": ends[(t, p)]}
+        for t, p in parts
+        if (t, p) in starts and (t, p) in ends
+    ]  # unanswered partitions: next refresh
     frame = pd.DataFrame(rows, columns=["topic", "partition", "start_offset", "end_offset"])
     frame["messages"] = frame["end_offset"] - frame["start_offset"]
     return frame.sort_values(["topic", "partition"]).reset_index(drop=True)
@@ -399,8 +409,9 @@ def kafka_consumer_groups() -> pd.DataFrame:
         rows = []
         groups = sorted(g.group_id for g in listed.valid)
         for group in groups:
-            futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                        request_timeout=KAFKA_TIMEOUT_S)
+            futures = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=KAFKA_TIMEOUT_S
+            )
             for tp in futures[group].result().topic_partitions or []:
                 rows.append({"group": group, "topic": tp.topic, "partition": tp.partition, "committed": tp.offset})
         ends = _offsets(admin, list({(r["topic"], r["partition"]) for r in rows}), "latest")
@@ -438,12 +449,15 @@ def kafka_tail(topic: str, count: int = 20) -> pd.DataFrame:
                         continue
                     remaining[message.partition()] -= 1
                     _, stamp = message.timestamp()
-                    rows.append({
-                        "timestamp": pd.Timestamp(stamp, unit="ms", tz="UTC"),
-                        "partition": message.partition(), "offset": message.offset(),
-                        "key": (message.key() or b"").decode("utf-8", "replace"),
-                        "value": (message.value() or b"").decode("utf-8", "replace"),
-                    })
+                    rows.append(
+                        {
+                            "timestamp": pd.Timestamp(stamp, unit="ms", tz="UTC"),
+                            "partition": message.partition(),
+                            "offset": message.offset(),
+                            "key": (message.key() or b"").decode("utf-8", "replace"),
+                            "value": (message.value() or b"").decode("utf-8", "replace"),
+                        }
+                    )
     except Exception as error:
         raise _kafka_down(s, error) from None
     finally:
@@ -465,8 +479,14 @@ def dead_letters(count: int = 20) -> tuple[int, pd.DataFrame]:
             letter = json.loads(record["value"])
         except ValueError:
             letter = {"error": "unreadable dead letter", "raw": record["value"]}
-        rows.append({"failed_at": letter.get("failed_at") or record["timestamp"], "error": letter.get("error"),
-                     "origin": json.dumps(letter.get("origin"), separators=(",", ":")), "raw": letter.get("raw")})
+        rows.append(
+            {
+                "failed_at": letter.get("failed_at") or record["timestamp"],
+                "error": letter.get("error"),
+                "origin": json.dumps(letter.get("origin"), separators=(",", ":")),
+                "raw": letter.get("raw"),
+            }
+        )
     return total, pd.DataFrame(rows, columns=["failed_at", "error", "origin", "raw"])
 
 
@@ -501,15 +521,23 @@ def airflow_dag_runs(limit: int = 25) -> pd.DataFrame:
             response.raise_for_status()
             runs = response.json().get("dag_runs", [])
     except AirflowLoginRefused as error:
-        raise ServiceDown("Airflow", base, str(error),
-                          "Set STOCKPIPE_AIRFLOW_API_USER / STOCKPIPE_AIRFLOW_API_PASSWORD.") from None
+        raise ServiceDown(
+            "Airflow", base, str(error), "Set STOCKPIPE_AIRFLOW_API_USER / STOCKPIPE_AIRFLOW_API_PASSWORD."
+        ) from None
     except (httpx.HTTPError, ValueError, KeyError) as error:
         raise ServiceDown("Airflow", base, str(error) or type(error).__name__, hint) from None
-    rows = [{
-        "dag_id": r.get("dag_id"), "run_id": r.get("dag_run_id"), "state": r.get("state"),
-        "run_type": r.get("run_type"), "start_date": r.get("start_date"), "end_date": r.get("end_date"),
-        "link": f"{base}/dags/{r.get('dag_id')}/runs/{r.get('dag_run_id')}",
-    } for r in runs]
+    rows = [
+        {
+            "dag_id": r.get("dag_id"),
+            "run_id": r.get("dag_run_id"),
+            "state": r.get("state"),
+            "run_type": r.get("run_type"),
+            "start_date": r.get("start_date"),
+            "end_date": r.get("end_date"),
+            "link": f"{base}/dags/{r.get('dag_id')}/runs/{r.get('dag_run_id')}",
+        }
+        for r in runs
+    ]
     frame = pd.DataFrame(rows, columns=["dag_id", "run_id", "state", "run_type", "start_date", "end_date", "link"])
     for column in ("start_date", "end_date"):
         frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")

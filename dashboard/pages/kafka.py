@@ -17,9 +17,11 @@ def page() -> None:
     if topics.empty:
         ui.empty_state("No topics yet.")
         return
-    summary = (topics.groupby("topic")
-               .agg(partitions=("partition", "count"), messages=("messages", "sum"), end_offset=("end_offset", "sum"))
-               .reset_index())
+    summary = (
+        topics.groupby("topic")
+        .agg(partitions=("partition", "count"), messages=("messages", "sum"), end_offset=("end_offset", "sum"))
+        .reset_index()
+    )
     needle = st.text_input("Filter topics", key="filter")
     shown = summary[summary["topic"].str.contains(needle, regex=False)] if needle else summary
     cols = st.columns(3)
@@ -34,8 +36,9 @@ def page() -> None:
     left, right = st.columns([1, 2])
     with left:
         st.markdown("**Partitions**")
-        st.dataframe(topics[topics["topic"] == topic].drop(columns="topic"), hide_index=True, width="stretch",
-                     key="partitions")
+        st.dataframe(
+            topics[topics["topic"] == topic].drop(columns="topic"), hide_index=True, width="stretch", key="partitions"
+        )
     with right:
         count = st.number_input("Last messages", min_value=1, max_value=500, value=20, key="count")
         tail = data.kafka_tail(topic, int(count))
@@ -44,8 +47,10 @@ def page() -> None:
     st.subheader("Consumer groups")
     groups = data.kafka_consumer_groups()
     if groups.empty:
-        st.caption("No consumer group has committed offsets. The Spark streaming query keeps its offsets in its "
-                   "checkpoint instead: its lag is on the Pipeline page.")
+        st.caption(
+            "No consumer group has committed offsets. The Spark streaming query keeps its offsets in its "
+            "checkpoint instead: its lag is on the Pipeline page."
+        )
     else:
         per_group = groups.groupby(["group", "topic"]).agg(partitions=("partition", "count"), lag=("lag", "sum"))
         st.dataframe(per_group.reset_index(), hide_index=True, width="stretch", key="groups")

@@ -33,15 +33,21 @@ def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame) -> Non
             delta = f"{close - previous:+,.2f} ({(close / previous - 1) * 100:+.2f}%)"
         st.metric(symbol, f"{close:,.2f}", delta, help="change vs the previous session's close")
         volume = row.get("volume")
-        st.markdown(f"Vol **{volume:,.0f}** · {ui.rsi_state(row.get('rsi_14'))}" if volume is not None
-                    else ui.rsi_state(row.get("rsi_14")))
+        st.markdown(
+            f"Vol **{volume:,.0f}** · {ui.rsi_state(row.get('rsi_14'))}"
+            if volume is not None
+            else ui.rsi_state(row.get("rsi_14"))
+        )
         points = spark[spark["symbol"] == symbol] if not spark.empty else spark
         if not points.empty and points["ts"].iloc[-1] < ts:  # Redis is ahead of the cached history
             points = pd.concat([points, pd.DataFrame([{"symbol": symbol, "ts": ts, "close": close}])])
         if len(points) > 1:
             rising = None if previous is None else close >= previous
-            st.plotly_chart(charts.sparkline(points, rising), config={"displayModeBar": False, "staticPlot": True},
-                            key=f"spark-{symbol}")
+            st.plotly_chart(
+                charts.sparkline(points, rising),
+                config={"displayModeBar": False, "staticPlot": True},
+                key=f"spark-{symbol}",
+            )
         st.caption(f"bar {ui.ny_stamp(ts)} · from {source}")
 
 
@@ -63,7 +69,7 @@ def tiles() -> None:
     except data.ServiceDown:
         spark = pd.DataFrame(columns=["symbol", "ts", "close"])
     for first in range(0, len(watchlist), TILES_PER_ROW):
-        row_symbols = watchlist[first:first + TILES_PER_ROW]
+        row_symbols = watchlist[first : first + TILES_PER_ROW]
         for column, symbol in zip(st.columns(TILES_PER_ROW), row_symbols, strict=False):
             with column:
                 tile(symbol, latest.rows.get(symbol), latest.source.get(symbol, ""), spark)

@@ -10,8 +10,13 @@ import streamlit as st
 from dashboard import charts, data, ui
 
 settings = data.settings()
-WINDOWS = {"15 min": timedelta(minutes=15), "1 h": timedelta(hours=1), "6 h": timedelta(hours=6),
-           "24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
+WINDOWS = {
+    "15 min": timedelta(minutes=15),
+    "1 h": timedelta(hours=1),
+    "6 h": timedelta(hours=6),
+    "24 h": timedelta(hours=24),
+    "7 d": timedelta(days=7),
+}
 
 st.title("Pipeline")
 
@@ -26,8 +31,11 @@ def streaming() -> None:
     age = last["age"]
     stale = pd.Timedelta(age).total_seconds() > settings.health_max_batch_age_s
     cols[0].metric("Last batch age", ui.duration(age), "stale" if stale else None, delta_color="inverse")
-    cols[1].metric("Last batch", f"#{int(last['batch_id'])}", help=f"{int(last['rows_in'])} rows in, "
-                   f"{int(last['bars_upserted'])} bars upserted")
+    cols[1].metric(
+        "Last batch",
+        f"#{int(last['batch_id'])}",
+        help=f"{int(last['rows_in'])} rows in, {int(last['bars_upserted'])} bars upserted",
+    )
     cols[2].metric("Latency p50", f"{last['latency_p50_ms']:,.0f} ms" if pd.notna(last["latency_p50_ms"]) else "—")
     cols[3].metric("Latency p95", f"{last['latency_p95_ms']:,.0f} ms" if pd.notna(last["latency_p95_ms"]) else "—")
     cols[4].metric("Dead letters (stream)", f"{int(last['dead_letters']):,}")
@@ -37,8 +45,10 @@ def streaming() -> None:
         st.info(f"No micro-batch in the last {window}; the last one committed {ui.ny_stamp(last['committed_at'])}.")
     else:
         st.plotly_chart(charts.batches_chart(batches), width="stretch", key="batches-chart")
-        st.caption(f"{int(batches['batches'].sum()):,} micro-batches, {int(batches['rows_in'].sum()):,} rows in "
-                   f"the last {window}; p50 is the mean of the batches' p50s, p95 their max, per bucket.")
+        st.caption(
+            f"{int(batches['batches'].sum()):,} micro-batches, {int(batches['rows_in'].sum()):,} rows in "
+            f"the last {window}; p50 is the mean of the batches' p50s, p95 their max, per bucket."
+        )
 
 
 def freshness() -> None:
@@ -46,17 +56,21 @@ def freshness() -> None:
     symbols = data.known_symbols(tuple(settings.watchlist))
     frame = data.freshness(tuple(symbols))
     limit = timedelta(seconds=settings.health_max_bar_age_s)
-    table = pd.DataFrame({
-        "symbol": frame["symbol"],
-        "last bar": [ui.ny_stamp(t) for t in frame["last_bar"]],
-        "age": [ui.duration(a) for a in frame["bar_age"]],
-        "fresh": [pd.notna(a) and pd.Timedelta(a) <= limit for a in frame["bar_age"]],
-        "written": [ui.ny_stamp(t) for t in frame["written_at"]],
-        "source": frame["source"],
-    })
+    table = pd.DataFrame(
+        {
+            "symbol": frame["symbol"],
+            "last bar": [ui.ny_stamp(t) for t in frame["last_bar"]],
+            "age": [ui.duration(a) for a in frame["bar_age"]],
+            "fresh": [pd.notna(a) and pd.Timedelta(a) <= limit for a in frame["bar_age"]],
+            "written": [ui.ny_stamp(t) for t in frame["written_at"]],
+            "source": frame["source"],
+        }
+    )
     st.dataframe(table, hide_index=True, width="stretch", key="freshness")
-    st.caption(f"fresh: the newest stored bar is at most {ui.duration(limit)} old (STOCKPIPE_HEALTH_MAX_BAR_AGE_S); "
-               "outside trading sessions stale is expected.")
+    st.caption(
+        f"fresh: the newest stored bar is at most {ui.duration(limit)} old (STOCKPIPE_HEALTH_MAX_BAR_AGE_S); "
+        "outside trading sessions stale is expected."
+    )
     checks = data.health_checks()
     if not checks.empty:
         with st.expander(f"stream_health checks ({int((~checks['ok']).sum())} failing)"):
@@ -72,8 +86,12 @@ def kafka() -> None:
             st.info(f"Topic `{settings.kafka_topic}` does not exist yet on {settings.kafka_bootstrap}.")
         else:
             processed = lag["processed"].notna().any()
-            st.metric("Messages waiting", f"{int(lag['lag'].sum()):,}",
-                      None if processed else "no committed batch yet", delta_color="off")
+            st.metric(
+                "Messages waiting",
+                f"{int(lag['lag'].sum()):,}",
+                None if processed else "no committed batch yet",
+                delta_color="off",
+            )
             st.plotly_chart(charts.lag_chart(lag, "Stream lag per partition"), width="stretch", key="lag-chart")
     with right:
         total, letters = data.dead_letters(20)
@@ -92,8 +110,13 @@ def airflow() -> None:
         return
     counts = runs["state"].value_counts()
     st.caption(" · ".join(f"{state}: {n}" for state, n in counts.items()) + f" — {data.airflow_url(settings)}")
-    st.dataframe(runs, hide_index=True, width="stretch", key="dag-runs",
-                 column_config={"link": st.column_config.LinkColumn("open", display_text="Airflow UI")})
+    st.dataframe(
+        runs,
+        hide_index=True,
+        width="stretch",
+        key="dag-runs",
+        column_config={"link": st.column_config.LinkColumn("open", display_text="Airflow UI")},
+    )
 
 
 for section in (streaming, freshness, kafka, airflow):

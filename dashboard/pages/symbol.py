@@ -36,17 +36,25 @@ def page() -> None:
     first, last = frame.iloc[0], frame.iloc[-1]
     cols = st.columns(5)
     cols[0].metric("Last", f"{last['close']:,.2f}")
-    cols[1].metric(f"Change {range_key}", f"{last['close'] - first['open']:+,.2f}",
-                   f"{(last['close'] / first['open'] - 1) * 100:+.2f}%")
+    cols[1].metric(
+        f"Change {range_key}",
+        f"{last['close'] - first['open']:+,.2f}",
+        f"{(last['close'] / first['open'] - 1) * 100:+.2f}%",
+    )
     cols[2].metric("High", f"{frame['high'].max():,.2f}")
     cols[3].metric("Low", f"{frame['low'].min():,.2f}")
     cols[4].metric("Volume", f"{frame['volume'].sum():,.0f}")
     rng = data.RANGES[range_key]
     st.plotly_chart(charts.price_chart(frame, symbol, set(overlays)), width="stretch", key="price-chart")
-    source = ("stored 1-minute indicators (market.indicators_1m)" if range_key == "1D" else
-              f"indicators computed on the {rng.label} by stockpipe.indicators")
-    st.caption(f"{len(frame):,} {rng.label} from {ui.ny_stamp(first['ts'])} to {ui.ny_stamp(last['ts'])} "
-               f"({rng.rollup}); {source}. Gaps: indicators still warming up.")
+    source = (
+        "stored 1-minute indicators (market.indicators_1m)"
+        if range_key == "1D"
+        else f"indicators computed on the {rng.label} by stockpipe.indicators"
+    )
+    st.caption(
+        f"{len(frame):,} {rng.label} from {ui.ny_stamp(first['ts'])} to {ui.ny_stamp(last['ts'])} "
+        f"({rng.rollup}); {source}. Gaps: indicators still warming up."
+    )
     with st.expander("Company"):
         if meta.get("description"):
             st.write(meta["description"])

@@ -703,6 +703,11 @@ def dead_letter(raw: bytes | str, error: str, origin: dict[str, Any]) -> bytes:
     else:
         raw_text, encoding = raw, "utf-8"
     return json.dumps(
-        {"error": error, "raw": raw_text, "raw_encoding": encoding, "origin": origin,
-         "failed_at": format_fetched_at(datetime.now(UTC))}
+        {
+            "error": error,
+            "raw": raw_text,
+            "raw_encoding": encoding,
+            "origin": origin,
+            "failed_at": format_fetched_at(datetime.now(UTC)),
+        }
     ).encode()

@@ -183,8 +183,9 @@ def build_reports(
             continue
         report = reports.setdefault(message["symbol"], SymbolReport(message["symbol"]))
         ts = contract.parse_ts(message["ts"])
-        values = json.dumps({k: message.get(k) for k in (*contract.PRICE_FIELDS, "volume", "vwap", "trades")},
-                            sort_keys=True)
+        values = json.dumps(
+            {k: message.get(k) for k in (*contract.PRICE_FIELDS, "volume", "vwap", "trades")}, sort_keys=True
+        )
         report.messages += 1
         if values in report.minutes[ts]:
             report.duplicates += 1
@@ -202,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stockpipe.verify", description=__doc__.splitlines()[0])
     parser.add_argument("--topic", help="topic to read (default: STOCKPIPE_KAFKA_TOPIC)")
     parser.add_argument("--since", help="only messages written in the last N s/m/h/d, e.g. 10m")
-    parser.add_argument("--calendar", choices=["demo", "nyse"],
-                        help="which minutes must have bars (default: the simulator's clock, nyse for Polygon)")
+    parser.add_argument(
+        "--calendar",
+        choices=["demo", "nyse"],
+        help="which minutes must have bars (default: the simulator's clock, nyse for Polygon)",
+    )
     parser.add_argument("--max-span-days", type=int, default=DEFAULT_MAX_SPAN_DAYS,
                         help=f"most days a symbol's bars may span (default {DEFAULT_MAX_SPAN_DAYS}, "
                         f"at most {MAX_SPAN_DAYS})")  # fmt: skip
@@ -224,30 +228,40 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for symbol in sorted(reports):
         r = reports[symbol]
-        rows.append({
-            "symbol": symbol, "bars": len(r.minutes), "messages": r.messages,
-            "first": contract.format_ts(r.first), "last": contract.format_ts(r.last),
-            "gaps": len(r.gaps), "duplicates": r.duplicates, "corrections": r.corrections,
-            "lag_s": round((now - r.last).total_seconds() - 60, 1),
-            "first_gaps": [contract.format_ts(g) for g in r.gaps[:3]],
-        })
+        rows.append(
+            {
+                "symbol": symbol,
+                "bars": len(r.minutes),
+                "messages": r.messages,
+                "first": contract.format_ts(r.first),
+                "last": contract.format_ts(r.last),
+                "gaps": len(r.gaps),
+                "duplicates": r.duplicates,
+                "corrections": r.corrections,
+                "lag_s": round((now - r.last).total_seconds() - 60, 1),
+                "first_gaps": [contract.format_ts(g) for g in r.gaps[:3]],
+            }
+        )
     bad = [r for r in rows if r["gaps"] or r["duplicates"]]
     if args.json:
         print(json.dumps({"topic": topic, "calendar": calendar, "symbols": rows, "invalid": dict(reports.invalid),
                           "ok": not bad}, indent=2))  # fmt: skip
     else:
         print(f"topic {topic} ({len(messages)} messages, calendar {calendar})")
-        print(f"{'symbol':<8} {'bars':>6} {'first':<20} {'last':<20} "
-              f"{'gaps':>5} {'dups':>5} {'corr':>5} {'lag_s':>7}")
+        print(f"{'symbol':<8} {'bars':>6} {'first':<20} {'last':<20} {'gaps':>5} {'dups':>5} {'corr':>5} {'lag_s':>7}")
         for r in rows:
-            print(f"{r['symbol']:<8} {r['bars']:>6} {r['first']:<20} {r['last']:<20} {r['gaps']:>5} "
-                  f"{r['duplicates']:>5} {r['corrections']:>5} {r['lag_s']:>7}"
-                  + (f"  first gaps: {', '.join(r['first_gaps'])}" if r["first_gaps"] else ""))
+            print(
+                f"{r['symbol']:<8} {r['bars']:>6} {r['first']:<20} {r['last']:<20} {r['gaps']:>5} "
+                f"{r['duplicates']:>5} {r['corrections']:>5} {r['lag_s']:>7}"
+                + (f"  first gaps: {', '.join(r['first_gaps'])}" if r["first_gaps"] else "")
+            )
         total_gaps = sum(r["gaps"] for r in rows)
         total_dups = sum(r["duplicates"] for r in rows)
         if reports.invalid:
-            print(f"{sum(reports.invalid.values())} invalid messages (dead letters for the stream): "
-                  + "; ".join(f"{n}× {reason}" for reason, n in reports.invalid.most_common()))
+            print(
+                f"{sum(reports.invalid.values())} invalid messages (dead letters for the stream): "
+                + "; ".join(f"{n}× {reason}" for reason, n in reports.invalid.most_common())
+            )
         print(f"{len(rows)} symbols, {total_gaps} gaps, {total_dups} duplicates: {'FAIL' if bad else 'OK'}")
     if not rows:
         print("no bars in the topic yet", file=sys.stderr)

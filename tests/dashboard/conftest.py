@@ -37,11 +37,21 @@ def make_bars(symbol: str, end: datetime, minutes: int, base: float, seed: int) 
     spread = np.abs(rng.normal(0, 0.0005, minutes)) * close
     high, low = np.maximum(open_, close) + spread, np.minimum(open_, close) - spread
     volume = rng.integers(1_000, 20_000, minutes).astype("float64")
-    return pd.DataFrame({
-        "symbol": symbol, "ts": ts, "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        "vwap": (high + low + close) / 3, "trades": rng.integers(10, 200, minutes), "source": "simulator",
-        "fetched_at": ts + pd.Timedelta(seconds=61),
-    })
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "ts": ts,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "vwap": (high + low + close) / 3,
+            "trades": rng.integers(10, 200, minutes),
+            "source": "simulator",
+            "fetched_at": ts + pd.Timedelta(seconds=61),
+        }
+    )
 
 
 def with_indicators(bars: pd.DataFrame) -> pd.DataFrame:
@@ -106,13 +116,23 @@ def seeded(pg_conn, redis_client, app_env):
     last = full[full["symbol"] == "ZAPL"].iloc[-1]
     assert abs(last["close"] - REDIS_CLOSE) < 20, "seed drifted: keep the Redis bar near the stored ones"
     redis_ts = last["ts"] + pd.Timedelta(minutes=1)
-    redis_client.hset("stockpipe:latest:ZAPL", mapping={
-        "symbol": "ZAPL", "ts": redis_ts.isoformat().replace("+00:00", "Z"),
-        "ts_ms": str(int(redis_ts.timestamp() * 1000)),
-        "open": str(last["close"]), "high": str(REDIS_CLOSE + 0.5), "low": str(last["close"] - 0.5),
-        "close": str(REDIS_CLOSE), "volume": "12345.0", "vwap": "201.1",
-        "trades": "42", "rsi_14": "75.5", "sma_20": "200.0",
-    })
+    redis_client.hset(
+        "stockpipe:latest:ZAPL",
+        mapping={
+            "symbol": "ZAPL",
+            "ts": redis_ts.isoformat().replace("+00:00", "Z"),
+            "ts_ms": str(int(redis_ts.timestamp() * 1000)),
+            "open": str(last["close"]),
+            "high": str(REDIS_CLOSE + 0.5),
+            "low": str(last["close"] - 0.5),
+            "close": str(REDIS_CLOSE),
+            "volume": "12345.0",
+            "vwap": "201.1",
+            "trades": "42",
+            "rsi_14": "75.5",
+            "sma_20": "200.0",
+        },
+    )
     now = datetime.now(UTC)
     for batch_id in range(30):
         pg_conn.execute(

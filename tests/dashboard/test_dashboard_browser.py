@@ -35,9 +35,27 @@ def running_app(seeded, app_env, redis_client):
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / "dashboard-streamlit.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
-        cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            APP,
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--client.toolbarMode",
+            "viewer",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -89,6 +107,10 @@ def test_every_page_renders_in_chromium(running_app, redis_client):
                 page.get_by_text("191.75").first.wait_for(timeout=2_000)
                 print(f"new Redis bar on screen after {time.monotonic() - started:.2f} s")
             if path == "symbol":
-                assert page.locator("[data-testid=stPlotlyChart] .candlestick, "
-                                    "[data-testid=stPlotlyChart] g.trace.boxes").count() > 0
+                assert (
+                    page.locator(
+                        "[data-testid=stPlotlyChart] .candlestick, [data-testid=stPlotlyChart] g.trace.boxes"
+                    ).count()
+                    > 0
+                )
         browser.close()

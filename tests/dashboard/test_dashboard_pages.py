@@ -139,10 +139,22 @@ def test_symbol_page_1y_draws_daily_candles(seeded):
 # --- pipeline ------------------------------------------------------------------------------------
 class FakeAirflow(BaseHTTPRequestHandler):
     runs = [
-        {"dag_id": "market_stream", "dag_run_id": "manual__1", "state": "running", "run_type": "manual",
-         "start_date": "2026-11-24T14:00:00Z", "end_date": None},
-        {"dag_id": "stream_health", "dag_run_id": "scheduled__2", "state": "failed", "run_type": "scheduled",
-         "start_date": "2026-11-24T13:55:00Z", "end_date": "2026-11-24T13:55:09Z"},
+        {
+            "dag_id": "market_stream",
+            "dag_run_id": "manual__1",
+            "state": "running",
+            "run_type": "manual",
+            "start_date": "2026-11-24T14:00:00Z",
+            "end_date": None,
+        },
+        {
+            "dag_id": "stream_health",
+            "dag_run_id": "scheduled__2",
+            "state": "failed",
+            "run_type": "scheduled",
+            "start_date": "2026-11-24T13:55:00Z",
+            "end_date": "2026-11-24T13:55:09Z",
+        },
     ]
 
     def _send(self, status: int, body: dict) -> None:
@@ -190,12 +202,13 @@ def kafka_seeded(settings, monkeypatch, app_env):
     for n in range(30):
         producer.produce(settings.kafka_topic, key=["ZAPL", "ZMSF"][n % 2], value=json.dumps({"v": 1, "n": n}))
     for n in range(3):
-        producer.produce(settings.kafka_dlq_topic, dead_letter(b"{broken", f"bad json #{n}",
-                                                               {"topic": settings.kafka_topic, "offset": n}))
+        producer.produce(
+            settings.kafka_dlq_topic,
+            dead_letter(b"{broken", f"bad json #{n}", {"topic": settings.kafka_topic, "offset": n}),
+        )
     producer.flush(10)
     group = f"dash-test-{settings.kafka_topic}"
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
     offsets = [TopicPartition(settings.kafka_topic, p, 2) for p in range(settings.kafka_partitions)]
     consumer.commit(offsets=offsets, asynchronous=False)  # offset 2 committed on every partition
     ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in offsets]

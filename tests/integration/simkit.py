@@ -15,8 +15,12 @@ def on_simulator(settings: Settings, simulator: RunningSimulator, api_key: str, 
     (1000 calls/min) and AAPL, MSFT; ``changes`` (setting names) win."""
     host, port = simulator.url.removeprefix("http://").split(":")
     values: dict[str, Any] = {
-        "simulator_host": host, "simulator_port": int(port), "polygon_api_key": None,
-        "watchlist": ["AAPL", "MSFT"], "rate_limit_per_minute": 1000, **changes,
+        "simulator_host": host,
+        "simulator_port": int(port),
+        "polygon_api_key": None,
+        "watchlist": ["AAPL", "MSFT"],
+        "rate_limit_per_minute": 1000,
+        **changes,
     }
     values["simulator_api_key"] = SecretStr(changes.get("simulator_api_key", api_key))
     return settings.model_copy(update=values)

@@ -40,9 +40,14 @@ def rerun_settings(settings, simulator):
     host, port = simulator.url.removeprefix("http://").split(":")
     return settings.model_copy(
         update={
-            "simulator_host": host, "simulator_port": int(port), "polygon_api_key": None,
-            "simulator_api_key": SecretStr(KEY), "watchlist": ["AAPL", "MSFT"], "rate_limit_per_minute": 1000,
-            "retry_base_s": 0.1, "backfill_start_minutes": 30,
+            "simulator_host": host,
+            "simulator_port": int(port),
+            "polygon_api_key": None,
+            "simulator_api_key": SecretStr(KEY),
+            "watchlist": ["AAPL", "MSFT"],
+            "rate_limit_per_minute": 1000,
+            "retry_base_s": 0.1,
+            "backfill_start_minutes": 30,
         }
     )
 

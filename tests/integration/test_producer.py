@@ -150,15 +150,32 @@ def test_messages_follow_the_contract(settings, simulator, clock):
     assert {m.key() for m in got} == {b"TSLA"}
     assert len({m.partition() for m in got}) == 1  # keyed by symbol → one partition
     value = json.loads(got[0].value())
-    assert set(value) == {"v", "symbol", "ts", "open", "high", "low", "close", "volume", "vwap", "trades",
-                          "source", "fetched_at"}
+    assert set(value) == {
+        "v",
+        "symbol",
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "vwap",
+        "trades",
+        "source",
+        "fetched_at",
+    }
     assert value["source"] == "simulator" and value["ts"].endswith(":00Z") and value["fetched_at"].endswith("Z")
 
 
 def test_two_producers_never_exceed_the_shared_rate_limit(settings, simulator, clock):
     # 4 calls per 3 s window instead of 5 per minute, so the test takes seconds, not minutes.
-    s = make_settings(settings, simulator, rate_limit_per_minute=4, rate_limit_window_s=3,
-                      watchlist=["AAPL", "MSFT", "AMZN", "TSLA", "GOOGL", "NVDA"])
+    s = make_settings(
+        settings,
+        simulator,
+        rate_limit_per_minute=4,
+        rate_limit_window_s=3,
+        watchlist=["AAPL", "MSFT", "AMZN", "TSLA", "GOOGL", "NVDA"],
+    )
     producers = [MarketProducer(s, clock=clock) for _ in range(2)]
     threads = [threading.Thread(target=p.run_cycle) for p in producers]
     for t in threads:
@@ -249,8 +266,15 @@ def test_kafka_down_keeps_the_checkpoint_and_loses_nothing(settings, simulator, 
     MarketProducer(s, clock=clock).run_cycle()
     checkpoint = redis_client.hget(CHECKPOINT_KEY, "AAPL")
     clock.now += timedelta(minutes=2)
-    dead = Producer({"bootstrap.servers": "127.0.0.1:1", "enable.idempotence": True, "acks": "all",
-                     "message.timeout.ms": 1500, "log_level": 2})
+    dead = Producer(
+        {
+            "bootstrap.servers": "127.0.0.1:1",
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": 1500,
+            "log_level": 2,
+        }
+    )
     summary = MarketProducer(s, clock=clock, kafka_producer=dead, delivery_timeout_s=2).run_cycle()
     assert summary.failed == ["AAPL"] and summary.results[0].error == "kafka unavailable"
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == checkpoint
@@ -266,8 +290,9 @@ def test_corrected_bar_is_resent_and_unchanged_bars_are_not(settings, simulator,
     producer = MarketProducer(s, clock=clock)
     producer.run_cycle()
     corrected = START - timedelta(minutes=2)
-    simulator.state.apply_faults(FaultRequest.model_validate(
-        {"corrections": [{"symbol": "AAPL", "ts": corrected.isoformat()}]}))
+    simulator.state.apply_faults(
+        FaultRequest.model_validate({"corrections": [{"symbol": "AAPL", "ts": corrected.isoformat()}]})
+    )
     clock.now += timedelta(minutes=1)
     summary = producer.run_cycle()
     assert summary.sent == 2  # the new minute and the corrected one
@@ -286,8 +311,19 @@ def test_api_key_never_reaches_the_logs(settings, simulator, clock, caplog):
 
 def test_verify_detects_a_gap_and_a_duplicate(settings):
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    base = {"v": 1, "symbol": "AAPL", "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 100,
-            "vwap": 10.2, "trades": 5, "source": "simulator", "fetched_at": "2026-11-24T15:00:01Z"}
+    base = {
+        "v": 1,
+        "symbol": "AAPL",
+        "open": 10.0,
+        "high": 11.0,
+        "low": 9.0,
+        "close": 10.5,
+        "volume": 100,
+        "vwap": 10.2,
+        "trades": 5,
+        "source": "simulator",
+        "fetched_at": "2026-11-24T15:00:01Z",
+    }
     for minute in (0, 1, 3, 3):  # minute 2 missing, minute 3 twice with the same values
         message = dict(base, ts=f"2026-11-24T14:0{minute}:00Z")
         producer.produce(settings.kafka_topic, key=b"AAPL", value=json.dumps(message).encode())
@@ -300,7 +336,8 @@ def test_verify_detects_a_gap_and_a_duplicate(settings):
     import sys
 
     env = dict(os.environ, STOCKPIPE_KAFKA_TOPIC=settings.kafka_topic)
-    proc = subprocess.run([sys.executable, "-m", "stockpipe.verify"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stockpipe.verify"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 gaps, 1 duplicates: FAIL" in proc.stdout

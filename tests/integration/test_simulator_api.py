@@ -175,16 +175,12 @@ def test_the_field_check_catches_an_undeclared_field():
         "resultsCount": 1,
         "request_id": "x",
     }
-    assert undeclared_fields({**body, "results": [{"o": 1, "T": "A", "zz": 2}]}, schema, example) == [
-        "$.results[0].zz"
-    ]
+    assert undeclared_fields({**body, "results": [{"o": 1, "T": "A", "zz": 2}]}, schema, example) == ["$.results[0].zz"]
     assert undeclared_fields({**body, "results": [{"T": "A"}]}, schema) == ["$.results[0].T"]  # example-only
 
 
 def test_pages_link_back_to_the_simulator_with_a_cursor(http: httpx.Client, simulator):
-    first = http.get(
-        "/v2/aggs/ticker/AAPL/range/1/minute/2026-11-24/2026-11-24", params={"limit": 100}
-    ).json()
+    first = http.get("/v2/aggs/ticker/AAPL/range/1/minute/2026-11-24/2026-11-24", params={"limit": 100}).json()
     assert first["resultsCount"] == 100 and first["queryCount"] == 100
     assert first["next_url"].startswith(f"{simulator.url}/v2/aggs/ticker/AAPL/range/1/minute/")
     assert "cursor=" in first["next_url"] and "apiKey" not in first["next_url"]
@@ -254,28 +250,21 @@ def test_minute_bars_round_trip_through_the_official_client_across_pages(simulat
     assert [bar.close for bar in bars] == model.close.tolist()
     assert [bar.volume for bar in bars] == model.volume.tolist()
     assert bars == source.minute_bars("AAPL", start, end)  # one page of up to 50000
-    assert all(
-        contract.invalid_reason(bar.to_message("simulator", datetime.now(UTC))) is None for bar in bars
-    )
+    assert all(contract.invalid_reason(bar.to_message("simulator", datetime.now(UTC))) is None for bar in bars)
 
 
 def test_official_client_reads_every_endpoint(simulator):
     client = massive.RESTClient(KEY, base=simulator.url, retries=0)
     descending = list(client.list_aggs("TSLA", 5, "minute", "2026-11-24", "2026-11-25", sort="desc", limit=7))
     ascending = list(client.list_aggs("TSLA", 5, "minute", "2026-11-24", "2026-11-25", limit=50000))
-    assert (
-        len(ascending) == 2 * 78
-        and [a.timestamp for a in descending] == [a.timestamp for a in ascending][::-1]
-    )
+    assert len(ascending) == 2 * 78 and [a.timestamp for a in descending] == [a.timestamp for a in ascending][::-1]
     assert ascending == descending[::-1]
     days = client.get_aggs("TSLA", 1, "day", "2026-11-23", "2026-11-27")
     assert len(days) == 4  # Mon, Tue, Wed, Fri: Thanksgiving has no bar
     assert days[1].volume == sum(a.volume for a in ascending[:78])
     assert days[2].volume == sum(a.volume for a in ascending[78:])
     assert days[1].high == max(a.high for a in ascending[:78]) and days[1].open == ascending[0].open
-    assert (
-        client.get_previous_close_agg("TSLA")[0].close == days[-2].close
-    )  # Wednesday, the session before Friday
+    assert client.get_previous_close_agg("TSLA")[0].close == days[-2].close  # Wednesday, the session before Friday
     assert client.get_daily_open_close_agg("TSLA", "2026-11-27").close == days[-1].close
     assert {agg.ticker for agg in client.get_grouped_daily_aggs("2026-11-27")} >= {"AAPL", "TSLA", "MSFT"}
     snapshot = client.get_snapshot_ticker("stocks", "TSLA")
@@ -343,9 +332,7 @@ def test_free_tier_answers_429_after_five_calls_a_minute():
 
 def test_injected_429_and_5xx_reach_the_caller_as_retryable_errors(http: httpx.Client, source: PolygonSource):
     window = (SESSION_OPEN, SESSION_OPEN.replace(minute=40))
-    http.post(
-        "/_admin/faults", json={"status_429": 1, "retry_after": 7, "status_5xx": 2, "status_5xx_code": 502}
-    )
+    http.post("/_admin/faults", json={"status_429": 1, "retry_after": 7, "status_5xx": 2, "status_5xx_code": 502})
     assert source.ticker_details("AAPL") is not None  # reference data is never faulted
     with pytest.raises(RateLimited) as limited:
         source.minute_bars("AAPL", *window)
@@ -355,9 +342,7 @@ def test_injected_429_and_5xx_reach_the_caller_as_retryable_errors(http: httpx.C
             source.minute_bars("AAPL", *window)
         assert failed.value.status == 502
     assert len(source.minute_bars("AAPL", *window)) == 11
-    statuses = [
-        row["status"] for row in http.get("/_admin/requests", params={"api_key": KEY}).json()["requests"]
-    ]
+    statuses = [row["status"] for row in http.get("/_admin/requests", params={"api_key": KEY}).json()["requests"]]
     assert statuses == [200, 429, 502, 502, 200]
 
 
@@ -387,9 +372,7 @@ def test_unreachable_api_is_reported_as_unavailable():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(SourceUnavailable):
-        PolygonSource(KEY, f"http://127.0.0.1:{port}", timeout=1.0).minute_bars(
-            "AAPL", SESSION_OPEN, SESSION_OPEN
-        )
+        PolygonSource(KEY, f"http://127.0.0.1:{port}", timeout=1.0).minute_bars("AAPL", SESSION_OPEN, SESSION_OPEN)
 
 
 @pytest.mark.parametrize(
@@ -424,9 +407,7 @@ def test_a_body_that_is_not_json_is_a_retryable_bad_payload(http: httpx.Client, 
 
 def test_late_bar_shows_up_after_its_delay(http: httpx.Client, source: PolygonSource, clock: MovableClock):
     late = SESSION_OPEN.replace(minute=35)
-    http.post(
-        "/_admin/faults", json={"late_bars": [{"symbol": "AAPL", "ts": late.isoformat(), "delay_s": 120}]}
-    )
+    http.post("/_admin/faults", json={"late_bars": [{"symbol": "AAPL", "ts": late.isoformat(), "delay_s": 120}]})
     clock.now = late.timestamp() + 60 + 119
     before = [bar.ts for bar in source.minute_bars("AAPL", SESSION_OPEN, late.replace(minute=37))]
     assert late not in before and late.replace(minute=36) in before
@@ -452,10 +433,7 @@ def test_request_log_counts_calls_per_key_and_never_logs_the_key(simulator, capl
     caplog.set_level(logging.INFO, logger="stockpipe.simulator")
     for key, calls in (("key-one", 3), ("key-two", 2)):
         for _ in range(calls):
-            assert (
-                httpx.get(f"{simulator.url}/v2/aggs/ticker/AAPL/prev", params={"apiKey": key}).status_code
-                == 200
-            )
+            assert httpx.get(f"{simulator.url}/v2/aggs/ticker/AAPL/prev", params={"apiKey": key}).status_code == 200
     admin = simulator.admin_headers
     httpx.get(f"{simulator.url}/_admin/health", headers=admin)  # admin calls are not Polygon calls
 

@@ -68,7 +68,9 @@ def test_bad_setting_stops_a_process_with_exit_code_and_no_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "stockpipe.producer", "--once"],
         env={"STOCKPIPE_PRODUCER_INTERVAL_S": "-5", "PATH": "/usr/bin", "PYTHONPATH": "plugins"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert "STOCKPIPE_PRODUCER_INTERVAL_S" in proc.stderr
@@ -117,7 +119,9 @@ def test_shell_exports_stop_with_one_sentence_on_a_bad_address(variable, value):
     proc = subprocess.run(
         [sys.executable, "-m", "stockpipe.config", "--shell"],
         env={variable: value, "PATH": "/usr/bin", "PYTHONPATH": "plugins"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert proc.stdout == ""

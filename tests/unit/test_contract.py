@@ -188,8 +188,9 @@ CASES = [
     raw("truncated", b'{"v": 1, "symbol": "AAPL", "ts": ', NOT_OBJECT),
     raw("deep_nesting", b"[" * 5000 + b"]" * 5000, NOT_OBJECT),
     raw("invalid_utf8_prefix", b"\xff\xfe\xfd" + json.dumps(GOOD).encode(), NOT_OBJECT),
-    raw("invalid_utf8_in_symbol", json.dumps(dict(GOOD, symbol="AA@PL")).encode().replace(b"@", b"\xc3\x28"),
-        NOT_TICKER),  # fmt: skip
+    raw(
+        "invalid_utf8_in_symbol", json.dumps(dict(GOOD, symbol="AA@PL")).encode().replace(b"@", b"\xc3\x28"), NOT_TICKER
+    ),  # fmt: skip
 ]
 CASES_BY_ID = {case.id: case for case in CASES}
 assert len(CASES_BY_ID) == len(CASES)

@@ -202,9 +202,7 @@ def test_ema_and_macd_round_like_talibs_fused_multiply_add():
         plain.append(prev)
     assert not np.array_equal(np.array(plain), expected[12:])  # the series does tell them apart
     assert np.array_equal(run(EMA(12), closes), expected, equal_nan=True)
-    assert np.array_equal(
-        run(MACD(12, 26, 9), closes), np.array(talib.MACD(closes, 12, 26, 9)), equal_nan=True
-    )
+    assert np.array_equal(run(MACD(12, 26, 9), closes), np.array(talib.MACD(closes, 12, 26, 9)), equal_nan=True)
 
 
 def test_fma_backends_are_all_correctly_rounded():
@@ -593,9 +591,7 @@ def test_rejected_bar_leaves_state_untouched(change, error):
     indicators = SymbolIndicators()
     start = datetime(2026, 1, 2, 14, 30, tzinfo=UTC)
     for i in range(31):
-        indicators.update(
-            {"ts": start + timedelta(minutes=i), "close": 10.0 + i % 3, "vwap": 10.0, "volume": 1}
-        )
+        indicators.update({"ts": start + timedelta(minutes=i), "close": 10.0 + i % 3, "vwap": 10.0, "volume": 1})
     before = indicators.to_state()
     bar = {"ts": start + timedelta(minutes=31), "close": 11.0, "vwap": 10.0, "volume": 1} | change
     with pytest.raises(ValueError, match=error):

@@ -30,9 +30,7 @@ def session_bars(seed: int, symbol: str, day: date, clock: str = "nyse"):
 
 
 def as_tuple(bars) -> tuple:
-    return tuple(
-        tuple(getattr(bars, name).tolist()) for name in ("start_s", "open", "high", "low", "close", "volume")
-    )
+    return tuple(tuple(getattr(bars, name).tolist()) for name in ("start_s", "open", "high", "low", "close", "volume"))
 
 
 # --- determinism ----------------------------------------------------------------------------------
@@ -92,10 +90,7 @@ def test_every_bar_is_internally_consistent(symbol: str, day: date):
 def test_a_day_opens_at_the_previous_days_close():
     """Days chain without computing history: in demo mode the series is continuous."""
     for first, second in [(date(2026, 11, 23), NORMAL_DAY), (date(2011, 2, 28), date(2011, 3, 1))]:
-        assert (
-            session_bars(5, "MSFT", first, "demo").close[-1]
-            == session_bars(5, "MSFT", second, "demo").open[0]
-        )
+        assert session_bars(5, "MSFT", first, "demo").close[-1] == session_bars(5, "MSFT", second, "demo").open[0]
 
 
 def test_prices_move_like_a_stock_not_like_noise():
@@ -127,9 +122,7 @@ def test_aggregating_merges_windows_like_polygon():
     assert first.open == bars.open[0] and first.close == bars.close[4]
     assert first.high == bars.high[:5].max() and first.low == bars.low[:5].min()
     assert first.volume == bars.volume[:5].sum() and first.trades == bars.trades[:5].sum()
-    assert first.vwap == pytest.approx(
-        (bars.vwap[:5] * bars.volume[:5]).sum() / bars.volume[:5].sum(), abs=1e-4
-    )
+    assert first.vwap == pytest.approx((bars.vwap[:5] * bars.volume[:5]).sum() / bars.volume[:5].sum(), abs=1e-4)
     assert first.bars == 5
 
 
@@ -262,9 +255,7 @@ def test_unknown_symbols_have_no_aggregates(market: SimulatedMarket):
 # --- the Kafka message ----------------------------------------------------------------------------
 def test_bar_becomes_the_contract_message():
     start_ms = int(utc(2026, 11, 24, 14, 31) * 1000)
-    bar = Bar.from_polygon(
-        "AAPL", {"o": 1.0, "h": 2.0, "l": 0.5, "c": 1.5, "v": 100, "vw": 1.2, "n": 7, "t": start_ms}
-    )
+    bar = Bar.from_polygon("AAPL", {"o": 1.0, "h": 2.0, "l": 0.5, "c": 1.5, "v": 100, "vw": 1.2, "n": 7, "t": start_ms})
     message = bar.to_message("simulator", datetime(2026, 11, 24, 14, 32, 5, 123456, tzinfo=UTC))
     assert message == {
         "v": 1,
@@ -299,7 +290,5 @@ def test_day_and_hour_windows_merge_the_right_minutes(market: SimulatedMarket):
     by_day = {datetime.fromtimestamp(d.start_s, UTC).date(): d for d in days}
     assert sum(p.volume for p in pairs) == sum(d.volume for d in days)
     assert len(pairs) == len({d.toordinal() // 2 for d in by_day})
-    hours = market.aggregates(
-        "AAPL", 1, "hour", utc(2026, 11, 24, 14, 0), utc(2026, 11, 24, 21, 0), now
-    ).results
+    hours = market.aggregates("AAPL", 1, "hour", utc(2026, 11, 24, 14, 0), utc(2026, 11, 24, 21, 0), now).results
     assert [h.bars for h in hours] == [30, 60, 60, 60, 60, 60, 60]  # 09:30-10:00 ET, then full hours

@@ -113,9 +113,7 @@ class SymbolIndicators:
         )
         return dict(zip(INDICATOR_COLUMNS, values, strict=True))
 
-    def step(
-        self, ts: float, close: float, vwap: float | None, volume: float | None
-    ) -> tuple[float | None, ...]:
+    def step(self, ts: float, close: float, vwap: float | None, volume: float | None) -> tuple[float | None, ...]:
         """The hot path of ``update``: ``ts`` in epoch seconds, values in ``INDICATOR_COLUMNS`` order."""
         try:
             close = float(close)

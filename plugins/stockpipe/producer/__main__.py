@@ -33,12 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     secrets = tuple(s for s in (settings.market_data_key,) if s)
     setup_logging(settings.log_level, settings.log_json, secrets)
     if settings.uses_simulator:
-        log.info("No MASSIVE_API_KEY (or POLYGON_API_KEY) set: using the market simulator at %s",
-                 settings.simulator_url)
+        log.info(
+            "No MASSIVE_API_KEY (or POLYGON_API_KEY) set: using the market simulator at %s", settings.simulator_url
+        )
     else:
         log.info("Using Massive (formerly Polygon.io) at %s", settings.polygon_base_url)
-    log.info("watchlist: %d symbols, %d API calls/min shared, every %.0fs",
-             len(settings.watchlist), settings.rate_limit_per_minute, settings.producer_interval_s)
+    log.info(
+        "watchlist: %d symbols, %d API calls/min shared, every %.0fs",
+        len(settings.watchlist),
+        settings.rate_limit_per_minute,
+        settings.producer_interval_s,
+    )
 
     stop = threading.Event()
 

@@ -221,8 +221,12 @@ class MarketProducer:
 
         for record, why in unusable:  # records without a timestamp can't be keyed: DLQ only
             origin = {"source": self.settings.source_name, "symbol": symbol}
-            self.kafka.produce(self.settings.kafka_dlq_topic, key=symbol.encode(),
-                               value=contract.dead_letter(json.dumps(record), why, origin), on_delivery=on_delivery)
+            self.kafka.produce(
+                self.settings.kafka_dlq_topic,
+                key=symbol.encode(),
+                value=contract.dead_letter(json.dumps(record), why, origin),
+                on_delivery=on_delivery,
+            )
             result.dead_letters += 1
         if not bars:
             self._flush_or_raise(symbol, errors)
@@ -240,14 +244,18 @@ class MarketProducer:
             if reason:
                 origin = {"source": self.settings.source_name, "symbol": symbol, "ts": ts_text}
                 self.kafka.produce(
-                    self.settings.kafka_dlq_topic, key=symbol.encode(),
-                    value=contract.dead_letter(contract.encode(message), reason, origin), on_delivery=on_delivery,
+                    self.settings.kafka_dlq_topic,
+                    key=symbol.encode(),
+                    value=contract.dead_letter(contract.encode(message), reason, origin),
+                    on_delivery=on_delivery,
                 )
                 result.dead_letters += 1
                 log.warning("bar %s %s sent to the dead-letter topic: %s", symbol, ts_text, reason)
             else:
                 self.kafka.produce(
-                    self.settings.kafka_topic, key=symbol.encode(), value=contract.encode(message),
+                    self.settings.kafka_topic,
+                    key=symbol.encode(),
+                    value=contract.encode(message),
                     on_delivery=on_delivery,
                 )
                 result.sent += 1

@@ -335,9 +335,7 @@ def _translated_errors(pool: _MeteredPool, what: str) -> Iterator[None]:
         status = getattr(pool.last, "status", None) or 0
         body = str(error)[:300]
         if status == 429:
-            raise RateLimited(
-                f"{what}: rate limited (HTTP 429): {body}", _seconds(pool.last.retry_after)
-            ) from None
+            raise RateLimited(f"{what}: rate limited (HTTP 429): {body}", _seconds(pool.last.retry_after)) from None
         if status == 403 and _body_status(str(error)) == "NOT_AUTHORIZED":
             raise NotEntitled(f"{what}: the plan does not include this data (HTTP 403): {body}") from None
         if status in (401, 403):

@@ -7,8 +7,18 @@ from typing import Any
 from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
 
-_COLUMNS = ("name", "exchange", "currency", "market", "type", "active", "market_cap", "description",
-            "homepage_url", "list_date")
+_COLUMNS = (
+    "name",
+    "exchange",
+    "currency",
+    "market",
+    "type",
+    "active",
+    "market_cap",
+    "description",
+    "homepage_url",
+    "list_date",
+)
 
 
 def symbol_row(symbol: str, details: dict[str, Any], source: str) -> dict[str, Any]:

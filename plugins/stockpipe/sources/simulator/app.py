@@ -156,9 +156,7 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[str, deque[tuple[float, str, int]]] = defaultdict(
-            lambda: deque(maxlen=REQUEST_LOG_PER_KEY)
-        )
+        self._entries: dict[str, deque[tuple[float, str, int]]] = defaultdict(lambda: deque(maxlen=REQUEST_LOG_PER_KEY))
 
     def record(self, api_key: str, arrived_at: float, path: str, status: int) -> None:
         with self._lock:
@@ -288,9 +286,7 @@ class SimulatorState:
 
 # --- response helpers ---------------------------------------------------------------------------
 def _error(status: int, request_id: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"status": "ERROR", "request_id": request_id, "error": message}, status, headers=headers
-    )
+    return JSONResponse({"status": "ERROR", "request_id": request_id, "error": message}, status, headers=headers)
 
 
 def _not_in_plan(request_id: str) -> JSONResponse:
@@ -507,8 +503,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
             paging = _encode_cursor({"limit": limit, "sort": sort, "adjusted": adjusted})
             base = str(request.base_url).rstrip("/")
             body["next_url"] = (
-                f"{base}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{next_from}/{next_to}"
-                f"?cursor={paging}"
+                f"{base}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{next_from}/{next_to}?cursor={paging}"
             )
         if page.results:
             kind = state.faults.take_malformed()
@@ -562,9 +557,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
     @app.get("/v1/open-close/{ticker}/{day}")
     def open_close(request: Request, ticker: str, day: str, adjusted: bool = True):
         requested = _parse_day(day)
-        aggregate = (
-            state.market.day_aggregate(ticker, requested, state.now()) if is_known_symbol(ticker) else None
-        )
+        aggregate = state.market.day_aggregate(ticker, requested, state.now()) if is_known_symbol(ticker) else None
         if aggregate is None:
             return _not_found(_request_id(request), "Data not found.")
         return {

@@ -107,9 +107,7 @@ class MarketClock:
             for exchange in ("NYSE", "NASDAQ"):
                 entry = {"date": day.isoformat(), "exchange": exchange, "name": name, "status": "closed"}
                 if session is not None:
-                    entry.update(
-                        status="early-close", open=_iso_millis(session.open), close=_iso_millis(session.close)
-                    )
+                    entry.update(status="early-close", open=_iso_millis(session.open), close=_iso_millis(session.close))
                 entries.append(entry)
         return entries
 

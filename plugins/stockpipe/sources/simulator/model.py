@@ -100,9 +100,7 @@ def symbol_profile(seed: int, symbol: str) -> SymbolProfile:
         mean_trade_size=float(rng.uniform(60.0, 180.0)),
         # Amplitudes shrink with period so day-to-day anchor moves stay around one percent.
         drift_periods_days=tuple(float(p) for p in rng.uniform([15, 60, 250, 900], [40, 180, 600, 2000])),
-        drift_amplitudes=tuple(
-            float(a) for a in rng.uniform([0.02, 0.05, 0.10, 0.15], [0.04, 0.09, 0.18, 0.30])
-        ),
+        drift_amplitudes=tuple(float(a) for a in rng.uniform([0.02, 0.05, 0.10, 0.15], [0.04, 0.09, 0.18, 0.30])),
         drift_phases=tuple(float(p) for p in rng.uniform(0, 2 * math.pi, waves)),
         shares_outstanding=int(math.exp(rng.uniform(math.log(1e8), math.log(1.6e10)))),
     )
@@ -182,9 +180,7 @@ def day_bars(seed: int, symbol: str, day: date, first_minute_s: int, minutes: in
     high = np.round(np.maximum(open_, close) * np.exp(upper_wick), PRICE_DECIMALS)
     low = np.round(np.minimum(open_, close) * np.exp(-lower_wick), PRICE_DECIMALS)
     middle = (open_ + close) / 2
-    vwap = np.clip(
-        np.round(middle + rng.normal(0.0, 1.0, minutes) * (high - low) / 6, PRICE_DECIMALS), low, high
-    )
+    vwap = np.clip(np.round(middle + rng.normal(0.0, 1.0, minutes) * (high - low) / 6, PRICE_DECIMALS), low, high)
 
     # U-shaped intraday volume: heavy at the open and close, quiet at midday.
     position = (np.arange(minutes) + 0.5) / minutes

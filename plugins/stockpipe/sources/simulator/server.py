@@ -24,9 +24,7 @@ def _uvicorn_config(app, host: str, port: int, log_level: str) -> uvicorn.Config
     return uvicorn.Config(app, host=host, port=port, access_log=False, log_level=log_level, lifespan="off")
 
 
-def serve(
-    options: SimulatorOptions, host: str = "127.0.0.1", port: int = 8090, log_level: str = "info"
-) -> None:
+def serve(options: SimulatorOptions, host: str = "127.0.0.1", port: int = 8090, log_level: str = "info") -> None:
     """Serve until interrupted (SIGINT/SIGTERM)."""
     uvicorn.Server(_uvicorn_config(create_app(options), host, port, log_level.lower())).run()
 
