@@ -112,15 +112,18 @@ def redis_conf(settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("scopes", "redis-conf"):
-        print("usage: python -m stockpipe.scopes scopes DIR | redis-conf FILE", file=sys.stderr)
-        return 2
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m stockpipe.scopes", description="Per-program secrets files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("scopes", help="write one 0600 secrets file per program into DIR").add_argument("path")
+    commands.add_parser("redis-conf", help="write Redis' 0600 config include (password) to FILE").add_argument("path")
+    args = parser.parse_args(argv)
     settings = load_settings()
-    if args[0] == "scopes":
-        write_scopes(settings, Path(args[1]))
+    if args.command == "scopes":
+        write_scopes(settings, Path(args.path))
     else:
-        _write_private(Path(args[1]), redis_conf(settings))
+        _write_private(Path(args.path), redis_conf(settings))
     return 0
 
 

@@ -181,6 +181,11 @@ def task_settings(base: Settings | None = None) -> Settings:
 def main() -> None:
     """``python -m stockpipe.airflow.connections`` prints the connections JSON (secrets included:
     the init script writes it to a 0600 file, imports it, and deletes it)."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m stockpipe.airflow.connections", description="Print Airflow's connections as JSON."
+    ).parse_args()
     print(json.dumps(connection_specs(get_settings()), indent=2))
 
 

@@ -92,7 +92,13 @@ def freshness_allowance_s(settings: Any) -> float:
 
 def main() -> int:
     """``python -m stockpipe.producer.plan``: the plan in one line (``make status`` prints it)."""
+    import argparse
+
     import redis
+
+    argparse.ArgumentParser(
+        prog="python -m stockpipe.producer.plan", description="The market-data plan the producer detected."
+    ).parse_args()
 
     from stockpipe.config import load_settings
 
