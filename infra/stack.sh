@@ -36,20 +36,8 @@ mkdir -p "$LOGS" "$STOCKPIPE_LOCAL/supervisor"
 
 # ---------------------------------------------------------------------------------------------
 # output helpers
-step_started=0
-step() { step_started=$(date +%s.%N); printf '==> %-46s' "$1"; }
-step_done() {
-  local elapsed; elapsed=$(awk -v a="$step_started" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
-  printf '%s (%ss)\n' "${1:-ok}" "$elapsed"
-}
-fail() { printf 'FAILED\n    %s\n' "$1" >&2; exit 1; }
-run_logged() {  # run_logged LOGFILE CMD... : quiet unless it fails
-  local log="$1"; shift
-  if ! "$@" >>"$log" 2>&1; then
-    tail -n 20 "$log" | sed 's/^/    | /' >&2
-    fail "see $log"
-  fi
-}
+# shellcheck source=infra/steps.sh
+. "$HOME_DIR/infra/steps.sh"
 
 # ---------------------------------------------------------------------------------------------
 # install
