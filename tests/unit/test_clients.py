@@ -119,22 +119,24 @@ def test_airflow_plaintext_connection_holds_no_credentials():
     }
 
 
-def test_kafka_clients_are_only_constructed_in_the_clients_module():
+@pytest.mark.parametrize(
+    ("pattern", "use"),
+    [
+        (r"\b(Producer|Consumer|AdminClient)\(", "kafka_producer, kafka_consumer, kafka_admin"),
+        (r"psycopg\.connect\(", "pg_connect, pg_pool"),
+        (r"post\(\s*\"/auth/token", "airflow_client"),
+    ],
+    ids=["kafka", "postgres", "airflow-login"],
+)
+def test_clients_are_only_built_in_the_clients_module(pattern: str, use: str):
     found = subprocess.run(
-        ["grep", "-rnE", r"\b(Producer|Consumer|AdminClient)\(", "plugins", "dashboard", "spark_jobs", "dags"],
-        cwd=ROOT, capture_output=True, text=True,
-    ).stdout.splitlines()  # fmt: skip
+        ["grep", "-rnE", pattern, "plugins", "dashboard", "spark_jobs", "dags"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     elsewhere = [line for line in found if not re.match(r"plugins/stockpipe/clients\.py:", line)]
-    assert not elsewhere, "build Kafka clients with stockpipe.clients:\n" + "\n".join(elsewhere)
-
-
-def test_postgres_connections_and_the_airflow_login_are_only_made_in_the_clients_module():
-    found = subprocess.run(
-        ["grep", "-rnE", r"psycopg\.connect\(|post\(\s*\"/auth/token", "plugins", "dashboard", "spark_jobs", "dags"],
-        cwd=ROOT, capture_output=True, text=True,
-    ).stdout.splitlines()  # fmt: skip
-    elsewhere = [line for line in found if not re.match(r"plugins/stockpipe/clients\.py:", line)]
-    assert not elsewhere, "connect with stockpipe.clients (pg_connect, airflow_client):\n" + "\n".join(elsewhere)
+    assert not elsewhere, f"build it with stockpipe.clients ({use}):\n" + "\n".join(elsewhere)
 
 
 def test_spark_jobs_started_by_airflow_get_the_connections_kafka_settings(monkeypatch: pytest.MonkeyPatch):
