@@ -243,7 +243,7 @@ class NowPlus(Term):
     def spark(self, env):
         from pyspark.sql import functions as F
 
-        return F.unix_micros(F.current_timestamp()) + F.lit(self.offset // timedelta(microseconds=1))
+        return env.now_us + F.lit(self.offset // timedelta(microseconds=1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,7 +262,7 @@ class OldestTs(Term):
         policy = env.policy
         if policy.retention is None:
             return F.lit(policy.oldest_us)
-        window = F.unix_micros(F.current_timestamp()) - F.lit(policy.retention // timedelta(microseconds=1))
+        window = env.now_us - F.lit(policy.retention // timedelta(microseconds=1))
         return F.greatest(F.lit(policy.oldest_us), window)
 
 
@@ -619,12 +619,27 @@ def spark_schemas():
 SPARK_JSON_OPTIONS = {"mode": "PERMISSIVE", "allowNonNumericNumbers": "true", "columnNameOfCorruptRecord": "_corrupt"}
 
 
+def spark_now() -> Column:
+    """The validating clock in epoch µs: in a stream, its micro-batch time."""
+    from pyspark.sql import functions as F
+
+    return F.unix_micros(F.current_timestamp())
+
+
 class SparkEnv:
     """The fields of one parsed value as Spark columns (:meth:`value`: NULL unless of its kind);
-    ``main`` and ``fallback`` are the two parses (see :func:`spark_schemas`)."""
+    ``main`` and ``fallback`` are the two parses (see :func:`spark_schemas`); ``now_us`` is the
+    clock (default :func:`spark_now`).
 
-    def __init__(self, main: Column, fallback: Column, policy: Policy) -> None:
+    A stream should pass ``now_us`` as a column computed in an earlier projection (as
+    ``stockpipe.streaming.parse`` does), not the expression itself: Spark writes the micro-batch
+    time into the generated Java code as a constant, so a validation that contains it is a new
+    class every micro-batch, compiled again (~50-100 ms a batch for the whole rule table); a column
+    reference keeps that code the same, and Spark's code cache serves it."""
+
+    def __init__(self, main: Column, fallback: Column, policy: Policy, now_us: Column | None = None) -> None:
         self.main, self.fallback, self.policy = main, fallback, policy
+        self.now_us = spark_now() if now_us is None else now_us
         self._values: dict[str, Column] = {}
 
     def present(self, name: str) -> Column:
@@ -673,12 +688,13 @@ def spark_fallback(main: Column, text: Column) -> Column:
     return F.when(main["_corrupt"].isNotNull(), F.from_json(text, fallback_schema, SPARK_JSON_OPTIONS))
 
 
-def spark_reason(main: Column, fallback: Column, policy: Policy) -> Column:
+def spark_reason(main: Column, fallback: Column, policy: Policy, now_us: Column | None = None) -> Column:
     """The reason (first broken rule) as a Spark column, NULL for a valid bar; ``main`` and
-    ``fallback`` are the value's parses (:func:`spark_schemas`, :func:`spark_fallback`)."""
+    ``fallback`` are the value's parses (:func:`spark_schemas`, :func:`spark_fallback`), ``now_us``
+    the clock (see :class:`SparkEnv`)."""
     from pyspark.sql import functions as F
 
-    env = SparkEnv(main, fallback, policy)
+    env = SparkEnv(main, fallback, policy, now_us)
     expr = F.when(~env.is_object(), F.lit(NOT_AN_OBJECT))
     for rule in RULES:
         # a NULL check fails, as in Python

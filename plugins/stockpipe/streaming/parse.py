@@ -103,19 +103,23 @@ def parse_records(
         F.col("partition").alias("kpartition"),
         F.col("offset").alias("koffset"),
         F.from_json(text, MAIN_SCHEMA, contract.SPARK_JSON_OPTIONS).alias("bar"),
+        # The clock (the micro-batch time) as a column of this small projection: written into the
+        # validation below, it would make that large generated class new, and compiled again,
+        # every micro-batch (see contract.SparkEnv).
+        contract.spark_now().alias("now_us"),
     )
     # the second parse, only for records with a field of the wrong type (its own projection, so it
     # runs at most once per record)
     checked = parsed.select(
         "*", contract.spark_fallback(F.col("bar"), F.col("raw_value").cast("string")).alias("fallback")
     )
-    bar, fallback = F.col("bar"), F.col("fallback")
-    env = contract.SparkEnv(bar, fallback, policy)
+    bar, fallback, now_us = F.col("bar"), F.col("fallback"), F.col("now_us")
+    env = contract.SparkEnv(bar, fallback, policy, now_us)
     with_error = checked.select(
         "*",
         env.value("ts").alias("ts_us"),
         env.value("fetched_at").alias("fetched_us"),
-        contract.spark_reason(bar, fallback, policy).alias("error"),
+        contract.spark_reason(bar, fallback, policy, now_us).alias("error"),
     )
     valid = F.col("error").isNull()
     return with_error.select(
