@@ -194,6 +194,36 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Bind address of Prometheus metrics endpoints.")
     producer_metrics_port: int = Field(9108, ge=0, le=65535, description="Producer metrics port (0 = off).")
 
+    # --- push ingestion over Massive's WebSocket (stockpipe.producer.websocket) -------------------
+    feed: Literal["rest", "websocket"] = Field(
+        "rest",
+        description="How the producer gets minute bars: rest = polls the aggregates endpoint every interval (any "
+        "plan); websocket = Massive's WebSocket pushes AM events at each minute close (paid plans), gaps refilled "
+        "over REST.",
+    )
+    websocket_cluster: Literal["real-time", "delayed"] = Field(
+        "real-time",
+        description="Massive WebSocket cluster: real-time (socket.massive.com, Advanced plans) or delayed "
+        "(delayed.massive.com, 15 minutes; Starter plans).",
+    )
+    websocket_symbols: Literal["watchlist", "all"] = Field(
+        "watchlist",
+        description="WebSocket subscription: watchlist = AM.<each watchlist symbol>; all = AM.* (every traded US "
+        "stock; implies STOCKPIPE_ACCEPT_ANY_SYMBOL).",
+    )
+    websocket_stall_s: float = Field(
+        90.0,
+        gt=0,
+        description="During sessions, a WebSocket silent this long is treated as dead: reconnect, then refill the "
+        "gap over REST.",
+    )
+    simulator_universe_size: int = Field(
+        10_000,
+        ge=10,
+        le=400_000,
+        description="Symbols the simulator lists (/v3/reference/tickers) and streams for AM.* on its WebSocket.",
+    )
+
     # --- the message contract (stockpipe.contract: producer, stream and verify alike) -----------
     accept_any_symbol: bool = Field(
         False,
@@ -403,6 +433,20 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[0-9]+[kmgt]?", value.strip().lower()):
             raise PydanticCustomError("spark_memory", "must be a JVM memory size such as 512m or 2g")
         return value.strip().lower()
+
+    @field_validator("producer_mode")
+    @classmethod
+    def _websocket_feed_runs_long(cls, value: str, info: ValidationInfo) -> str:
+        if value == "airflow" and info.data.get("feed") == "websocket":
+            raise ValueError("STOCKPIPE_FEED=websocket needs a long-running producer: use service or supervisor")
+        return value
+
+    @model_validator(mode="after")
+    def _all_symbols_accepted(self) -> Settings:
+        """AM.* streams every traded symbol: the contract then accepts any well-formed ticker."""
+        if self.feed == "websocket" and self.websocket_symbols == "all":
+            self.accept_any_symbol = True
+        return self
 
     @model_validator(mode="after")
     def _standalone_master(self) -> Settings:
@@ -632,6 +676,7 @@ def shell_exports(settings: Settings) -> str:
         "STOCKPIPE_ALERTMANAGER_PORT": settings.alertmanager_port,
         "STOCKPIPE_ALERTMANAGER_ENABLED": int(settings.alertmanager_enabled),
         "STOCKPIPE_PRODUCER_MODE": settings.producer_mode,
+        "STOCKPIPE_FEED": settings.feed,
         "STOCKPIPE_SPARK_CLUSTER": settings.spark_cluster,
         "STOCKPIPE_SPARK_MASTER_PORT": settings.spark_master_port,
         "STOCKPIPE_SPARK_MASTER_WEBUI_PORT": settings.spark_master_webui_port,
