@@ -11,7 +11,10 @@ minute). Each cycle is recorded in `ops.ingest_cycles`.
 
 Schedule: `TradingMinuteTimetable` — every minute with the simulator's demo clock, NYSE session
 minutes otherwise. No catchup: a live feed has nothing to gain from replaying missed minutes.
-With `STOCKPIPE_PRODUCER_MODE=supervisor` the supervisord producer runs instead and these runs skip.
+Producer modes (`STOCKPIPE_PRODUCER_MODE`): with `airflow` these runs are the producer. With
+`service` (the default: `market_producer` keeps the long-running loop alive) or `supervisor`, that
+process owns the live cycles: scheduled runs skip, and a manual run or an `airflow backfill create`
+of an interval re-sends that interval's bars.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ def market_ingest():
     def produce_bars(data_interval_start=None, data_interval_end=None, run_id=None, dag_run=None, ti=None) -> dict:
         from stockpipe.airflow.ingest import ingest_interval
 
-        rerun = dag_run.run_type != "scheduled" or ti.try_number > 1
-        return ingest_interval(run_id, data_interval_start, data_interval_end, rerun=rerun)
+        scheduled = dag_run.run_type == "scheduled"
+        rerun = not scheduled or ti.try_number > 1
+        return ingest_interval(run_id, data_interval_start, data_interval_end, rerun=rerun, scheduled=scheduled)
 
     produce_bars()
 

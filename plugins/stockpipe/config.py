@@ -389,10 +389,11 @@ class Settings(BaseSettings):
     airflow_parallelism: int = Field(
         4, ge=2, description="Task instances Airflow runs at once (the stream holds one; one worker process each)."
     )
-    producer_mode: Literal["airflow", "supervisor"] = Field(
-        "airflow",
-        description="Who runs the producer: Airflow's market_ingest DAG, or the supervisord 'producer' "
-        "program (then market_ingest skips its runs).",
+    producer_mode: Literal["service", "airflow", "supervisor"] = Field(
+        "service",
+        description="Who runs the producer: `service` = Airflow's market_producer DAG keeps the long-running "
+        "loop alive (relaunched when it dies); `airflow` = market_ingest runs one cycle per minute; `supervisor` "
+        "= the supervisord 'producer' program. Except with `airflow`, market_ingest's scheduled runs skip.",
     )
     alert_webhook_url: SecretStr | None = Field(
         None, description="Alerts (stream_health breaches, failed DAG runs) are also POSTed here as JSON."
@@ -403,6 +404,11 @@ class Settings(BaseSettings):
     health_max_lag_messages: int = Field(50_000, ge=0, description="Most unprocessed messages on the bars topic.")
     health_max_bar_age_s: float = Field(
         600.0, gt=0, description="During sessions, a symbol's newest stored bar may be at most this old."
+    )
+    health_max_cycle_age_s: float = Field(
+        300.0,
+        gt=0,
+        description="During sessions, seconds since the producer last finished a cycle (ops.ingest_cycles), at most.",
     )
     health_max_dlq_growth: int = Field(100, ge=0, description="Most new dead letters between two health checks.")
     health_max_api_error_rate: float = Field(

@@ -7,9 +7,12 @@ from datetime import timedelta
 
 import pytest
 
+from tests.airflow.conftest import ROOT
+
 EXPECTED = {
     "market_ingest": {"produce_bars"},
     "market_stream": {"stream_indicators"},
+    "market_producer": {"run_producer"},
     "stream_health": {"assess", "restart_stalled_stream", "verdict"},
     "market_backfill": {"plan", "fetch_bars", "compute_indicators", "check_day"},
     "postgres_maintenance": {
@@ -20,6 +23,9 @@ EXPECTED = {
         "data_quality",
     },
 }
+
+
+CONTINUOUS = ("market_stream", "market_producer")
 
 
 def test_no_import_errors(dagbag):
@@ -40,7 +46,7 @@ def test_dag_serializes(dagbag, airflow_db, dag_id):
     dag = dagbag.get_dag(dag_id)
     restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
     assert restored.dag_id == dag_id
-    assert type(restored.timetable).__name__ == type(dag.timetable).__name__ or dag_id == "market_stream"
+    assert type(restored.timetable).__name__ == type(dag.timetable).__name__ or dag_id in CONTINUOUS
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
@@ -62,9 +68,11 @@ def test_schedules(dagbag):
 
     assert isinstance(dagbag.get_dag("market_ingest").timetable, TradingMinuteTimetable)
     assert isinstance(dagbag.get_dag("market_backfill").timetable, TradingSessionTimetable)
-    stream = dagbag.get_dag("market_stream")
-    assert type(stream.timetable).__name__ == "ContinuousTimetable"
-    assert stream.max_active_runs == 1
+    for dag_id in CONTINUOUS:  # one long-running task, relaunched by the next run when it ends
+        dag = dagbag.get_dag(dag_id)
+        assert type(dag.timetable).__name__ == "ContinuousTimetable", dag_id
+        assert dag.max_active_runs == 1, dag_id
+        assert all(task.retries == 0 for task in dag.tasks), dag_id
     assert dagbag.get_dag("stream_health").timetable.delta <= timedelta(minutes=5)
     assert dagbag.get_dag("market_ingest").get_task("produce_bars").retries >= 1
 
@@ -83,3 +91,34 @@ def test_stream_wiring(dagbag):
     task = dagbag.get_dag("market_stream").get_task("stream_indicators")
     assert task.application.endswith("spark_jobs/stream_indicators.py")
     assert task._conn_id == "spark_default"
+
+
+def test_producer_wiring(dagbag):
+    """The producer DAG runs the long-running loop (no --once) and stops it when paused."""
+    from stockpipe.airflow.operators import ProducerServiceOperator
+
+    task = dagbag.get_dag("market_producer").get_task("run_producer")
+    assert isinstance(task, ProducerServiceOperator)
+    assert task.module == "stockpipe.producer" and "--once" not in task.args
+    assert task.stop_when_paused and task.pause_poll_s <= 30
+
+
+def test_dag_files_read_no_setting():
+    """Parsing reads no stockpipe setting (the dag-processor parses every few seconds; the tasks read
+    the settings): in a fresh interpreter with settings that don't even validate, every DAG parses."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "STOCKPIPE_PRODUCER_MODE": "nonsense", "STOCKPIPE_KAFKA_BOOTSTRAP": "not a host"}
+    code = (
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r}); "
+        "print(json.dumps([sorted(bag.dag_ids), {k: v[-300:] for k, v in bag.import_errors.items()}]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dag_ids, errors = json.loads(out.stdout.strip().splitlines()[-1])
+    assert errors == {}
+    assert set(dag_ids) == set(EXPECTED)

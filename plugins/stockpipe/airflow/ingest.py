@@ -3,7 +3,9 @@
 The producer is gap-free by construction (per-symbol checkpoints in Redis advance only after Kafka
 confirmed delivery, every fetch re-reads an overlap), so a run catches up whatever earlier runs
 missed. Rerunning an interval whose bars were already delivered re-sends them (``resend=True``):
-downstream keeps one row per (symbol, ts), the latest ``fetched_at`` winning.
+downstream keeps one row per (symbol, ts), the latest ``fetched_at`` winning. When another process
+runs the live loop (``STOCKPIPE_PRODUCER_MODE`` service — the default — or supervisor), scheduled runs
+skip and manual/backfill runs only re-send their interval.
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-
-from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
-from stockpipe.storage import queries
+from stockpipe.producer.cycles import cycle_result, record_cycle
 
 log = logging.getLogger("stockpipe.airflow.ingest")
 
@@ -82,61 +81,68 @@ def resend_interval(producer: Any, start: datetime, end: datetime) -> int:
 
 
 def run_ingest(
-    settings: Settings, run_id: str, start: datetime, end: datetime, *, rerun: bool = False, producer: Any = None
+    settings: Settings,
+    run_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    rerun: bool = False,
+    resend_only: bool = False,
+    producer: Any = None,
 ) -> dict[str, Any]:
     """One producer cycle for the interval [start, end).
 
     A scheduled run whose bars an earlier (late) run already delivered makes no API call: under a
     tight rate limit runs can fall behind, and this lets the queue drain instead of growing. A rerun
-    (manual, backfill, retry or cleared task) also re-sends the interval's bars.
+    (manual, backfill, retry or cleared task) also re-sends the interval's bars. ``resend_only``
+    (another process runs the live loop: ``STOCKPIPE_PRODUCER_MODE`` service or supervisor) re-sends
+    the interval and leaves the live cycle, the checkpoints and the newest bars to that process.
     """
     from stockpipe.producer.core import CycleSummary, MarketProducer
 
     own_producer = producer is None
     producer = producer or MarketProducer(settings)
     try:
-        checkpoints = [producer.checkpoint(s) for s in settings.watchlist]
-        already_sent = all(c is not None and c >= start for c in checkpoints)
-        if already_sent and not rerun:
-            log.info("the bars of %s were already delivered by an earlier run; nothing to fetch", start)
-            summary = CycleSummary()
+        if resend_only:
+            summary, resent = CycleSummary(results=[]), resend_interval(producer, start, end)
         else:
-            summary = producer.run_cycle()
-        resent = resend_interval(producer, start, end) if already_sent and rerun else 0
+            checkpoints = [producer.checkpoint(s) for s in settings.watchlist]
+            already_sent = all(c is not None and c >= start for c in checkpoints)
+            if already_sent and not rerun:
+                log.info("the bars of %s were already delivered by an earlier run; nothing to fetch", start)
+                summary = CycleSummary()
+            else:
+                summary = producer.run_cycle()
+            resent = resend_interval(producer, start, end) if already_sent and rerun else 0
     finally:
         if own_producer:
             producer.close()
-    result = {
-        "symbols": len(summary.results),
-        "failed": summary.failed,
-        "fetched": sum(r.fetched for r in summary.results),
-        "sent": summary.sent,
-        "resent": resent,
-        "dead_letters": summary.dead_letters,
-        "duration_s": round(summary.duration_s, 3),
-    }
-    _record_cycle(settings, run_id, start, result)
+    result = cycle_result(summary, resent)
+    if resend_only:
+        result["symbols"] = len(settings.watchlist)
+    record_cycle(settings, run_id, start, result)
     if summary.failed:
         raise IngestFailed(f"{summary.line()}; Airflow retries the run (the next cycle also catches up)")
     return result
 
 
-def _record_cycle(settings: Settings, run_id: str, start: datetime, result: dict[str, Any]) -> None:
-    try:
-        with pg_connect(settings, "writer", connect_timeout=5, autocommit=True) as conn:
-            queries.record_ingest_cycle(conn, run_id, start, result)
-    except psycopg.Error as error:  # bookkeeping must not fail the ingest itself
-        log.warning("could not record the cycle in ops.ingest_cycles: %s", error)
+def ingest_interval(run_id: str, start: datetime, end: datetime, *, rerun: bool, scheduled: bool = True) -> dict:
+    """market_ingest's task: :func:`run_ingest` with the task's settings.
 
-
-def ingest_interval(run_id: str, start: datetime, end: datetime, *, rerun: bool) -> dict[str, Any]:
-    """market_ingest's task: :func:`run_ingest` with the task's settings; skipped while the
-    supervisord producer runs (``STOCKPIPE_PRODUCER_MODE=supervisor``)."""
+    With ``STOCKPIPE_PRODUCER_MODE`` ``service`` (market_producer's long-running loop) or ``supervisor``,
+    the live cycles are that process's: a scheduled run skips, a manual run or a backfill
+    (``airflow backfill create``) re-sends its interval's bars."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from stockpipe.airflow.connections import task_settings
 
     settings = task_settings()
-    if settings.producer_mode == "supervisor":
-        raise AirflowSkipException("the supervisord producer is running (STOCKPIPE_PRODUCER_MODE=supervisor)")
-    return run_ingest(settings, run_id, start, end, rerun=rerun)
+    if settings.producer_mode == "airflow":
+        return run_ingest(settings, run_id, start, end, rerun=rerun)
+    who = "Airflow's market_producer DAG" if settings.producer_mode == "service" else "supervisord's producer program"
+    if scheduled:
+        raise AirflowSkipException(
+            f"The live producer runs as {who} (STOCKPIPE_PRODUCER_MODE={settings.producer_mode}): scheduled "
+            "market_ingest runs skip; trigger a run or a backfill of an interval to re-send its bars."
+        )
+    return run_ingest(settings, run_id, start, end, rerun=True, resend_only=True)

@@ -26,6 +26,14 @@ def dag_is_paused(settings: Settings, dag_id: str) -> bool:
         return bool(response.json().get("is_paused"))
 
 
+def pause_dag(settings: Settings, dag_id: str, reason: str) -> None:
+    """Pause ``dag_id`` (e.g. market_producer when another producer mode runs the producer)."""
+    with airflow_client(settings, "admin") as client:
+        response = client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+        response.raise_for_status()
+    log.warning("paused %s: %s", dag_id, reason)
+
+
 def restart_stream(settings: Settings, reason: str, *, base_url: str | None = None) -> list[str]:
     """Mark every running ``market_stream.stream_indicators`` failed; returns the affected run ids."""
     with airflow_client(settings, "admin", base_url=base_url) as client:

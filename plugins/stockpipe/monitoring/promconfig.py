@@ -35,7 +35,7 @@ def prometheus_config(settings: Settings) -> dict[str, Any]:
     config["rule_files"] = [str(RULES)]
     _targets(config, "prometheus", f"{host}:{settings.prometheus_port}")
     _targets(config, "stockpipe-exporter", f"{host}:{settings.exporter_port}")
-    if settings.producer_mode == "supervisor" and settings.producer_metrics_port:
+    if settings.producer_mode in ("service", "supervisor") and settings.producer_metrics_port:
         _targets(config, "stockpipe-producer", f"{host}:{settings.producer_metrics_port}")
     else:  # no long-running producer to scrape
         config["scrape_configs"] = [s for s in config["scrape_configs"] if s["job_name"] != "stockpipe-producer"]

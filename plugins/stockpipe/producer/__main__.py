@@ -12,12 +12,14 @@ import logging
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 
 from prometheus_client import start_http_server
 
 from stockpipe.config import load_settings
 from stockpipe.logs import setup_logging
 from stockpipe.producer.core import MarketProducer, Stopping
+from stockpipe.producer.cycles import record_loop_cycle
 
 log = logging.getLogger("stockpipe.producer")
 
@@ -63,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.is_set():
+        started = datetime.now(UTC)
         try:
-            producer.run_cycle()
+            summary = producer.run_cycle()
         except Stopping:
             break
+        record_loop_cycle(settings, summary, started)  # one ops.ingest_cycles row; never raises
         interval = settings.producer_interval_s
         # next tick on the interval grid, a few seconds past the minute so the last bar has closed
         wait = interval - (time.time() % interval) + min(2.0, interval / 10)
