@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 #: Who a PostgreSQL connection is for: picks the login (:meth:`Settings.pg_dsn`).
-PgRole = Literal["writer", "reader", "admin"]
+PgRole = Literal["writer", "reader", "rules", "admin"]
 
 #: ``psycopg.connect`` keywords of every connection (a caller's keywords win).
 PG_DEFAULTS: dict[str, Any] = {"connect_timeout": 10}

@@ -42,6 +42,7 @@ POLYGON_URL = "https://api.polygon.io"
 REDIS_LATEST_KEY = "stockpipe:latest:{symbol}"
 REDIS_META_KEY = "stockpipe:meta:{symbol}"
 REDIS_BARS_CHANNEL = "stockpipe:bars"
+REDIS_ALERTS_CHANNEL = "stockpipe:alerts"
 
 
 def project_root() -> Path:
@@ -376,6 +377,29 @@ class Settings(BaseSettings):
     pg_reader_password: SecretStr = Field(SecretStr(""), description="Reader role password.")
     pg_admin_user: str = Field("postgres", description="Superuser used by migrations and maintenance.")
     pg_admin_password: SecretStr = Field(SecretStr(""), description="Superuser password.")
+    pg_rules_user: str = Field(
+        "stockpipe_rules", description="Role editing alert rules (market.alert_rules only): CLI, dashboard."
+    )
+    pg_rules_password: SecretStr = Field(SecretStr(""), description="Rules role password.")
+
+    # --- user alerts (stockpipe.alerts: rules on the stream, delivered by the alerts worker) --------
+    user_alerts_webhook_url: SecretStr | None = Field(
+        None,
+        description='Webhook (Slack-compatible JSON {"text": ...}) for user alerts whose rule has no URL of its own; '
+        "empty: pub/sub only.",
+    )
+    user_alerts_backfill: Literal["skip", "historical"] = Field(
+        "skip",
+        description="What backfilled history does to alert rules: skip (nothing fires) or historical (stored as "
+        "status historical, never delivered).",
+    )
+    user_alerts_webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST.")
+    user_alerts_webhook_retries: int = Field(
+        3, ge=0, description="Webhook retries after the first try, 1, 2, 4 s apart (doubling)."
+    )
+    user_alerts_poll_s: float = Field(
+        1.0, gt=0, description="The alerts worker's longest wait for new alerts (PostgreSQL NOTIFY wakes it sooner)."
+    )
 
     # --- redis -------------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6380/0", description="Redis URL (without the password).")
@@ -593,10 +617,17 @@ class Settings(BaseSettings):
     def redis_bars_channel(self) -> str:
         return REDIS_BARS_CHANNEL
 
-    def pg_dsn(self, role: Literal["writer", "reader", "admin"] = "writer", database: str | None = None) -> str:
+    @property
+    def redis_alerts_channel(self) -> str:
+        return REDIS_ALERTS_CHANNEL
+
+    def pg_dsn(
+        self, role: Literal["writer", "reader", "rules", "admin"] = "writer", database: str | None = None
+    ) -> str:
         user, password = {
             "writer": (self.pg_writer_user, self.pg_writer_password),
             "reader": (self.pg_reader_user, self.pg_reader_password),
+            "rules": (self.pg_rules_user, self.pg_rules_password),
             "admin": (self.pg_admin_user, self.pg_admin_password),
         }[role]
         auth = quote(user)

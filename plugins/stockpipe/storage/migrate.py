@@ -2,7 +2,7 @@
 
 ``python -m stockpipe.storage.migrate [--database NAME] [--wait SECONDS]``
 
-As the admin role: create (or re-password) the writer and read-only roles, create the database
+As the admin role: create (or re-password) the writer, read-only and rules roles, create the database
 owned by the writer, then apply ``migrations/NNN_*.sql`` in order, each in its own transaction, as
 the writer (so it owns what the pipeline writes to), recording each in ``public.schema_migrations``.
 Applying twice changes nothing.
@@ -54,6 +54,7 @@ def ensure_roles_and_database(settings: Settings, database: str) -> None:
         cur = conn.cursor()
         _ensure_role(cur, settings.pg_writer_user, settings.pg_writer_password.get_secret_value())
         _ensure_role(cur, settings.pg_reader_user, settings.pg_reader_password.get_secret_value())
+        _ensure_role(cur, settings.pg_rules_user, settings.pg_rules_password.get_secret_value())
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         if not cur.fetchone():
             cur.execute(
@@ -96,6 +97,10 @@ def apply_migrations(settings: Settings, database: str) -> list[str]:
             conn.execute(
                 sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(ident, reader)
             )
+        # Rules role: it edits alert rules and nothing else (never the market data, never the alerts).
+        rules = sql.Identifier(settings.pg_rules_user)
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA market TO {}").format(rules))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON market.alert_rules TO {}").format(rules))
         conn.commit()
     return applied
 

@@ -39,6 +39,7 @@ from psycopg.types.json import Jsonb
 from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS
+from stockpipe.storage.alerts import AlertCounts, evaluate_for_sink
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class BatchResult:
     latency_p95_ms: float | None = None
     latency_max_ms: float | None = None
     latest: list[dict[str, Any]] = field(default_factory=list)
+    alerts: AlertCounts = field(default_factory=AlertCounts)
 
 
 def _months(ts_ms: np.ndarray) -> list[pd.Timestamp]:
@@ -325,6 +327,8 @@ class PostgresSink:
                     bars, p50, p95, max_ms, max_ts = cur.execute(_UPSERT_BARS, {"late": REASON_LATE}).fetchone()
                     cur.execute(_UPSERT_INDICATORS)
                     cur.execute(_QUEUE_STALE, {"stale": REASON_STALE})
+                    # User alerts of these bars, from their stored values, in this transaction (exactly once).
+                    result.alerts = evaluate_for_sink(cur, self.settings, backfill=not offsets)
                     result.bars_upserted, result.max_event_ts = bars, max_ts
                     result.latency_p50_ms, result.latency_p95_ms, result.latency_max_ms = p50, p95, max_ms
                     result.latest = self._latest(cur, sorted(rows.loc[rows["kind"] == "bar", "symbol"].unique()))

@@ -1,0 +1,419 @@
+"""Alert rules and alerts in PostgreSQL (market.alert_rules, market.alerts): every query of them.
+
+Three kinds of callers, each with its own role:
+
+* rules — the CLI (``python -m stockpipe.alerts``) and the dashboard's Alerts page, as the rules
+  role (``pg_connect(settings, "rules")``: it may change market.alert_rules and nothing else):
+  :func:`add_rule`, :func:`list_rules`, :func:`set_rule_enabled`, :func:`delete_rule`;
+* the sink — :func:`evaluate_batch`, called by ``PostgresSink.write`` inside the transaction that
+  upserts the bars: the alerts of the batch's bars are written (or retracted) with them, so a batch
+  applied once fires once, and a replay (skipped by the sink) fires nothing;
+* readers — the dashboard (reader role): :func:`alert_history`, :func:`latest_alert_per_symbol`,
+  :func:`chart_alerts`; the delivery worker (writer role): :func:`claim_pending`,
+  :func:`mark_published`, :func:`finish_delivery`, :func:`release_unfinished`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from stockpipe.alerts.evaluate import CANDIDATE_COLUMNS, apply_cooldown, crossings, ref_column
+from stockpipe.alerts.rules import (
+    LINES,
+    Condition,
+    Rule,
+    RuleError,
+    check_cooldown,
+    check_symbol,
+    check_webhook,
+    parse_condition,
+)
+from stockpipe.config import Settings
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "stockpipe_alerts"
+"""PostgreSQL NOTIFY channel: the sink's transaction signals new work for the delivery worker."""
+
+_RULE_COLUMNS = "id, symbol, kind, line, level, minutes, cooldown_minutes, webhook_url, enabled, created_at"
+
+
+def _rule(record: tuple) -> Rule:
+    return Rule(*record)
+
+
+# --- rules (rules role) -------------------------------------------------------------------------
+
+
+def validate_rule(
+    symbol: str, condition: str | Condition, cooldown_minutes: Any = 0, webhook_url: str | None = None
+) -> tuple[str, Condition, int, str | None]:
+    """The rule's stored values, or :class:`RuleError` (one sentence) when it is not valid."""
+    # a Condition goes through its text too: the same checks as the CLI's
+    parsed = parse_condition(condition.text if isinstance(condition, Condition) else condition)
+    return check_symbol(symbol), parsed, check_cooldown(cooldown_minutes), check_webhook(webhook_url)
+
+
+def add_rule(
+    conn: psycopg.Connection,
+    symbol: str,
+    condition: str | Condition,
+    cooldown_minutes: Any = 0,
+    webhook_url: str | None = None,
+) -> Rule:
+    """Store a new enabled rule (validated first: a bad rule raises :class:`RuleError`, nothing stored)."""
+    symbol, parsed, cooldown, url = validate_rule(symbol, condition, cooldown_minutes, webhook_url)
+    with conn.transaction():
+        record = conn.execute(
+            "INSERT INTO market.alert_rules (symbol, kind, line, level, minutes, cooldown_minutes, webhook_url) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_RULE_COLUMNS}",
+            (symbol, parsed.kind, parsed.line, parsed.level, parsed.minutes, cooldown, url),
+        ).fetchone()
+    return _rule(record)
+
+
+def list_rules(conn: psycopg.Connection, *, enabled_only: bool = False) -> list[Rule]:
+    query = f"SELECT {_RULE_COLUMNS} FROM market.alert_rules" + (" WHERE enabled" if enabled_only else "")
+    with conn.transaction():
+        return [_rule(r) for r in conn.execute(query + " ORDER BY id").fetchall()]
+
+
+def set_rule_enabled(conn: psycopg.Connection, rule_id: int, enabled: bool) -> bool:
+    """Enable or disable a rule; False when there is no such rule."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE market.alert_rules SET enabled = %s, updated_at = now() WHERE id = %s", (enabled, rule_id)
+        )
+        return cur.rowcount == 1
+
+
+def delete_rule(conn: psycopg.Connection, rule_id: int) -> bool:
+    """Delete a rule; its alerts stay (rule_id becomes NULL, their description remains)."""
+    with conn.transaction():
+        return conn.execute("DELETE FROM market.alert_rules WHERE id = %s", (rule_id,)).rowcount == 1
+
+
+# --- evaluation (the sink's transaction) -------------------------------------------------------
+
+
+@dataclass
+class AlertCounts:
+    fired: int = 0
+    retracted: int = 0
+
+
+def enabled_rules(cur: psycopg.Cursor) -> list[Rule]:
+    """The enabled rules, locked against deletion until the transaction ends (their alerts reference them)."""
+    return [
+        _rule(r)
+        for r in cur.execute(
+            f"SELECT {_RULE_COLUMNS} FROM market.alert_rules WHERE enabled ORDER BY id FOR KEY SHARE"
+        ).fetchall()
+    ]
+
+
+_SERIES_COLUMNS = [
+    "symbol",
+    "ts",
+    "evaluate",
+    "close",
+    "volume",
+    "volume_avg_20",
+    *LINES,
+    "rsi_14",
+    "macd",
+    "macd_signal",
+]
+_SERIES = f"""
+WITH s AS (
+    SELECT symbol, min(ts) AS t0, max(ts) AS t1 FROM stage_rows WHERE kind = 'bar' {{symbols}} GROUP BY symbol
+), r AS (
+    SELECT s.symbol, s.t0, s.t1, coalesce((
+        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts < s.t0
+        ORDER BY b.ts DESC OFFSET 19 LIMIT 1), '-infinity') AS lo
+    FROM s
+)
+SELECT b.symbol, b.ts, b.ts >= r.t0 AS evaluate, b.close, b.volume,
+       CASE WHEN count(*) OVER w = 20 THEN avg(b.volume) OVER w END AS volume_avg_20,
+       {", ".join(f"i.{c}" for c in (*LINES, "rsi_14", "macd", "macd_signal"))}
+FROM r JOIN market.bars_1m b ON b.symbol = r.symbol AND b.ts >= r.lo AND b.ts <= r.t1
+LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
+WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)
+ORDER BY b.symbol, b.ts
+"""
+
+_REF_CLOSE = """
+SELECT (SELECT b.close FROM market.bars_1m b WHERE b.symbol = x.symbol AND b.ts <= x.ts - make_interval(mins => %s)
+        ORDER BY b.ts DESC LIMIT 1)
+FROM unnest(%s::text[], %s::timestamptz[]) WITH ORDINALITY AS x(symbol, ts, n) ORDER BY x.n
+"""
+
+
+def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
+    """The stored series the batch's alerts are judged on: per symbol of the staged ``bar`` rows,
+    its stored bars from the first staged one to the last (``evaluate``) and the 20 before (the
+    previous bar, and its 20-bar volume average), with stored indicators and, for each move
+    rule's window, the reference close."""
+    symbols = sorted({r.symbol for r in rules})
+    only = "" if "*" in symbols else "AND symbol = ANY(%(symbols)s)"
+    records = cur.execute(_SERIES.replace("{symbols}", only), {"symbols": symbols}).fetchall()
+    frame = pd.DataFrame(records, columns=_SERIES_COLUMNS)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    for name in _SERIES_COLUMNS[3:]:
+        frame[name] = pd.to_numeric(frame[name]).astype("float64")
+    frame["evaluate"] = frame["evaluate"].astype(bool)
+    minutes = sorted({r.minutes for r in rules if r.kind == "close_move"})
+    if minutes and len(frame):
+        needed = frame["evaluate"].to_numpy() | np.r_[frame["evaluate"].to_numpy()[1:], False]
+        wanted = frame[needed]
+        for n in minutes:
+            refs = cur.execute(
+                _REF_CLOSE, (n, wanted["symbol"].tolist(), wanted["ts"].dt.to_pydatetime().tolist())
+            ).fetchall()
+            column = np.full(len(frame), np.nan)
+            column[needed] = [np.nan if r[0] is None else r[0] for r in refs]
+            frame[ref_column(n)] = column
+    return frame
+
+
+_EXISTING = """
+SELECT rule_id, symbol, ts, status FROM market.alerts
+WHERE rule_id = ANY(%s) AND symbol = ANY(%s) AND ts >= %s
+"""
+
+_UPSERT_ALERTS = """
+WITH new AS (
+    SELECT * FROM unnest(%(rule)s::bigint[], %(symbol)s::text[], %(ts)s::timestamptz[], %(description)s::text[],
+                         %(close)s::float8[], %(value)s::float8[]) AS n(rule_id, symbol, ts, description, close, value)
+)
+INSERT INTO market.alerts AS a (rule_id, symbol, ts, status, description, close, value, delivery)
+SELECT rule_id, symbol, ts, %(status)s, description, close, value, %(delivery)s FROM new
+ON CONFLICT (rule_id, symbol, ts) DO UPDATE SET
+    status = excluded.status, description = excluded.description, close = excluded.close, value = excluded.value,
+    fired_at = clock_timestamp(), retracted_at = NULL, delivery = excluded.delivery, published_at = NULL,
+    webhook_status = NULL, webhook_attempts = 0, webhook_error = NULL, delivered_at = NULL
+WHERE a.status = 'retracted'
+"""
+
+# A retracted alert not delivered yet is never delivered; one delivered (or on its way) is
+# delivered again, as a retraction.
+_RETRACT = """
+UPDATE market.alerts AS a SET status = 'retracted', retracted_at = clock_timestamp(),
+    delivery = CASE WHEN a.status = 'historical' OR a.delivery IN ('pending', 'none') THEN 'none' ELSE 'pending' END
+FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS r(rule_id, symbol, ts)
+WHERE a.rule_id = r.rule_id AND a.symbol = r.symbol AND a.ts = r.ts AND a.status <> 'retracted'
+RETURNING a.delivery
+"""
+
+
+def evaluate_batch(
+    cur: psycopg.Cursor, *, status: Literal["fired", "historical"] = "fired", rules: list[Rule] | None = None
+) -> AlertCounts:
+    """Fire (or retract) the alerts of the bars staged in ``stage_rows`` (kind ``bar``), from their
+    stored values; call it inside the sink's transaction, after the upserts.
+
+    Per symbol, the staged bars are a contiguous run up to its newest bar (the operator re-emits
+    every bar from a late or corrected one on), so the stored alerts of each enabled rule in that
+    run are made equal to what the stored series gives: new crossings inserted (keyed on rule,
+    symbol, bar: a repeat changes nothing), alerts whose crossing is gone marked ``retracted``, a
+    retracted one that crosses again fired again.
+    """
+    counts = AlertCounts()
+    rules = enabled_rules(cur) if rules is None else rules
+    if not rules:
+        return counts
+    frame = series_around_batch(cur, rules)
+    if not frame["evaluate"].any():
+        return counts
+    judged = frame[frame["evaluate"]]
+    first = judged.groupby("symbol")["ts"].min()
+    last = judged.groupby("symbol")["ts"].max()
+    candidates = crossings(frame, rules)
+
+    cooldowns = {r.id: r.cooldown_minutes for r in rules}
+    longest = max(cooldowns.values())
+    existing = pd.DataFrame(
+        cur.execute(
+            _EXISTING, (list(cooldowns), list(first.index), first.min() - timedelta(minutes=longest))
+        ).fetchall(),
+        columns=["rule_id", "symbol", "ts", "status"],
+    )
+    existing["ts"] = pd.to_datetime(existing["ts"], utc=True)
+    existing["t0"] = existing["symbol"].map(first)
+    existing["t1"] = existing["symbol"].map(last)
+    active = existing["status"] != "retracted"
+    before = existing[active & (existing["ts"] < existing["t0"])]
+    last_before = before.groupby(["rule_id", "symbol"])["ts"].max().to_dict()
+    wanted = apply_cooldown(candidates, cooldowns, last_before)
+
+    in_range = existing[(existing["ts"] >= existing["t0"]) & (existing["ts"] <= existing["t1"])]
+    # Only the rules that apply to a symbol: a symbol rule's alerts of other symbols don't exist.
+    wanted_keys = set(zip(wanted["rule_id"], wanted["symbol"], pd.to_datetime(wanted["ts"], utc=True), strict=True))
+    stale = [
+        (int(r), s, t)
+        for r, s, t, a in zip(
+            in_range["rule_id"], in_range["symbol"], in_range["ts"], active[in_range.index], strict=True
+        )
+        if a and (r, s, t) not in wanted_keys
+    ]
+    pending = False
+    if len(wanted):
+        descriptions = {r.id: r.description for r in rules}
+        cur.execute(
+            _UPSERT_ALERTS,
+            {
+                "rule": wanted["rule_id"].astype("int64").tolist(),
+                "symbol": wanted["symbol"].tolist(),
+                "ts": pd.to_datetime(wanted["ts"], utc=True).dt.to_pydatetime().tolist(),
+                "description": [descriptions[int(r)] for r in wanted["rule_id"]],
+                "close": wanted["close"].astype("float64").tolist(),
+                "value": [None if np.isnan(v) else float(v) for v in wanted["value"]],
+                "status": status,
+                "delivery": "pending" if status == "fired" else "none",
+            },
+        )
+        counts.fired = cur.rowcount
+        pending = status == "fired" and counts.fired > 0
+    if stale:
+        deliveries = cur.execute(
+            _RETRACT, ([r for r, _, _ in stale], [s for _, s, _ in stale], [t for _, _, t in stale])
+        ).fetchall()
+        counts.retracted = len(deliveries)
+        pending = pending or any(d[0] == "pending" for d in deliveries)
+    if pending:
+        cur.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+    return counts
+
+
+def evaluate_for_sink(cur: psycopg.Cursor, settings: Settings, *, backfill: bool) -> AlertCounts:
+    """:func:`evaluate_batch` as the sink runs it: stream bars fire; backfilled ones are skipped or
+    stored as ``historical`` (never delivered), by STOCKPIPE_USER_ALERTS_BACKFILL."""
+    if backfill and settings.user_alerts_backfill == "skip":
+        return AlertCounts()
+    return evaluate_batch(cur, status="historical" if backfill else "fired")
+
+
+# --- readers (dashboard) -----------------------------------------------------------------------
+
+ALERT_COLUMNS = [
+    "id", "rule_id", "symbol", "ts", "status", "description", "close", "value", "fired_at", "retracted_at",
+    "delivery", "published_at", "webhook_status", "webhook_attempts", "webhook_error", "delivered_at",
+]  # fmt: skip
+
+
+def alert_history(
+    conn: psycopg.Connection,
+    *,
+    symbol: str | None = None,
+    rule_id: int | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 500,
+) -> pd.DataFrame:
+    """Alerts, newest bar first, filtered by any of symbol, rule, status and bar time."""
+    where, params = [], []
+    for column, value in (("symbol", symbol), ("rule_id", rule_id), ("status", status)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if since is not None:
+        where.append("ts >= %s")
+        params.append(since)
+    query = f"SELECT {', '.join(ALERT_COLUMNS)} FROM market.alerts"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    records = conn.execute(query + " ORDER BY ts DESC, id DESC LIMIT %s", (*params, limit)).fetchall()
+    return pd.DataFrame(records, columns=ALERT_COLUMNS)
+
+
+def latest_alert_per_symbol(conn: psycopg.Connection, symbols: list[str]) -> dict[str, dict[str, Any]]:
+    """symbol → its newest fired alert (by bar time), for the symbols that have one."""
+    records = conn.execute(
+        f"SELECT DISTINCT ON (symbol) {', '.join(ALERT_COLUMNS)} FROM market.alerts "
+        "WHERE symbol = ANY(%s) AND status = 'fired' ORDER BY symbol, ts DESC, id DESC",
+        (list(symbols),),
+    ).fetchall()
+    return {r[2]: dict(zip(ALERT_COLUMNS, r, strict=True)) for r in records}
+
+
+def chart_alerts(conn: psycopg.Connection, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The fired alerts of ``symbol`` with bars in [start, end] (chart markers)."""
+    records = conn.execute(
+        f"SELECT {', '.join(ALERT_COLUMNS)} FROM market.alerts WHERE symbol = %s AND ts BETWEEN %s AND %s "
+        "AND status = 'fired' ORDER BY ts",
+        (symbol, start, end),
+    ).fetchall()
+    return pd.DataFrame(records, columns=ALERT_COLUMNS)
+
+
+# --- delivery (the alerts worker) --------------------------------------------------------------
+
+_CLAIM = """
+UPDATE market.alerts a SET delivery = 'sending'
+FROM (SELECT id FROM market.alerts WHERE delivery = 'pending' ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) p
+WHERE a.id = p.id
+RETURNING a.id, a.rule_id, a.symbol, a.ts, a.status, a.description, a.close, a.value, a.fired_at,
+    (SELECT r.webhook_url FROM market.alert_rules r WHERE r.id = a.rule_id)
+"""
+CLAIM_COLUMNS = ["id", "rule_id", "symbol", "ts", "status", "description", "close", "value", "fired_at", "webhook_url"]
+
+
+def claim_pending(conn: psycopg.Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Take up to ``limit`` alerts waiting for delivery (marked ``sending``), oldest first."""
+    with conn.transaction():
+        records = conn.execute(_CLAIM, (limit,)).fetchall()
+    return sorted((dict(zip(CLAIM_COLUMNS, r, strict=True)) for r in records), key=lambda a: a["id"])
+
+
+def mark_published(conn: psycopg.Connection, ids: list[int]) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE market.alerts SET published_at = clock_timestamp() WHERE id = ANY(%s) AND delivery = 'sending'",
+            (ids,),
+        )
+
+
+def finish_delivery(
+    conn: psycopg.Connection, alert_id: int, webhook_status: str, attempts: int, error: str | None
+) -> None:
+    """Record the outcome; an alert the sink changed meanwhile (retracted: pending again) is left to it."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE market.alerts SET delivery = CASE WHEN %s = 'failed' THEN 'failed' ELSE 'delivered' END, "
+            "webhook_status = %s, webhook_attempts = %s, webhook_error = %s, delivered_at = clock_timestamp() "
+            "WHERE id = %s AND delivery = 'sending'",
+            (webhook_status, webhook_status, attempts, error, alert_id),
+        )
+
+
+def release_unfinished(conn: psycopg.Connection) -> int:
+    """At the worker's start: alerts a previous worker took but did not finish are pending again."""
+    with conn.transaction():
+        return conn.execute("UPDATE market.alerts SET delivery = 'pending' WHERE delivery = 'sending'").rowcount
+
+
+__all__ = [
+    "AlertCounts",
+    "RuleError",
+    "add_rule",
+    "alert_history",
+    "chart_alerts",
+    "claim_pending",
+    "delete_rule",
+    "evaluate_batch",
+    "finish_delivery",
+    "latest_alert_per_symbol",
+    "list_rules",
+    "mark_published",
+    "release_unfinished",
+    "set_rule_enabled",
+    "validate_rule",
+    "CANDIDATE_COLUMNS",
+]
