@@ -185,6 +185,7 @@ write_secret_scopes() {  # after load_settings: Airflow's logins, each program's
   fix_ownership
 }
 
+_PRODUCER_MODE_GIVEN="${STOCKPIPE_PRODUCER_MODE+set}"  # set by the caller's environment, not .env
 load_settings() {
   # Ports etc. come from stockpipe.config (env, .env, defaults): one source of truth.
   local out
@@ -192,6 +193,10 @@ load_settings() {
     echo "$out" >&2; exit 1
   fi
   eval "$out"
+  # The producer mode is stack.sh's to act on; the services (Airflow's tasks) read it from .env and the
+  # defaults themselves, so switching modes takes a `make up`, not a restart of supervisord.
+  PRODUCER_MODE="${STOCKPIPE_PRODUCER_MODE:-service}"
+  [ -n "$_PRODUCER_MODE_GIVEN" ] || export -n STOCKPIPE_PRODUCER_MODE
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -366,15 +371,60 @@ up_kafka() {
 
 up_simulator() { start_program simulator "$STOCKPIPE_SIMULATOR_PORT" 60; }
 
+# The producer (STOCKPIPE_PRODUCER_MODE): `service` (default) = Airflow's market_producer DAG keeps
+# `python -m stockpipe.producer` running (relaunched when it dies); `airflow` = market_ingest's
+# per-minute runs; `supervisor` = the supervisord program `producer`. market_producer is unpaused
+# only in service mode (in the others a run would pause it again anyway).
+producer_dag() {  # producer_dag pause|unpause
+  local deadline=$(( $(date +%s) + 120 )) log="$LOGS/airflow-init.log"
+  # the dag-processor must have parsed it first (on a first start: within its refresh interval)
+  until airflow_cli dags details market_producer >>"$log" 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "    market_producer was not parsed within 120 s (see $LOGS/airflow-dag-processor.log); $1 it in the UI" >&2
+      return 0
+    fi
+    sleep 5
+  done
+  run_logged "$log" airflow_cli dags "$1" market_producer
+}
+
 up_producer() {
   step "producer"
-  if [ "${STOCKPIPE_PRODUCER_MODE:-airflow}" = "airflow" ]; then
-    [ "$(program_state producer)" = "RUNNING" ] && supervisorctl stop producer >/dev/null 2>&1
-    step_done "runs as Airflow's market_ingest DAG"; return
-  fi
+  case "$PRODUCER_MODE" in
+    service)
+      [ "$(program_state producer)" = "RUNNING" ] && supervisorctl stop producer >/dev/null 2>&1
+      producer_dag unpause
+      stale_producer_mode
+      step_done "runs under Airflow: market_producer keeps it alive (STOCKPIPE_PRODUCER_MODE=service)"; return ;;
+    airflow)
+      [ "$(program_state producer)" = "RUNNING" ] && supervisorctl stop producer >/dev/null 2>&1
+      producer_dag pause
+      step_done "runs as Airflow's market_ingest DAG, one cycle a minute (STOCKPIPE_PRODUCER_MODE=airflow)"; return ;;
+  esac
+  producer_dag pause
   if [ "$(program_state producer)" = "RUNNING" ]; then step_done "already up"; return; fi
   supervisorctl start producer >/dev/null 2>&1 || fail "see $LOGS/producer.log"
   step_done "started"
+}
+
+stale_producer_mode() {  # an Airflow started with another STOCKPIPE_PRODUCER_MODE in its environment
+  local pid env_mode
+  pid=$(supervisorctl pid airflow:airflow-scheduler 2>/dev/null || true)
+  [ -n "$pid" ] && [ -r "/proc/$pid/environ" ] || return 0
+  env_mode=$(tr '\0' '\n' < "/proc/$pid/environ" | sed -n 's/^STOCKPIPE_PRODUCER_MODE=//p')
+  if [ -n "$env_mode" ] && [ "$env_mode" != "$PRODUCER_MODE" ]; then
+    echo "    Airflow was started with STOCKPIPE_PRODUCER_MODE=$env_mode in its environment (its tasks follow it," \
+      "not $PRODUCER_MODE): 'make down && make up' once to switch" >&2
+  fi
+}
+
+producer_status_line() {  # make status's line for the producer when Airflow runs it (service mode)
+  local pid="-" state="down" user="-" port="$STOCKPIPE_PRODUCER_METRICS_PORT"
+  pid=$(pgrep -f -- "-m stockpipe\.producer\$" | head -1 || true)
+  if [ -n "$pid" ]; then state="up"; user=$(ps -o user= -p "$pid" 2>/dev/null | tr -d ' ' || echo -); else pid="-"; fi
+  printf '%-12s %-9s %-8s %-17s %-10s %s\n' producer "$state" "$pid" "127.0.0.1:$port" "$user" \
+    "under Airflow (market_producer)"
+  stale_producer_mode
 }
 
 component_port() {
@@ -575,6 +625,7 @@ cmd_status() {
   local running=0
   supervisord_running && running=1
   for c in "${ALL_COMPONENTS[@]}"; do
+    if [ "$c" = producer ] && [ "$PRODUCER_MODE" = service ]; then producer_status_line; continue; fi
     local state="down" pid="-" port; port=$(component_port "$c")
     if [ $running = 1 ]; then
       local line; line=$(supervisorctl status "$(supervisor_name "$c")" 2>/dev/null || true)
