@@ -251,6 +251,33 @@ def record_backfill_run(conn: psycopg.Connection, run: dict[str, Any]) -> None:
     )
 
 
+def session_bar_counts(
+    conn: psycopg.Connection, symbols: Sequence[str], bounds: Sequence[tuple[datetime, datetime]]
+) -> dict[tuple[str, int], int]:
+    """(symbol, i) → stored bars of ``symbol`` in ``bounds[i]`` = [open, close), for every pair."""
+    rows = conn.execute(
+        """
+        SELECT s.symbol, r.i::int - 1, count(b.ts)
+        FROM unnest(%s::text[]) AS s(symbol)
+        CROSS JOIN unnest(%s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY AS r(open, close, i)
+        LEFT JOIN market.bars_1m b ON b.symbol = s.symbol AND b.ts >= r.open AND b.ts < r.close
+        GROUP BY 1, 2
+        """,
+        (list(symbols), [b[0] for b in bounds], [b[1] for b in bounds]),
+    ).fetchall()
+    return {(symbol, i): count for symbol, i, count in rows}
+
+
+def queue_repair(conn: psycopg.Connection, symbol: str, ts: datetime, reason: str) -> None:
+    """Queue (or re-open) ``(symbol, ts)`` in ``ops.repair_queue``: its indicators and every later
+    one's must be recomputed (the backfill stored bars before already computed ones)."""
+    conn.execute(
+        "INSERT INTO ops.repair_queue AS q (symbol, ts, reason) VALUES (%s, %s, %s) "
+        "ON CONFLICT (symbol, ts) DO UPDATE SET reason = excluded.reason, flagged_at = now(), repaired_at = NULL",
+        (symbol, ts, reason),
+    )
+
+
 def first_pending_repair(
     conn: psycopg.Connection, symbols: Sequence[str], start: datetime, end: datetime
 ) -> datetime | None:
