@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_DATABASE, TEST_REDIS_DB
+
 ROOT = Path(__file__).resolve().parents[2]
 _HOME = Path(tempfile.mkdtemp(prefix="stockpipe-airflow-test-"))
 os.environ.update(
@@ -54,8 +56,9 @@ def simulator():
         yield sim
 
 
-AIRFLOW_TEST_DATABASE = "stockpipe_airflow_test"
-AIRFLOW_TEST_REDIS_DB = 14
+# Of this checkout's suite only when STOCKPIPE_TEST_DATABASE / _REDIS_DB name its own (tests/conftest.py).
+AIRFLOW_TEST_DATABASE = "stockpipe_airflow_test" if TEST_DATABASE == "stockpipe_test" else f"{TEST_DATABASE}_airflow"
+AIRFLOW_TEST_REDIS_DB = 14 if TEST_REDIS_DB == 15 else TEST_REDIS_DB
 
 
 @pytest.fixture(scope="session")
