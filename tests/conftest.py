@@ -32,7 +32,9 @@ TEST_REDIS_DB = int(os.environ.get("STOCKPIPE_TEST_REDIS_DB", "15"))
 def base_settings() -> Settings:
     base = load_settings()
     redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
-    return load_settings(pg_database=TEST_DATABASE, redis_url=redis_url, producer_metrics_port=0)
+    # the rules role's password (issue 15) until `make up` has generated one in .local/secrets.env
+    rules = {} if base.pg_rules_password.get_secret_value() else {"pg_rules_password": "stockpipe-test-rules"}
+    return load_settings(pg_database=TEST_DATABASE, redis_url=redis_url, producer_metrics_port=0, **rules)
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +52,8 @@ def pg_conn(base_settings: Settings, pg_database: str):
     with psycopg.connect(base_settings.pg_dsn("writer", pg_database), autocommit=True) as conn:
         conn.execute(
             "TRUNCATE market.bars_1m, market.indicators_1m, market.symbols, ops.stream_batches, "
-            "ops.repair_queue, ops.backfill_runs, ops.data_quality, ops.symbol_epochs, ops.stream_offsets"
+            "ops.repair_queue, ops.backfill_runs, ops.data_quality, ops.symbol_epochs, ops.stream_offsets, "
+            "market.alerts, market.alert_rules"
         )
         yield conn
 
