@@ -2,8 +2,9 @@
 ### stream_health — is the pipeline keeping up?
 
 Every 3 minutes: the streaming query's last micro-batch age and Kafka lag, per-symbol freshness of
-`market.bars_1m` during trading sessions, dead-letter growth, and market_ingest's API error rate
-(thresholds: `STOCKPIPE_HEALTH_*`). Results go to `ops.health_checks`.
+`market.bars_1m` and the age of the producer's last cycle (`ops.ingest_cycles`, written by
+`market_producer`'s loop) during trading sessions, dead-letter growth, and the producer's API error
+rate (thresholds: `STOCKPIPE_HEALTH_*`). Results go to `ops.health_checks`.
 
 A breach fails the run with one message naming every breached check, and alerts through
 `AlertNotifier` (task log + `STOCKPIPE_ALERT_WEBHOOK_URL` if set). A stalled stream — no micro-batch

@@ -4,6 +4,7 @@ in-thread simulator: the DAGs' tasks do what the platform needs, end to end."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -130,6 +131,11 @@ def _fresh_pipeline(settings, af_conn, minutes_ago: int, batch_minutes_ago: int)
         " VALUES (%s, 1, 5, 5, now() - make_interval(mins => %s))",
         (settings.stream_query_name, batch_minutes_ago),
     )
+    af_conn.execute(  # the producer's last cycle, as old as the newest bar
+        "INSERT INTO ops.ingest_cycles (run_id, interval_start, symbols, bars_fetched, bars_sent, dead_letters,"
+        " finished_at) VALUES ('market_producer/test', %s, %s, 1, 1, 0, now() - make_interval(mins => %s))",
+        (newest, len(settings.watchlist), minutes_ago),
+    )
 
 
 def test_stream_health_passes_when_fresh(dagbag, own_symbols, af_conn, webhook):
@@ -140,6 +146,7 @@ def test_stream_health_passes_when_fresh(dagbag, own_symbols, af_conn, webhook):
     assert webhook == []
     checks = dict(af_conn.execute("SELECT check_name, ok FROM ops.health_checks").fetchall())
     assert checks["stream_batch_age"] and checks["kafka_lag"] and checks[f"bar_age:{dag_env.watchlist[0]}"]
+    assert checks["producer_cycle_age"]
 
 
 def test_stream_health_fails_and_alerts_when_stale(dagbag, own_symbols, af_conn, webhook):
@@ -160,7 +167,8 @@ def test_stream_health_fails_and_alerts_when_stale(dagbag, own_symbols, af_conn,
     assert "stream stalled" in alert["detail"] and "3 messages wait" in alert["detail"]
     assert f"bar_age:{dag_env.watchlist[0]}" in alert["detail"]
     breached = {name for name, ok in af_conn.execute("SELECT check_name, ok FROM ops.health_checks") if not ok}
-    assert {"stream_batch_age", f"bar_age:{dag_env.watchlist[0]}"} <= breached
+    assert {"stream_batch_age", f"bar_age:{dag_env.watchlist[0]}", "producer_cycle_age"} <= breached
+    assert re.search(r"last producer cycle finished 36\d\ds ago", alert["detail"])
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ Checks (thresholds are ``STOCKPIPE_HEALTH_*`` settings):
   is the *stall* condition that gets the stream restarted.
 * ``bar_age:SYMBOL`` — during a trading session, seconds since the end of the symbol's newest stored bar.
 * ``dlq_growth`` — dead letters added since the previous health check.
-* ``api_error_rate`` — failed share of symbol fetches by market_ingest over the last 15 minutes.
+* ``producer_cycle_age`` — during a trading session, seconds since the producer last finished a cycle
+  (``ops.ingest_cycles``: market_producer's long-running loop, or market_ingest's runs).
+* ``api_error_rate`` — failed share of the producer's symbol fetches over the last 15 minutes.
 
 Every result is stored in ``ops.health_checks``; :meth:`HealthReport.message` is the one-paragraph
 explanation a failed run shows.
@@ -93,6 +95,17 @@ def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int] | None:
 
 
 # --- the checks ----------------------------------------------------------------------------------
+def producer_cycle_check(last_cycle: datetime | None, now: datetime, limit: float) -> Check:
+    """``producer_cycle_age``: seconds since the producer last finished a cycle (``ops.ingest_cycles``)."""
+    if last_cycle is None:
+        return Check("producer_cycle_age", None, limit, False, "the producer has recorded no cycle yet")
+    age = max((now - last_cycle).total_seconds(), 0.0)
+    detail = f"last producer cycle finished {age:.0f}s ago (limit {limit:.0f}s)"
+    if age > limit:
+        detail += ": is market_producer running (or STOCKPIPE_PRODUCER_MODE's producer)?"
+    return Check("producer_cycle_age", age, limit, age <= limit, detail)
+
+
 def check_health(
     settings: Settings,
     *,
@@ -192,6 +205,11 @@ def check_health(
                         f"newest {symbol} bar ended {age:.0f}s ago (limit {max_age:.0f}s)",
                     )
                 )
+
+        # the producer (market_producer's loop, supervisord's, or market_ingest's runs) keeps cycling
+        cycle_limit = settings.health_max_cycle_age_s
+        if session is not None and (now - session.open).total_seconds() > cycle_limit:
+            checks.append(producer_cycle_check(state.last_cycle, now, cycle_limit))
 
         dlq_offsets = topic_end_offsets(settings, settings.kafka_dlq_topic)
         if dlq_offsets is not None:

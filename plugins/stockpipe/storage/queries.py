@@ -120,6 +120,7 @@ class PipelineState:
     newest_bars: dict[str, datetime | None]  # :func:`newest_bar_times`
     ingest_failed: int  # :func:`ingest_error_rate` over :data:`INGEST_ERROR_WINDOW`
     ingest_attempted: int
+    last_cycle: datetime | None = None  # :func:`last_ingest_cycle`: the producer's newest finished cycle
 
 
 def pipeline_state(
@@ -130,11 +131,32 @@ def pipeline_state(
     now: datetime,
     bars_since: datetime | None = None,
 ) -> PipelineState:
-    """The stream's newest micro-batch, each symbol's newest bar (at or after ``bars_since``) and
-    market_ingest's failed/attempted symbol fetches over the last :data:`INGEST_ERROR_WINDOW`."""
+    """The stream's newest micro-batch, each symbol's newest bar (at or after ``bars_since``), the
+    producer's failed/attempted symbol fetches over the last :data:`INGEST_ERROR_WINDOW` and when its
+    last cycle finished."""
     failed, attempted = ingest_error_rate(conn, now - INGEST_ERROR_WINDOW)
     return PipelineState(
-        latest_stream_batch(conn, query_name), newest_bar_times(conn, symbols, bars_since), failed, attempted
+        latest_stream_batch(conn, query_name),
+        newest_bar_times(conn, symbols, bars_since),
+        failed,
+        attempted,
+        last_ingest_cycle(conn),
+    )
+
+
+def last_ingest_cycle(conn: psycopg.Connection) -> datetime | None:
+    """When the producer's newest cycle (any mode: ``ops.ingest_cycles``) finished; None: never."""
+    return conn.execute("SELECT max(finished_at) FROM ops.ingest_cycles").fetchone()[0]
+
+
+def recent_ingest_cycles(conn: psycopg.Connection, limit: int = 30) -> pd.DataFrame:
+    """The producer's newest cycles, newest first (the dashboard's Pipeline page)."""
+    return frame(
+        conn,
+        """SELECT finished_at, run_id, interval_start, symbols, bars_fetched, bars_sent, dead_letters,
+                  failed_symbols, duration_s
+           FROM ops.ingest_cycles ORDER BY finished_at DESC LIMIT %s""",
+        (limit,),
     )
 
 
@@ -151,7 +173,8 @@ def ingest_error_rate(conn: psycopg.Connection, since: datetime) -> tuple[int, i
 def record_ingest_cycle(
     conn: psycopg.Connection, run_id: str, interval_start: datetime, result: dict[str, Any]
 ) -> None:
-    """One market_ingest cycle in ``ops.ingest_cycles`` (``result``: run_ingest's summary)."""
+    """One producer cycle in ``ops.ingest_cycles`` (``result``: :func:`stockpipe.producer.cycles.cycle_result`)
+    — market_ingest's runs and the long-running loop's cycles alike."""
     conn.execute(
         "INSERT INTO ops.ingest_cycles (run_id, interval_start, symbols, failed_symbols, bars_fetched,"
         " bars_sent, dead_letters, duration_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -161,7 +184,7 @@ def record_ingest_cycle(
             result["symbols"],
             result["failed"],
             result["fetched"],
-            result["sent"] + result["resent"],
+            result["sent"] + result.get("resent", 0),
             result["dead_letters"],
             result["duration_s"],
         ),
