@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> None:
         default=settings.simulator_faults or None,
         help='initial faults as JSON, e.g. \'{"status_429": 2, "retry_after": 3}\' (see faults.py)',
     )
+    parser.add_argument(
+        "--universe-size",
+        type=int,
+        default=settings.simulator_universe_size,
+        help="symbols of /v3/reference/tickers and of the WebSocket's AM.*",
+    )
     parser.add_argument("--log-level", default=settings.log_level)
     args = parser.parse_args(argv)
 
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         plan=args.plan,
         faults=args.faults,
         admin_token=settings.simulator_admin_token.get_secret_value(),  # empty: /_admin stays closed
+        universe_size=args.universe_size,
     )
     serve(options, host=args.host, port=args.port, log_level=args.log_level)
 

@@ -6,10 +6,11 @@ Polygon endpoints (responses follow ../shared/reference/polygon-rest-openapi-sto
     GET /v2/aggs/ticker/{T}/prev
     GET /v2/aggs/grouped/locale/us/market/stocks/{date}
     GET /v1/open-close/{T}/{date}
-    GET /v3/reference/tickers/{T}
+    GET /v3/reference/tickers (the universe, paged),  GET /v3/reference/tickers/{T}
     GET /v2/snapshot/locale/us/markets/stocks/tickers/{T}
     GET /v2/last/trade/{T}
     GET /v1/marketstatus/now,  GET /v1/marketstatus/upcoming
+    WebSocket /stocks, /delayed/stocks  (Massive's real-time and delayed clusters: see .stream)
 
 Behaviour worth knowing:
 
@@ -79,11 +80,13 @@ from .clock import ClockMode, make_clock, new_york_day, new_york_midnight_s
 from .faults import FaultPlan, FaultRequest, break_bar
 from .market import SUPPORTED_TIMESPANS, SimulatedMarket
 from .model import (
+    DEFAULT_UNIVERSE_SIZE,
     MARKET_UNIVERSE,
     Aggregate,
     anchor_price,
     company_name,
     is_known_symbol,
+    market_universe,
     seeded_rng,
     symbol_profile,
 )
@@ -128,6 +131,7 @@ class SimulatorOptions:
     now: Callable[[], float] = time.time  # market time, unix seconds; tests freeze it
     faults: dict[str, Any] | None = None  # initial faults, same JSON as POST /_admin/faults
     admin_token: str = ""  # X-Admin-Token of /_admin/*; empty: /_admin answers 401 to everyone
+    universe_size: int = DEFAULT_UNIVERSE_SIZE  # symbols of /v3/reference/tickers and the WebSocket's AM.*
 
 
 ADMIN_TOKEN_HEADER = "X-Admin-Token"
@@ -223,6 +227,7 @@ class SimulatorState:
         self.options = options
         self.clock = make_clock(options.clock)
         self.market = SimulatedMarket(options.seed, self.clock)
+        self.stream: Any = None  # the WebSocket API's MinuteFeed (stream.py), set by create_app
         self.faults = FaultPlan()
         self.log = RequestLog()
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -379,6 +384,14 @@ def _decode_cursor(cursor: str) -> dict:
     return values
 
 
+def _desc_after(symbols_desc: list[str], after: str) -> int:
+    """Index of the first symbol after ``after`` in a descending list."""
+    index = 0
+    while index < len(symbols_desc) and symbols_desc[index] >= after:
+        index += 1
+    return index
+
+
 class BadRequest(Exception):
     """A request Polygon would answer with 400."""
 
@@ -394,6 +407,9 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
         openapi_url="/_admin/openapi.json",
     )
     app.state.simulator = state
+    from .stream import register_websocket  # the WebSocket API (/stocks, /delayed/stocks): stream.py
+
+    state.stream = register_websocket(app, state, state.options.universe_size)
 
     # --- the gate every Polygon request passes: auth, free tier, faults, request log ----------
     @app.middleware("http")
@@ -572,6 +588,63 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
         }
 
     # --- reference ----------------------------------------------------------------------------
+    @app.get("/v3/reference/tickers")
+    def list_tickers(
+        request: Request,
+        market: str | None = None,
+        active: bool = True,
+        search: str | None = None,
+        order: Literal["asc", "desc"] = "asc",
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = None,
+    ):
+        """The universe (``universe_size`` symbols), by ticker, ``limit`` per page with ``next_url``."""
+        after = None
+        if cursor:
+            try:
+                paging = _decode_cursor(cursor)
+                after, limit, order = str(paging["after"]), int(paging["limit"]), paging["order"]
+                market, search, active = paging.get("market"), paging.get("search"), bool(paging.get("active", True))
+            except (ValueError, KeyError, TypeError) as error:
+                raise BadRequest(f"Invalid cursor: {error}") from None
+        symbols: list[str] = []
+        if active and market in (None, "stocks"):
+            symbols = list(market_universe(state.options.universe_size))
+            if search:
+                needle = search.lower()
+                symbols = [s for s in symbols if needle in s.lower() or needle in company_name(s).lower()]
+            if order == "desc":
+                symbols.reverse()
+            if after is not None:
+                index = bisect.bisect_right(symbols, after) if order == "asc" else _desc_after(symbols, after)
+                symbols = symbols[index:]
+        page = symbols[:limit]
+        results = []
+        for ticker in page:
+            rng = seeded_rng(state.seed, ticker, "reference")  # the draws of ticker_details, in its order
+            rng.integers(0, 40 * 365)
+            results.append(
+                {
+                    "ticker": ticker,
+                    "name": company_name(ticker),
+                    "market": "stocks",
+                    "locale": "us",
+                    "primary_exchange": "XNAS" if rng.random() < 0.6 else "XNYS",
+                    "type": "CS",
+                    "active": True,
+                    "currency_name": "usd",
+                    "last_updated_utc": "2026-01-02T00:00:00Z",
+                }
+            )
+        body: dict[str, Any] = {"results": results, "status": "OK", "request_id": _request_id(request)}
+        body["count"] = len(results)
+        if len(symbols) > limit:
+            paging = {"after": page[-1], "limit": limit, "order": order, "market": market, "search": search}
+            paging["active"] = active
+            base = str(request.base_url).rstrip("/")
+            body["next_url"] = f"{base}/v3/reference/tickers?cursor={_encode_cursor(paging)}"
+        return JSONResponse(body)
+
     @app.get("/v3/reference/tickers/{ticker}")
     def ticker_details(request: Request, ticker: str, as_of: str | None = Query(None, alias="date")):
         # `date` (details as of a day) is accepted and ignored: simulated companies never change.
@@ -734,7 +807,7 @@ def create_app(options: SimulatorOptions | None = None, state: SimulatorState | 
     @app.get("/_admin/stats")
     def stats():
         keys = {key_id(key): entry for key, entry in state.log.stats().items()}
-        return {"keys": keys, "faults": state.faults.describe()}
+        return {"keys": keys, "faults": state.faults.describe(), "websocket": state.stream.describe()}
 
     @app.post("/_admin/reset")
     def reset():

@@ -23,6 +23,12 @@ late_bars          [{"symbol", "ts", "delay_s"}]: that minute appears only delay
 corrections        [{"symbol", "ts", optional open/high/low/close/volume/vwap/trades}]: from now
                    on that minute is served with these values (none given: close +0.5 %, high
                    follows, volume +1 %)
+ws_drop            WebSocket: the next n minute closes drop every connection (close code 1011)
+                   instead of sending that minute's AM events
+ws_stall_s         WebSocket: at the next minute close every connection goes silent this many
+                   seconds (kept open; the AM events of the minutes closing meanwhile are never sent)
+ws_malformed       WebSocket: the next n AM frames carry one broken event (ws_malformed_kind,
+                   the kinds of malformed_kind; not_json cuts the whole frame short)
 =================  ===========================================================================
 
 "Market-data requests" are ``/v2/*`` (aggregates, snapshot, last trade) and ``/v1/open-close/*``;
@@ -80,6 +86,10 @@ class FaultRequest(BaseModel):
     malformed_kind: MalformedKind | None = None
     late_bars: list[LateBarSpec] = Field(default_factory=list)
     corrections: list[CorrectionSpec] = Field(default_factory=list)
+    ws_drop: int | None = Field(None, ge=0)
+    ws_stall_s: float | None = Field(None, ge=0)
+    ws_malformed: int | None = Field(None, ge=0)
+    ws_malformed_kind: MalformedKind | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,10 @@ class FaultPlan:
             self.slow: int | None = None
             self.malformed = 0
             self.malformed_kind: MalformedKind = "high_below_low"
+            self.ws_drop = 0
+            self.ws_stall_s = 0.0
+            self.ws_malformed = 0
+            self.ws_malformed_kind: MalformedKind = "high_below_low"
 
     def update(self, request: FaultRequest) -> None:
         given = request.model_fields_set - {"late_bars", "corrections"}
@@ -140,6 +154,28 @@ class FaultPlan:
             self.malformed -= 1
             return self.malformed_kind
 
+    def take_ws_drop(self) -> bool:
+        """Consume one WebSocket drop (at a minute close), if any is pending."""
+        with self._lock:
+            if self.ws_drop <= 0:
+                return False
+            self.ws_drop -= 1
+            return True
+
+    def take_ws_stall(self) -> float:
+        """The pending WebSocket stall in seconds (consumed), or 0."""
+        with self._lock:
+            stall, self.ws_stall_s = self.ws_stall_s, 0.0
+            return stall
+
+    def take_ws_malformed(self) -> MalformedKind | None:
+        """Consume one malformed-frame fault, if any is pending."""
+        with self._lock:
+            if self.ws_malformed <= 0:
+                return None
+            self.ws_malformed -= 1
+            return self.ws_malformed_kind
+
     def describe(self) -> dict:
         with self._lock:
             return {
@@ -151,6 +187,10 @@ class FaultPlan:
                 "slow": self.slow,
                 "malformed": self.malformed,
                 "malformed_kind": self.malformed_kind,
+                "ws_drop": self.ws_drop,
+                "ws_stall_s": self.ws_stall_s,
+                "ws_malformed": self.ws_malformed,
+                "ws_malformed_kind": self.ws_malformed_kind,
             }
 
 

@@ -85,6 +85,14 @@ class SimulatedMarket:
                 ],
             }
 
+    def adjustments_at(self, start_s: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """The injected faults of one minute: {symbol: late delay_s}, {symbol: corrected values}."""
+        minute = _minute(start_s)
+        with self._lock:
+            late = {symbol: delay for (symbol, at), delay in self._adjustments.late_delay_s.items() if at == minute}
+            fixed = {symbol: dict(v) for (symbol, at), v in self._adjustments.corrections.items() if at == minute}
+        return late, fixed
+
     # --- minute bars --------------------------------------------------------------------------
     def trading_day(self, day: date) -> TradingDay:
         return self.clock.trading_day(day)

@@ -59,6 +59,41 @@ COMPANY_NAMES: dict[str, str] = {
 MARKET_UNIVERSE: tuple[str, ...] = tuple(COMPANY_NAMES)
 
 
+DEFAULT_UNIVERSE_SIZE = 10_000
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@lru_cache(maxsize=4)
+def market_universe(size: int = DEFAULT_UNIVERSE_SIZE) -> tuple[str, ...]:
+    """The ``size`` symbols the whole-market endpoints serve (``/v3/reference/tickers``, the
+    WebSocket's ``AM.*``), sorted: the named companies, then 1-4 letter tickers in a fixed
+    pseudo-random order (the same on every run and for every seed; never a ``ZZZ`` one)."""
+    named = set(MARKET_UNIVERSE)
+    if size <= len(named):
+        return tuple(sorted(MARKET_UNIVERSE[:size]))
+    letters = np.array(list(_ALPHABET))
+    counts = [26**n for n in range(1, 5)]
+    order = np.random.default_rng(20261201).permutation(sum(counts))
+    chosen = list(named)
+    for index in order:
+        index = int(index)
+        length = 1
+        while index >= counts[length - 1]:
+            index -= counts[length - 1]
+            length += 1
+        digits = []
+        for _ in range(length):
+            index, digit = divmod(index, 26)
+            digits.append(letters[digit])
+        symbol = "".join(reversed(digits))
+        if symbol in named or symbol.startswith(UNKNOWN_SYMBOL_PREFIX):
+            continue
+        chosen.append(symbol)
+        if len(chosen) == size:
+            break
+    return tuple(sorted(chosen))
+
+
 def is_known_symbol(symbol: str) -> bool:
     """Whether the simulated market lists ``symbol`` (case-sensitive, like Polygon)."""
     return bool(KNOWN_SYMBOL_PATTERN.match(symbol)) and not symbol.startswith(UNKNOWN_SYMBOL_PREFIX)

@@ -66,6 +66,7 @@ def start_in_thread(
     faults: dict[str, Any] | None = None,
     log_level: str = "warning",
     admin_token: str | None = None,
+    universe_size: int | None = None,
 ) -> RunningSimulator:
     """Start a simulator in a daemon thread and return once it accepts connections.
 
@@ -78,6 +79,8 @@ def start_in_thread(
     )
     if now is not None:
         options.now = now
+    if universe_size is not None:
+        options.universe_size = universe_size
     state = SimulatorState(options)
     server = uvicorn.Server(_uvicorn_config(create_app(state=state), host, port, log_level))
 
