@@ -454,9 +454,39 @@ def market_source(
         settings.rate_limit_per_minute,
         settings.market_data_key,
         window_s=settings.rate_limit_window_s,
+        guard_s=settings.rate_limit_guard_s,
         reserve=backfill_reserve(settings.rate_limit_per_minute) if priority == "backfill" else 0,
         on_wait=metrics.RATE_LIMIT_WAIT.inc,
         sleep=sleep,
     )
     api = PolygonSource(settings.market_data_key, base_url=settings.market_data_url, timeout=settings.http_timeout_s)
     return MarketSource(settings, api, limiter, sleep=sleep)
+
+
+#: Massive's stocks WebSocket clusters (``massive.websocket.models.Feed``), by STOCKPIPE_WEBSOCKET_CLUSTER.
+WEBSOCKET_CLUSTERS = {"real-time": "socket.massive.com", "delayed": "delayed.massive.com"}
+
+
+def market_websocket(settings: Settings, subscriptions: list[str], **kwargs: Any) -> Any:
+    """The official ``massive.WebSocketClient`` of ``settings``, on the stocks cluster of
+    ``STOCKPIPE_WEBSOCKET_CLUSTER``: Massive's (``wss://socket.massive.com/stocks`` or
+    ``wss://delayed.massive.com/stocks``) with a key, else the simulator's (``ws://`` on loopback,
+    the cluster a path prefix). Raw frames (the caller parses and dead-letters them) and no
+    reconnects of its own: the caller reconnects, so that it knows when to refill the gap.
+    ``kwargs`` go to the client (e.g. ``max_reconnects``)."""
+    from massive import WebSocketClient
+
+    if settings.uses_simulator:
+        delayed = "/delayed" if settings.websocket_cluster == "delayed" else ""
+        where, secure = f"{settings.simulator_host}:{settings.simulator_port}{delayed}", False
+    else:
+        where, secure = WEBSOCKET_CLUSTERS[settings.websocket_cluster], True
+    options: dict[str, Any] = {"raw": True, "max_reconnects": 0, **kwargs}
+    return WebSocketClient(
+        api_key=settings.market_data_key,
+        feed=where,
+        market="stocks",
+        subscriptions=subscriptions,
+        secure=secure,
+        **options,
+    )

@@ -125,8 +125,9 @@ def test_airflow_plaintext_connection_holds_no_credentials():
         (r"\b(Producer|Consumer|AdminClient)\(", "kafka_producer, kafka_consumer, kafka_admin"),
         (r"psycopg\.connect\(", "pg_connect, pg_pool"),
         (r"post\(\s*\"/auth/token", "airflow_client"),
+        (r"(=|return|await)\s*(massive\.)?WebSocketClient\(", "market_websocket"),
     ],
-    ids=["kafka", "postgres", "airflow-login"],
+    ids=["kafka", "postgres", "airflow-login", "market-websocket"],
 )
 def test_clients_are_only_built_in_the_clients_module(pattern: str, use: str):
     found = subprocess.run(
@@ -149,3 +150,24 @@ def test_spark_jobs_started_by_airflow_get_the_connections_kafka_settings(monkey
     assert clients.spark_kafka_options(load_settings()) == clients.spark_kafka_options(settings)
     plaintext = kafka_env(load_settings(kafka_security_protocol="PLAINTEXT", kafka_sasl_password="p"))
     assert "STOCKPIPE_KAFKA_SASL_PASSWORD" not in plaintext and plaintext["STOCKPIPE_KAFKA_SECURITY_PROTOCOL"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "url", "key"),
+    [
+        ({}, "ws://127.0.0.1:8090/stocks", "stockpipe-simulator"),
+        ({"websocket_cluster": "delayed"}, "ws://127.0.0.1:8090/delayed/stocks", "stockpipe-simulator"),
+        ({"polygon_api_key": "k-1"}, "wss://socket.massive.com/stocks", "k-1"),
+        ({"polygon_api_key": "k-1", "websocket_cluster": "delayed"}, "wss://delayed.massive.com/stocks", "k-1"),
+    ],
+    ids=["simulator", "simulator-delayed", "massive", "massive-delayed"],
+)
+def test_market_websocket_is_massives_client_on_the_configured_cluster(overrides: dict, url: str, key: str):
+    from massive import WebSocketClient
+
+    settings = load_settings(simulator_host="127.0.0.1", simulator_port=8090, simulator_api_key="stockpipe-simulator",
+                             **overrides)  # fmt: skip
+    client = clients.market_websocket(settings, ["AM.AAPL"])
+    assert isinstance(client, WebSocketClient)
+    assert (client.url, client.api_key, client.scheduled_subs) == (url, key, {"AM.AAPL"})
+    assert client.raw is True and client.max_reconnects == 0  # the feed parses frames and reconnects itself
