@@ -350,6 +350,15 @@ def health_checks() -> pd.DataFrame:
         return pd.DataFrame()
 
 
+@st.cache_data(ttl=5, show_spinner=False)
+def ingest_cycles(limit: int = 30) -> pd.DataFrame:
+    """The producer's newest cycles (``ops.ingest_cycles``), newest first; empty before the first."""
+    try:
+        return read(queries.recent_ingest_cycles, limit)
+    except SchemaMissing:  # ops.ingest_cycles comes with the Airflow layer's migration
+        return pd.DataFrame()
+
+
 # --- Kafka ---------------------------------------------------------------------------------------
 def _kafka_down(s: Settings, error: Exception) -> ServiceDown:
     return ServiceDown("Kafka", s.kafka_bootstrap, str(error) or type(error).__name__)

@@ -1,4 +1,5 @@
-"""Pipeline: streaming micro-batches, stream lag, dead letters, freshness, Airflow DAG runs."""
+"""Pipeline: the producer's cycles, streaming micro-batches, stream lag, dead letters, freshness,
+Airflow DAG runs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,48 @@ WINDOWS = {
 }
 
 st.title("Pipeline")
+
+
+PRODUCER_MODES = {
+    "service": "a long-running service that Airflow's `market_producer` DAG keeps alive",
+    "airflow": "`market_ingest`'s runs, one cycle a minute",
+    "supervisor": "supervisord's `producer` program",
+}
+
+
+def producer() -> None:
+    st.subheader("Producer")
+    cycles = data.ingest_cycles(30)
+    who = PRODUCER_MODES.get(settings.producer_mode, settings.producer_mode)
+    if cycles.empty:
+        st.info(f"No producer cycle recorded yet (`ops.ingest_cycles`). The producer runs as {who}.")
+        return
+    finished = pd.to_datetime(cycles["finished_at"], utc=True)
+    age = pd.Timestamp.now(tz="UTC") - finished.iloc[0]
+    limit = timedelta(seconds=settings.health_max_cycle_age_s)
+    cols = st.columns(4)
+    cols[0].metric("Last cycle", ui.duration(age), "stale" if age > limit else None, delta_color="inverse")
+    cols[1].metric("Bars sent", f"{int(cycles['bars_sent'].sum()):,}", help=f"over the last {len(cycles)} cycles")
+    failed = int(cycles["failed_symbols"].map(len).sum())
+    cols[2].metric("Failed fetches", f"{failed:,}", help=f"of {int(cycles['symbols'].sum()):,} symbol fetches")
+    cols[3].metric("Cycle time p50", f"{cycles['duration_s'].median():.1f} s")
+    table = pd.DataFrame(
+        {
+            "finished": [ui.ny_stamp(t) for t in finished],
+            "run": cycles["run_id"],
+            "symbols": cycles["symbols"],
+            "fetched": cycles["bars_fetched"],
+            "sent": cycles["bars_sent"],
+            "dead letters": cycles["dead_letters"],
+            "failed symbols": [", ".join(f) for f in cycles["failed_symbols"]],
+            "seconds": cycles["duration_s"].round(1),
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch", key="ingest-cycles")
+    st.caption(
+        f"The producer runs as {who} (STOCKPIPE_PRODUCER_MODE={settings.producer_mode}); one row per cycle. "
+        f"stream_health fails when none finished for {ui.duration(limit)} during a session."
+    )
 
 
 def streaming() -> None:
@@ -119,5 +162,5 @@ def airflow() -> None:
     )
 
 
-for section in (streaming, freshness, kafka, airflow):
+for section in (producer, streaming, freshness, kafka, airflow):
     ui.guarded(section)

@@ -236,6 +236,27 @@ def test_pipeline_page_batches_freshness_dead_letters_and_dag_runs(seeded, kafka
     assert not at.error
 
 
+def test_pipeline_page_shows_the_producer_cycles(pg_conn, redis_client, app_env, monkeypatch):
+    monkeypatch.setenv("STOCKPIPE_PRODUCER_MODE", "service")
+    pg_conn.execute("DELETE FROM ops.ingest_cycles")
+    for n, failed in enumerate([[], ["ZMSF"], []]):  # three cycles a minute apart, the newest 20 s ago
+        pg_conn.execute(
+            "INSERT INTO ops.ingest_cycles (run_id, interval_start, symbols, failed_symbols, bars_fetched,"
+            " bars_sent, dead_letters, duration_s, finished_at) VALUES ('market_producer/scheduled__1',"
+            " date_trunc('minute', now()), 2, %s, 2, 2, 0, %s, now() - make_interval(secs => %s))",
+            (failed, 1.5 + n, 20 + 60 * n),
+        )
+    at = run_page("pipeline")
+    found = metrics(at)
+    assert found["Last cycle"][0] in {f"{n} s" for n in range(20, 30)} and found["Last cycle"][1] == ""
+    assert found["Bars sent"][0] == "6" and found["Failed fetches"][0] == "1"
+    cycles = next(df.value for df in at.dataframe if "run" in df.value.columns)
+    assert cycles["run"].tolist() == ["market_producer/scheduled__1"] * 3
+    assert cycles["failed symbols"].tolist() == ["", "ZMSF", ""]
+    assert "market_producer" in texts(at, "caption")
+    pg_conn.execute("DELETE FROM ops.ingest_cycles")
+
+
 def test_kafka_page_topics_tail_and_group_lag(kafka_seeded):
     settings, group, expected_lag = kafka_seeded
     at = run_page("kafka")
