@@ -14,7 +14,7 @@ EXPECTED = {
     "market_stream": {"stream_indicators"},
     "market_producer": {"run_producer"},
     "stream_health": {"assess", "restart_stalled_stream", "verdict"},
-    "market_backfill": {"plan", "fetch_bars", "compute_indicators", "check_day"},
+    "market_backfill": {"prepare", "compute_indicators", "check_day"},
     "postgres_maintenance": {
         "ensure_partitions",
         "apply_retention",
@@ -82,7 +82,7 @@ def test_backfill_wiring(dagbag):
     spark = dag.get_task("compute_indicators")
     assert spark.application.endswith("spark_jobs/backfill_indicators.py")
     assert spark._conn_id == "spark_default"
-    assert dag.get_task("fetch_bars").downstream_task_ids == {"compute_indicators"}
+    assert dag.get_task("prepare").downstream_task_ids == {"compute_indicators"}
     assert spark.downstream_task_ids == {"check_day"}
     assert dag.max_active_runs == 1
 
