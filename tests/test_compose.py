@@ -86,7 +86,7 @@ def test_services(compose):
     required = {
         "kafka", "kafka-ui", "postgres", "redis",
         "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-        "simulator", "producer", "dashboard", "exporter", "prometheus",
+        "simulator", "producer", "dashboard", "exporter", "prometheus", "alerts",
     }  # fmt: skip
     assert required <= services, sorted(required - services)
     images = {name: s.get("image", "") for name, s in compose["services"].items()}
@@ -224,7 +224,8 @@ def test_spark_cluster_profile(compose):
 # --- least privilege (DESIGN.md invariant 7) -----------------------------------------------------------
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "API_KEY", "WEBHOOK")
 REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")
-OPTIONAL_SECRETS = ("POLYGON_API_KEY", "STOCKPIPE_ALERT_WEBHOOK_URL")  # empty: the simulator / no webhook
+# empty: the simulator / no webhook
+OPTIONAL_SECRETS = ("POLYGON_API_KEY", "STOCKPIPE_ALERT_WEBHOOK_URL", "STOCKPIPE_USER_ALERTS_WEBHOOK_URL")
 
 
 def raw_environment(service: dict[str, Any]) -> dict[str, str]:
@@ -259,8 +260,11 @@ def test_no_default_passwords(compose):
 def test_each_service_gets_only_its_secrets(compose):
     assert holders(compose, "POLYGON_API_KEY") == {"producer", "airflow-scheduler", "airflow-init"}
     assert holders(compose, "STOCKPIPE_PG_WRITER_PASSWORD") == {
-        "producer", "airflow-scheduler", "airflow-init", "stockpipe-init"
+        "producer", "airflow-scheduler", "airflow-init", "stockpipe-init", "alerts"
     }  # fmt: skip
+    # the rules role's password: the init job creates the role (the dashboard's Alerts page will hold it too)
+    assert holders(compose, "STOCKPIPE_PG_RULES_PASSWORD") == {"stockpipe-init"}
+    assert holders(compose, "STOCKPIPE_USER_ALERTS_WEBHOOK_URL") == {"alerts"}
     assert holders(compose, "STOCKPIPE_SIMULATOR_ADMIN_TOKEN") == {"simulator"}
     for reader in ("dashboard", "exporter"):
         env = raw_environment(compose["services"][reader])

@@ -38,6 +38,8 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "dashboard": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "exporter": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "prometheus": (),
+    # the alerts delivery worker: claims and updates market.alerts (writer), publishes on Redis, POSTs webhooks
+    "alerts": ("pg_writer_password", "redis_password", "user_alerts_webhook_url"),
     # the standalone cluster's master and worker (STOCKPIPE_SPARK_CLUSTER=standalone): the jobs' code
     # reaches the executors with the driver's settings, the daemons themselves hold no secret
     "spark": (),

@@ -172,8 +172,15 @@ class Worker:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stockpipe.alerts.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="deliver what is pending, then exit")
+    parser.add_argument("--check", action="store_true", help="exit 0 when PostgreSQL and Redis answer (healthcheck)")
     args = parser.parse_args(argv)
     setup_logging("INFO", stream=sys.stderr)
+    if args.check:
+        settings = get_settings()
+        with pg_connect(settings, "writer", connect_timeout=5) as conn:
+            conn.execute("SELECT count(*) FROM market.alerts WHERE delivery = 'pending'")
+        settings.redis_client(socket_timeout=5).ping()
+        return
     worker = Worker(get_settings())
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     try:
