@@ -183,6 +183,19 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = Field(
         60, ge=1, description="Window of the rate limit in seconds (60 = per minute; tests shrink it)."
     )
+    rate_limit_guard_s: float = Field(
+        0.25,
+        ge=0,
+        le=10,
+        description="Guard band added to the rate-limit window, in seconds: covers the varying delay between a "
+        "slot's grant and the request's arrival at the server (loopback: milliseconds).",
+    )
+    producer_policy: Literal["planned", "cycle"] = Field(
+        "planned",
+        description="planned: each symbol is fetched at its planned offset after the minute closes, within the rate "
+        "limit (stockpipe.producer.schedule); cycle: the whole watchlist back to back every "
+        "STOCKPIPE_PRODUCER_INTERVAL_S (the former policy).",
+    )
     retry_attempts: int = Field(3, ge=0, description="Retries of one API call (after the first try).")
     retry_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles per retry (1, 2, 4 s).")
     metadata_ttl_s: int = Field(6 * 3600, ge=0, description="TTL of cached ticker details in Redis.")

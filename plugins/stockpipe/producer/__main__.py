@@ -1,8 +1,11 @@
 """``python -m stockpipe.producer [--once] [--symbols A,B]``
 
-Without ``--once`` it runs a cycle every ``STOCKPIPE_PRODUCER_INTERVAL_S`` seconds (aligned to the
-clock) and serves Prometheus metrics on 127.0.0.1; ``--once`` runs one cycle (Airflow's task) and
-exits non-zero when a symbol was skipped.
+Without ``--once`` it runs until stopped and serves Prometheus metrics on 127.0.0.1: by default
+(``STOCKPIPE_PRODUCER_POLICY=planned``) one cycle a minute, each symbol fetched at its planned
+offset after the minute closes (:mod:`stockpipe.producer.schedule`); with ``cycle`` the whole
+watchlist back to back every ``STOCKPIPE_PRODUCER_INTERVAL_S`` seconds. ``--once`` runs one
+cycle of the whole watchlist at once (Airflow's market_ingest task, tests) and exits non-zero
+when a symbol was skipped.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import start_http_server
 
-from stockpipe.config import load_settings
+from stockpipe.config import Settings, load_settings
 from stockpipe.logs import setup_logging
-from stockpipe.producer.core import MarketProducer, Stopping
+from stockpipe.producer.core import CycleSummary, MarketProducer, Stopping
 from stockpipe.producer.cycles import record_loop_cycle
 
 log = logging.getLogger("stockpipe.producer")
@@ -41,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.info("Using Massive (formerly Polygon.io) at %s", settings.polygon_base_url)
     log.info(
-        "watchlist: %d symbols, %d API calls/min shared, every %.0fs",
+        "watchlist: %d symbols, %d API calls/min shared, %s",
         len(settings.watchlist),
         settings.rate_limit_per_minute,
-        settings.producer_interval_s,
+        "each symbol at its planned offset after the minute closes"
+        if settings.producer_policy == "planned" and not args.once
+        else f"the whole watchlist every {settings.producer_interval_s:.0f}s",
     )
 
     stop = threading.Event()
@@ -64,20 +70,49 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(settings.producer_metrics_port, addr=settings.metrics_host)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cycles = planned_cycles if settings.producer_policy == "planned" else interval_cycles
+    for summary, started in cycles(producer, settings, stop):
+        record_loop_cycle(settings, summary, started)  # one ops.ingest_cycles row; never raises
+    producer.close()
+    log.info("producer stopped")
+    return 0
+
+
+def interval_cycles(
+    producer: MarketProducer, settings: Settings, stop: threading.Event
+) -> Iterator[tuple[CycleSummary, datetime]]:
+    """STOCKPIPE_PRODUCER_POLICY=cycle: the whole watchlist back to back every
+    STOCKPIPE_PRODUCER_INTERVAL_S, a few seconds past the interval grid (the former policy)."""
     while not stop.is_set():
         started = datetime.now(UTC)
         try:
             summary = producer.run_cycle()
         except Stopping:
-            break
-        record_loop_cycle(settings, summary, started)  # one ops.ingest_cycles row; never raises
+            return
+        yield summary, started
         interval = settings.producer_interval_s
         # next tick on the interval grid, a few seconds past the minute so the last bar has closed
         wait = interval - (time.time() % interval) + min(2.0, interval / 10)
         stop.wait(wait)
-    producer.close()
-    log.info("producer stopped")
-    return 0
+
+
+def planned_cycles(
+    producer: MarketProducer, settings: Settings, stop: threading.Event
+) -> Iterator[tuple[CycleSummary, datetime]]:
+    """STOCKPIPE_PRODUCER_POLICY=planned: one cycle per minute, each symbol fetched at its planned
+    offset after the minute closed (stockpipe.producer.schedule). The first cycle is the minute
+    that closed last (its late calls run at once: a catch-up); a cycle that ran past the next
+    minute's calls (limiter waits, retries) goes on with the current minute, whose fetches bring
+    whatever closed since each checkpoint."""
+    minute = int(producer.clock().timestamp() // 60)
+    while not stop.is_set():
+        started = datetime.now(UTC)
+        try:
+            summary = producer.run_planned_minute(minute)
+        except Stopping:
+            return
+        yield summary, started
+        minute = max(minute + 1, int(producer.clock().timestamp() // 60))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ Guarantees:
   granted (a wait for the limit never leaves the newest closed bar out);
 - a symbol without a checkpoint starts at the open of the current (or last) session: one call covers
   the day, so a first start leaves no hole before it;
+- with the polling plan (:mod:`stockpipe.producer.schedule`, the long-running loop's default) each
+  symbol is fetched at its planned offset after the minute closes, within the rate limit, instead
+  of the whole watchlist back to back;
 - one failing symbol never stops the others;
 - the market-data plan is learned from the answers and said once (:mod:`stockpipe.producer.plan`);
   on an end-of-day plan live ingest idles.
@@ -22,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +37,7 @@ from stockpipe import clients, contract
 from stockpipe.calendar import trading_calendar
 from stockpipe.config import REDIS_META_KEY as META_KEY
 from stockpipe.config import Settings
-from stockpipe.producer import metrics, plan
+from stockpipe.producer import metrics, plan, schedule
 from stockpipe.sources.polygon import Bar, NotEntitled, RetryableSourceError
 
 log = logging.getLogger("stockpipe.producer")
@@ -125,6 +128,9 @@ class MarketProducer:
         self.kafka = kafka_producer or clients.kafka_producer(
             settings, "producer", **{"message.timeout.ms": int(delivery_timeout_s * 1000)}
         )
+        self._plan_key: tuple | None = None  # what the cached polling plan was made for
+        self._plan: schedule.PollingPlan | None = None
+        self._stale: dict[str, dict[str, float]] = {}
 
     # -- the plan ------------------------------------------------------------------------------
     def _learn_plan(self, which: plan.Plan) -> None:
@@ -288,14 +294,27 @@ class MarketProducer:
         metrics.METADATA_CACHE_HITS.inc()
         return json.loads(cached) or None
 
-    def run_cycle(self, symbols: list[str] | None = None) -> CycleSummary:
+    def run_cycle(
+        self,
+        symbols: list[str] | None = None,
+        *,
+        calls: Sequence[schedule.Call] | None = None,
+        metadata_calls: int | None = None,
+    ) -> CycleSummary:
         """Bars first, metadata after: under a tight rate limit the first cycle's ticker-details
         calls must not hold up the prices. A symbol whose fetch returns nothing and whose details
-        say it does not exist is reported as unknown."""
+        say it does not exist is reported as unknown. With ``calls`` (one minute of the polling
+        plan, :meth:`run_planned_minute`) each symbol is fetched at its planned time; without, the
+        symbols are fetched back to back. At most ``metadata_calls`` ticker details are refreshed
+        (all when None); the others wait for a later cycle."""
         started = time.monotonic()
         summary = CycleSummary()
         uncached: list[str] = []
-        for symbol in symbols or self.settings.watchlist:
+        if calls is None:
+            calls = [schedule.Call(0.0, symbol, 0.0) for symbol in symbols or self.settings.watchlist]
+        for call in calls:
+            symbol = call.symbol
+            self.wait_until(call.at)
             try:
                 cached = self._cached_metadata(symbol)
                 if cached is None:
@@ -327,7 +346,7 @@ class MarketProducer:
                 log.exception("skipping %s this cycle: %s", symbol, error)
                 summary.results.append(SymbolResult(symbol, error=str(error)))
                 metrics.SYMBOL_FAILURES.labels("other").inc()
-        for symbol in uncached:
+        for symbol in uncached[:metadata_calls]:
             try:
                 self.symbol_metadata(symbol)
             except (RetryableSourceError, NotEntitled) as error:  # prices are in; the details wait for the next cycle
@@ -336,6 +355,59 @@ class MarketProducer:
         metrics.CYCLE_SECONDS.observe(summary.duration_s)
         log.info("%s", summary.line())
         return summary
+
+    # -- the polling plan (STOCKPIPE_PRODUCER_POLICY=planned) -------------------------------------
+    def wait_until(self, at: float) -> None:
+        """Sleep (through ``sleep``, which may raise :class:`Stopping`) until unix time ``at`` on the clock."""
+        delay = at - self.clock().timestamp()
+        if delay > 0:
+            self.sleep(delay)
+
+    def polling_plan(self) -> schedule.PollingPlan:
+        """The plan for the watchlist under the live budget: the whole rate limit, less the
+        backfill's share while a backfill waits for the limiter. Published (Redis
+        :data:`~stockpipe.producer.schedule.SCHEDULE_KEY`) for the dashboard; logged when it changes."""
+        limit = self.settings.rate_limit_per_minute
+        try:
+            waiting = bool(getattr(self.market.limiter, "backfill_waiting", lambda: False)())
+        except redis.RedisError:
+            waiting = False
+        budget = schedule.live_budget(limit, backfill_waiting=waiting)
+        window = self.settings.rate_limit_window_s + self.settings.rate_limit_guard_s
+        key = (tuple(self.settings.watchlist), budget, window)
+        if self._plan_key != key:
+            self._plan = schedule.PollingPlan(key[0], budget, window_s=window)
+            self._plan_key = key
+            self._stale = self._plan.stale_by_design()
+            worst = max(v["max_s"] for v in self._stale.values())
+            log.info(
+                "polling plan: %d symbols, %d of %d calls/window live%s: %d calls a minute, %.1fs after the close "
+                "then %.2fs apart%s; newest bar fetched at most %.0fs after its close",
+                len(key[0]),
+                budget,
+                limit,
+                " (a backfill waits)" if waiting else "",
+                self._plan.per_minute,
+                self._plan.lead_s,
+                self._plan.spacing_s,
+                f", drifting {self._plan.step_s:.2f}s a minute over {self._plan.cycle_minutes} minutes"
+                if self._plan.drifting
+                else "",
+                worst,
+            )
+        try:
+            schedule.publish(self.redis, self._plan, self._stale, policy="planned", limit=limit, now=self.clock())
+        except redis.RedisError as error:  # the dashboard's hint is nice to have; prices must keep flowing
+            log.warning("could not publish the polling plan in Redis: %s", error)
+        return self._plan
+
+    def run_planned_minute(self, minute: int) -> CycleSummary:
+        """One cycle of the polling plan: the calls planned after minute ``minute`` (unix time // 60)
+        closed, each at its time."""
+        plan = self.polling_plan()
+        # ticker details (every STOCKPIPE_METADATA_TTL_S) take slots the plan did not count: one a
+        # cycle unless the budget has spare calls, so a refresh of the watchlist delays no minute long
+        return self.run_cycle(calls=plan.calls(minute), metadata_calls=max(1, plan.spare_per_minute))
 
     def close(self) -> None:
         self.kafka.flush(5)
