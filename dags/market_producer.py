@@ -17,7 +17,7 @@ SIGTERM and ends after its running fetch. Reruns of an interval go through `mark
 (trigger it, or `airflow backfill create --dag-id market_ingest ...`): they re-send that interval.
 
 Active with `STOCKPIPE_PRODUCER_MODE=service` (the default); in the other modes `make up` pauses it
-(and a run that starts anyway pauses the DAG and skips).
+(unpaused anyway, it runs beside the other producer and says so in its log).
 """
 
 from __future__ import annotations

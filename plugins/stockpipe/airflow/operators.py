@@ -282,8 +282,14 @@ class ProducerServiceOperator(StoppableJobMixin, BaseOperator):
         from stockpipe.airflow.connections import task_settings
 
         settings = task_settings()
-        if settings.producer_mode != "service":
-            self._stand_down(settings, context["dag"].dag_id)
+        if settings.producer_mode != "service":  # make up pauses this DAG then; someone unpaused it
+            self.log.warning(
+                "STOCKPIPE_PRODUCER_MODE=%s: %s produces too; the two share the rate limit and the checkpoints "
+                "(a bar sent twice is stored once), but one is enough: pause %s or set the mode to service",
+                settings.producer_mode,
+                "market_ingest" if settings.producer_mode == "airflow" else "supervisord's producer",
+                context["dag"].dag_id,
+            )
         command = [sys.executable, "-m", self.module, *self.args]
         self._killed.clear()
         self._process = process = subprocess.Popen(
@@ -317,25 +323,6 @@ class ProducerServiceOperator(StoppableJobMixin, BaseOperator):
         raise ProducerExited(
             f"the producer (pid {process.pid}) {how}; the task fails so market_producer's next run relaunches it"
         )
-
-    def _stand_down(self, settings: Any, dag_id: str) -> None:
-        """Not the producer mode: pause this DAG (else the continuous schedule would start a skipped
-        run after another) and skip."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from stockpipe.airflow.restart import pause_dag
-
-        who = "market_ingest's per-minute runs" if settings.producer_mode == "airflow" else "supervisord's program"
-        reason = (
-            f"STOCKPIPE_PRODUCER_MODE={settings.producer_mode}: the producer runs as {who}, not here; "
-            f"{dag_id} pauses itself (set STOCKPIPE_PRODUCER_MODE=service and unpause it to run it)"
-        )
-        try:
-            pause_dag(settings, dag_id, reason)
-        except Exception as error:  # no API: at least don't spin through empty runs
-            self.log.warning("could not pause %s: %s", dag_id, error)
-            time.sleep(60)
-        raise AirflowSkipException(reason)
 
     def _stop_job(self) -> bool:
         """SIGTERM the producer and wait up to ``stop_grace_s`` for it; SIGKILL if it hangs."""

@@ -26,12 +26,12 @@ def dag_is_paused(settings: Settings, dag_id: str) -> bool:
         return bool(response.json().get("is_paused"))
 
 
-def pause_dag(settings: Settings, dag_id: str, reason: str) -> None:
-    """Pause ``dag_id`` (e.g. market_producer when another producer mode runs the producer)."""
-    with airflow_client(settings, "admin") as client:
-        response = client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+def set_dag_paused(settings: Settings, dag_id: str, paused: bool, *, base_url: str | None = None) -> None:
+    """Pause or unpause ``dag_id`` (benchmarks switch the producer DAGs with it)."""
+    with airflow_client(settings, "admin", base_url=base_url) as client:
+        response = client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": paused})
         response.raise_for_status()
-    log.warning("paused %s: %s", dag_id, reason)
+    log.info("%s %s", "paused" if paused else "unpaused", dag_id)
 
 
 def restart_stream(settings: Settings, reason: str, *, base_url: str | None = None) -> list[str]:
