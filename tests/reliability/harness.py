@@ -11,6 +11,10 @@ Not a test module. The pieces:
 - :func:`run_stream_scenario` ties them together and measures; :func:`record` keeps each
   scenario's row (``test-artifacts/reliability.jsonl``) for the table printed at the end of the run.
 
+Every scenario also runs user alert rules (:data:`ALERT_RULES`) on the stream: the alerts fired
+must equal the TA-Lib oracle's (``tests/integration/alert_oracle``) over the final stored bars —
+none missed, none stored twice or fired where the oracle has none.
+
 "Time to recover" is measured from the end of the fault (the service is back, or the job was
 killed) until PostgreSQL holds every bar sent before that moment and Redis holds each symbol's
 latest stored bar.
@@ -35,6 +39,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from stockpipe.config import Settings
+from stockpipe.storage import alerts as alert_store
+from tests.integration import alert_oracle
 from tests.integration import streamkit as kit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +60,9 @@ class Result:
     rate_limit_ok: bool | None = None  # None: no market-data API in this scenario
     recover_s: float | None = None
     dead_letters: int | None = None
+    alerts: int | None = None  # fired alerts the oracle expects
+    alerts_missed: int | None = None
+    alerts_duplicated: int | None = None  # stored more than once, or fired where the oracle has none
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -77,20 +86,27 @@ def format_row(row: dict) -> str:
     return (
         f"{row['scenario']} | bars {row['bars']} | lost {row['lost']} | duplicated {row['duplicated']} | "
         f"TA-Lib ok {_yes(row['talib_ok'])} | rate limit ok {_yes(row['rate_limit_ok'])} | recover {recover}"
+        + (f" | {_alerts(row)}" if row.get("alerts") is not None else "")
         + (f" | {row['notes']}" if row["notes"] else "")
     )
 
 
+def _alerts(row: dict) -> str:
+    if row.get("alerts") is None:
+        return "n/a"
+    return f"{row['alerts']} (missed {row['alerts_missed']}, duplicated {row['alerts_duplicated']})"
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| scenario | bars | lost | duplicated | TA-Lib ok | rate limit ok | time to recover | notes |",
-        "|---|---:|---:|---:|---|---|---:|---|",
+        "| scenario | bars | lost | duplicated | TA-Lib ok | rate limit ok | time to recover | alerts | notes |",
+        "|---|---:|---:|---:|---|---|---:|---|---|",
     ]
     for row in rows:
         recover = "n/a" if row["recover_s"] is None else f"{row['recover_s']:.1f} s"
         lines.append(
             f"| {row['scenario']} | {row['bars']} | {row['lost']} | {row['duplicated']} | {_yes(row['talib_ok'])} "
-            f"| {_yes(row['rate_limit_ok'])} | {recover} | {row['notes']} |"
+            f"| {_yes(row['rate_limit_ok'])} | {recover} | {_alerts(row)} | {row['notes']} |"
         )
     return "\n".join(lines)
 
@@ -347,6 +363,44 @@ class Probe:
         self.redis.close()
 
 
+# -- user alerts ------------------------------------------------------------------------------
+#: Rules of every kind on every symbol; cool-downs make a firing depend on the one before it.
+ALERT_RULES = [
+    ("*", "rsi_14 crosses below 35", 0),
+    ("*", "rsi_14 crosses above 65", 20),
+    ("*", "macd crosses above signal", 0),
+    ("*", "macd crosses below signal", 10),
+    ("*", "close crosses above sma_20", 0),
+    ("*", "close crosses below bb_middle", 5),
+    ("*", "close moves 0.5% within 5 minutes", 0),
+    ("*", "volume >= 2x avg_20", 0),
+]
+
+
+def add_alert_rules(settings: Settings) -> list[dict]:
+    """Store :data:`ALERT_RULES` (before the stream starts); the oracle's view of them."""
+    with psycopg.connect(settings.pg_dsn("writer"), autocommit=True) as conn:
+        rules = [alert_store.add_rule(conn, s, condition, cooldown) for s, condition, cooldown in ALERT_RULES]
+    return [
+        {"id": r.id, "symbol": r.symbol, "kind": r.kind, "line": r.line, "level": r.level, "minutes": r.minutes,
+         "cooldown_minutes": r.cooldown_minutes}
+        for r in rules
+    ]  # fmt: skip
+
+
+def measure_alerts(settings: Settings, frame, rules: list[dict], result: Result) -> list[AssertionError]:
+    """Fill the alert columns of ``result``: stored fired alerts vs the oracle over ``frame``."""
+    with psycopg.connect(settings.pg_dsn("writer"), autocommit=True) as conn:
+        stored = alert_oracle.stored_alerts(conn)
+    expected = alert_oracle.expected_alerts(frame, rules)
+    result.alerts = len(expected)
+    result.alerts_missed = len(expected - set(stored))
+    result.alerts_duplicated = (len(stored) - len(set(stored))) + len(set(stored) - expected)
+    if result.alerts_missed or result.alerts_duplicated:
+        return [AssertionError(f"alerts: {result.alerts_missed} missed, {result.alerts_duplicated} duplicated")]
+    return []
+
+
 # -- the scenario -----------------------------------------------------------------------------
 def measure(settings: Settings, script: kit.Script, result: Result) -> tuple[object, list[AssertionError]]:
     """Fill lost/duplicated/TA-Lib of ``result`` from what PostgreSQL holds; return the frame and
@@ -399,6 +453,7 @@ def run_stream_scenario(
     series = {s: kit.random_bars(s, kit.SESSION_OPEN, 1500, seed=seed + n) for n, s in enumerate(kit.SYMBOLS)}
     script = kit.Script()
     result = Result(name)
+    rules = add_alert_rules(settings)
     job = SupervisedJob(settings, tmp_path / "job.log")
     feeder = SteadyFeeder(settings, series, rate, script)
     probe = Probe(settings)
@@ -433,10 +488,12 @@ def run_stream_scenario(
     })  # fmt: skip
     restarts = job.starts - 1
     result.notes = f"fault lasted {result.extra['fault_s']} s; job (re)started {restarts}×"
-    _frame, failures = measure(settings, script, result)
+    frame, failures = measure(settings, script, result)
+    failures += measure_alerts(settings, frame, rules, result)
     record(result)
     assert not feeder.errors, feeder.errors[:3]
     if failures:
         raise failures[0]
     assert result.lost == 0 and result.duplicated == 0 and result.extra["unexpected_rows"] == 0
+    assert result.alerts and result.alerts_missed == 0 and result.alerts_duplicated == 0
     return result
