@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cycles = planned_cycles if settings.producer_policy == "planned" else interval_cycles
+    if settings.feed == "websocket":  # Massive pushes the bars; REST refills the gaps (stockpipe.producer.websocket)
+        from stockpipe.producer.websocket import websocket_cycles as cycles
     for summary, started in cycles(producer, settings, stop):
         record_loop_cycle(settings, summary, started)  # one ops.ingest_cycles row; never raises
     producer.close()

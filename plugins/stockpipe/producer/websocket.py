@@ -1,0 +1,435 @@
+"""The WebSocket feed (``STOCKPIPE_FEED=websocket``): Massive pushes every minute bar as an ``AM``
+event at the minute close; the producer validates it and sends it to ``stock-prices``.
+
+One connection (Massive allows one per cluster) through the official ``massive.WebSocketClient``
+(:func:`stockpipe.clients.market_websocket`), on the real-time or the delayed cluster
+(``STOCKPIPE_WEBSOCKET_CLUSTER``), subscribed to ``AM.<symbol>`` for the watchlist or ``AM.*``
+(``STOCKPIPE_WEBSOCKET_SYMBOLS``).
+
+Guarantees, as the REST feed's (:mod:`stockpipe.producer.core`):
+
+- the same contract, validation and dead letters (:mod:`stockpipe.contract`; a frame that is not
+  JSON, an event that is no object or has no start time is a dead letter with its reason), and the
+  same idempotent Kafka producer (:func:`stockpipe.clients.kafka_producer`);
+- the per-symbol checkpoint (Redis :data:`~stockpipe.producer.core.CHECKPOINT_KEY`, the REST
+  feed's) moves only once Kafka confirmed the frame, and only forward;
+- no gap: after every (re)connection, once the server acknowledged the subscription, each symbol
+  is refilled over REST from its checkpoint with :meth:`MarketProducer.produce_symbol` (through
+  the shared rate limiter); a frame Kafka did not confirm is refilled the same way. Duplicates
+  are harmless: the stream keeps the bar with the latest ``fetched_at``;
+- a lost connection is noticed: closed by the server or the network (reconnect after 1, 2, 4 …
+  :data:`BACKOFF_MAX_S` s), or silent for ``STOCKPIPE_WEBSOCKET_STALL_S`` during a session (closed
+  by us, then the same).
+
+Messages say where they came from: ``source`` is ``<source>-websocket`` (``simulator-websocket``,
+``polygon-websocket``); a refilled bar carries the REST feed's. ``AM`` events carry no trade count
+(``trades`` stays empty; a REST refill of the minute brings it). Each minute yields one summary
+(bars sent, dead letters) for ``ops.ingest_cycles``, like a REST cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import KafkaError
+from massive.exceptions import AuthError
+
+from stockpipe import clients, contract
+from stockpipe.config import Settings
+from stockpipe.contract import SYMBOL_RE
+from stockpipe.producer import metrics, plan
+from stockpipe.producer.core import (
+    CHECKPOINT_KEY,
+    CycleSummary,
+    KafkaUnavailable,
+    MarketProducer,
+    Stopping,
+    SymbolResult,
+)
+from stockpipe.sources.polygon import Bar, NotEntitled
+
+log = logging.getLogger("stockpipe.producer.websocket")
+
+BACKOFF_MAX_S = 30.0
+#: A connection that lived this long was healthy: the next reconnect starts the backoff anew.
+HEALTHY_AFTER_S = 60.0
+#: Without the subscription's acknowledgement this long after connecting, refill anyway.
+ACK_TIMEOUT_S = 10.0
+#: Largest frame accepted (AM.* bursts are batched by the server; the client's default is 1 MiB).
+MAX_FRAME_BYTES = 64 * 2**20
+DELAYED_S = 15 * 60
+
+# Checkpoints only move forward (a refill that finished after a newer pushed bar must not pull one back).
+_ADVANCE_LUA = """
+for i = 1, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not current) or current < ARGV[i + 1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 0
+"""
+ALL = None  # a refill of every symbol
+
+
+def am_message(event: dict[str, Any], source: str, fetched_at: datetime) -> dict[str, Any]:
+    """The contract message of one ``AM`` event (``sym o h l c v vw s``); ValueError when ``s`` (the
+    minute's start, ms) is not an integer: without it the bar has no identity."""
+    start_ms = event.get("s")
+    if isinstance(start_ms, bool) or not isinstance(start_ms, int):
+        raise ValueError("AM event without an integer 's' (the minute's start in ms)")
+    bar = Bar(
+        symbol=event.get("sym"),  # type: ignore[arg-type]  # validated by the contract
+        ts=datetime.fromtimestamp(start_ms / 1000, UTC),
+        open=event.get("o"),  # type: ignore[arg-type]
+        high=event.get("h"),  # type: ignore[arg-type]
+        low=event.get("l"),  # type: ignore[arg-type]
+        close=event.get("c"),  # type: ignore[arg-type]
+        volume=event.get("v"),  # type: ignore[arg-type]
+        vwap=event.get("vw"),
+        trades=None,  # AM has the average trade size (z), not the count
+    )
+    return bar.to_message(source, fetched_at)
+
+
+class WebSocketFeed:
+    """The push feed: :meth:`run` until ``stop`` is set. ``rest`` is the REST producer the gaps are
+    refilled with (its rate limiter, checkpoints and Kafka producer)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rest: MarketProducer | None = None,
+        kafka_producer: Any = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        delivery_timeout_s: float = 30.0,
+        backoff_max_s: float = BACKOFF_MAX_S,
+    ) -> None:
+        self.settings = settings
+        self.rest = rest or MarketProducer(settings)
+        self.redis = self.rest.redis
+        self.clock = clock
+        self.delivery_timeout_s = delivery_timeout_s
+        self.backoff_max_s = backoff_max_s
+        self.kafka = kafka_producer or clients.kafka_producer(
+            settings, "producer", **{"message.timeout.ms": int(delivery_timeout_s * 1000)}
+        )
+        self.source = f"{settings.source_name}-websocket"
+        self.delay = timedelta(seconds=DELAYED_S if settings.websocket_cluster == "delayed" else 0)
+        self._advance_script = self.redis.register_script(_ADVANCE_LUA)
+        self.stats = {"connections": 0, "frames": 0, "sent": 0, "dead_letters": 0, "refills": 0, "refilled_bars": 0}
+        self.minutes: queue.Queue[tuple[CycleSummary, datetime]] = queue.Queue()
+        self._minute_results: dict[str, SymbolResult] = {}
+        self._minute_started = self.clock()
+        self._lock = threading.Lock()
+        self._refill_wanted = threading.Event()
+        self._refill_symbols: set[str] | None = set()
+        self._last_frame = time.monotonic()
+        self._acknowledged = False
+        self._stop = threading.Event()
+
+    # -- what to subscribe -------------------------------------------------------------------
+    def subscriptions(self) -> list[str]:
+        if self.settings.websocket_symbols == "all":
+            return ["AM.*"]
+        return [f"AM.{symbol}" for symbol in self.settings.watchlist]
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Connect, stream, reconnect and refill until ``stop`` is set."""
+        self._stop = stop
+        refiller = threading.Thread(target=self._refill_loop, name="websocket-refill", daemon=True)
+        refiller.start()
+        try:
+            asyncio.run(self._connections())
+        finally:
+            stop.set()
+            refiller.join(10)
+            self._report_minute()
+            self.kafka.flush(5)
+
+    async def _connections(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            client = clients.market_websocket(self.settings, self.subscriptions())
+            self._acknowledged = False
+            self._last_frame = connected_at = time.monotonic()
+            self.stats["connections"] += 1
+            log.info("WebSocket: connecting to %s (%s)", client.url, ", ".join(self.subscriptions()[:5]))
+            streaming = asyncio.create_task(client.connect(self._on_frame, max_size=MAX_FRAME_BYTES))
+            watching = asyncio.create_task(self._watch(client, streaming, connected_at))
+            try:
+                await streaming
+                log.warning("WebSocket: connection closed")
+            except asyncio.CancelledError:
+                pass
+            except AuthError as error:
+                log.error(
+                    "WebSocket: Massive refused the key (%s): the plan must include this cluster "
+                    "(STOCKPIPE_WEBSOCKET_CLUSTER=delayed for Starter) or use STOCKPIPE_FEED=rest",
+                    error,
+                )
+                backoff = max(backoff, 60.0)
+            except Exception as error:
+                log.warning("WebSocket: connection lost: %s", error or type(error).__name__)
+            finally:
+                watching.cancel()
+            if self._stop.is_set():
+                break
+            if time.monotonic() - connected_at > HEALTHY_AFTER_S:
+                backoff = 1.0
+            log.info("WebSocket: reconnecting in %.0fs", backoff)
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, max(self.backoff_max_s, backoff))
+
+    async def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.2, deadline - time.monotonic()))
+
+    async def _watch(self, client: Any, streaming: asyncio.Task, connected_at: float) -> None:
+        """Stop, a stalled connection, a missing acknowledgement, the minute's summary."""
+        while True:
+            await asyncio.sleep(0.2)
+            if self._stop.is_set():
+                if client.websocket is not None:
+                    await client.close()
+                streaming.cancel()
+                return
+            now = time.monotonic()
+            if self.clock() - self._minute_started >= timedelta(minutes=1):
+                self._report_minute()
+            if client.websocket is None:
+                continue  # (re)connecting
+            if not self._acknowledged and now - connected_at > ACK_TIMEOUT_S:
+                log.warning("WebSocket: no subscription acknowledgement after %.0fs; refilling anyway", ACK_TIMEOUT_S)
+                self._subscribed()
+            if now - self._last_frame > self.settings.websocket_stall_s and self._in_session():
+                log.warning(
+                    "WebSocket: silent for %.0fs during a session (STOCKPIPE_WEBSOCKET_STALL_S): reconnecting",
+                    now - self._last_frame,
+                )
+                await client.close()
+                return
+
+    def _in_session(self) -> bool:
+        moment = self.clock() - self.delay - timedelta(minutes=1)
+        return self.rest.calendar.session_at(moment) is not None
+
+    def _subscribed(self) -> None:
+        """The subscription is live: refill every symbol from its checkpoint (the gap before it)."""
+        self._acknowledged = True
+        self.request_refill(ALL)
+        try:
+            plan.record(self.redis, "delayed" if self.delay else "real-time", self.settings.source_name, self.clock())
+        except Exception as error:  # knowing the plan is nice to have
+            log.warning("could not record the market-data plan in Redis: %s", error)
+
+    # -- frames -------------------------------------------------------------------------------
+    async def _on_frame(self, frame: str | bytes) -> None:
+        self._last_frame = time.monotonic()
+        self.stats["frames"] += 1
+        fetched_at = self.clock()
+        self._errors: list[str] = []
+        produced_before = self.stats["sent"] + self.stats["dead_letters"]
+        try:
+            events = json.loads(frame)
+        except ValueError as error:
+            self._dead_letter(frame, f"WebSocket frame is not JSON ({error})", {"source": self.source})
+            self.request_refill(ALL)  # whose bars it carried is unknown
+            events = []
+        if not isinstance(events, list):
+            events = [events]
+        sent: list[tuple[str, str]] = []
+        for event in events:
+            if not isinstance(event, dict):
+                self._dead_letter(json.dumps(event), "WebSocket event is not a JSON object", {"source": self.source})
+                continue
+            kind = event.get("ev")
+            if kind == "status":
+                self._status(event)
+            elif kind == "AM":
+                handled = self._produce(event, fetched_at)
+                if handled:
+                    sent.append(handled)
+        if self.stats["sent"] + self.stats["dead_letters"] > produced_before:
+            await asyncio.to_thread(self._confirm, sent)
+
+    def _status(self, event: dict[str, Any]) -> None:
+        status, message = event.get("status"), event.get("message")
+        if status == "success":
+            log.info("WebSocket: %s", message)
+            if not self._acknowledged and str(message).startswith("subscribed to"):
+                self._subscribed()
+        else:
+            log.warning("WebSocket: server says %s: %s", status, message)
+
+    def _produce(self, event: dict[str, Any], fetched_at: datetime) -> tuple[str, str] | None:
+        """Send one AM event (or its dead letter); (symbol, ts) to checkpoint once confirmed."""
+        symbol = event.get("sym")
+        key = symbol.encode() if isinstance(symbol, str) else None
+        try:
+            message = am_message(event, self.source, fetched_at)
+        except ValueError as error:
+            self._dead_letter(json.dumps(event), str(error), {"source": self.source, "symbol": symbol})
+            self.request_refill({symbol} if isinstance(symbol, str) else ALL)
+            return None
+        reason = contract.invalid_reason(message, self.settings)
+        if reason:
+            origin = {"source": self.source, "symbol": symbol, "ts": message["ts"]}
+            self._dead_letter(contract.encode(message), reason, origin, key=key)
+            log.warning("bar %s %s sent to the dead-letter topic: %s", symbol, message["ts"], reason)
+            if isinstance(symbol, str) and SYMBOL_RE.fullmatch(symbol):
+                self.request_refill({symbol})  # the REST aggregate of the minute may be sound
+        else:
+            self.kafka.produce(
+                self.settings.kafka_topic, key=key, value=contract.encode(message), on_delivery=self._delivered
+            )
+            self.stats["sent"] += 1
+            self._count(str(symbol), sent=1)
+        self.kafka.poll(0)
+        return (str(symbol), message["ts"]) if isinstance(symbol, str) else None
+
+    def _dead_letter(self, raw: str | bytes, reason: str, origin: dict, *, key: bytes | None = None) -> None:
+        value = contract.dead_letter(raw, reason, origin)
+        self.kafka.produce(self.settings.kafka_dlq_topic, key=key, value=value, on_delivery=self._delivered)
+        self.stats["dead_letters"] += 1
+        metrics.DEAD_LETTERS.inc()
+        self._count(str(origin.get("symbol") or "?"), dead_letters=1)
+
+    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self._errors.append(str(error))
+
+    def _confirm(self, sent: list[tuple[str, str]]) -> None:
+        """Wait for Kafka's acknowledgement of the frame, then move the checkpoints (or refill)."""
+        remaining = self.kafka.flush(self.delivery_timeout_s)
+        if remaining or self._errors:
+            self.kafka.purge()
+            self.kafka.flush(1)
+            log.error(
+                "Kafka at %s did not confirm %d message(s) (%s); checkpoints kept, the symbols are refilled over REST",
+                self.settings.kafka_bootstrap,
+                remaining or len(self._errors),
+                self._errors[0] if self._errors else "timeout",
+            )
+            self.request_refill({symbol for symbol, _ in sent})
+            return
+        newest: dict[str, str] = {}
+        for symbol, ts in sent:
+            newest[symbol] = max(ts, newest.get(symbol, ts))
+        if newest:
+            self._advance_script(keys=[CHECKPOINT_KEY], args=[x for pair in newest.items() for x in pair])
+            stamp = time.time()
+            for symbol in newest:
+                metrics.LAST_SUCCESS.labels(symbol).set(stamp)
+
+    def _count(self, symbol: str, *, sent: int = 0, dead_letters: int = 0, metric: bool = True) -> None:
+        with self._lock:
+            result = self._minute_results.setdefault(symbol, SymbolResult(symbol))
+            result.fetched += sent + dead_letters
+            result.sent += sent
+            result.dead_letters += dead_letters
+        if sent and metric:
+            metrics.BARS_PRODUCED.labels(symbol).inc(sent)
+
+    def _report_minute(self) -> None:
+        with self._lock:
+            results, self._minute_results = list(self._minute_results.values()), {}
+            started, self._minute_started = self._minute_started, self.clock()
+        summary = CycleSummary(results=results, duration_s=(self.clock() - started).total_seconds())
+        log.info("WebSocket minute: %s", summary.line())
+        self.minutes.put((summary, started))
+
+    # -- refills over REST --------------------------------------------------------------------
+    def request_refill(self, symbols: set[str] | None) -> None:
+        """Refill ``symbols`` (``None``: every symbol) from their checkpoints over REST, soon."""
+        with self._lock:
+            if symbols is ALL or self._refill_symbols is ALL:
+                self._refill_symbols = ALL
+            else:
+                self._refill_symbols |= symbols
+        self._refill_wanted.set()
+
+    def _refill_targets(self, wanted: set[str] | None) -> list[str]:
+        if wanted is not ALL:
+            return sorted(wanted)
+        symbols = list(self.settings.watchlist)
+        if self.settings.websocket_symbols == "all":  # every symbol streamed so far has a checkpoint
+            seen = set(symbols)
+            symbols += sorted(s for s in self.redis.hkeys(CHECKPOINT_KEY) if s not in seen)
+        return symbols
+
+    def _refill_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._refill_wanted.wait(0.2):
+                continue
+            self._refill_wanted.clear()
+            with self._lock:
+                wanted, self._refill_symbols = self._refill_symbols, set()
+            try:
+                self._refill(self._refill_targets(wanted))
+            except Stopping:
+                return
+            except Exception as error:  # a refill must never end the feed
+                log.exception("refill failed: %s", error)
+                self.request_refill(wanted)
+                self._stop.wait(5)
+
+    def _refill(self, symbols: list[str]) -> None:
+        started, bars, failed = time.monotonic(), 0, []
+        for index, symbol in enumerate(symbols):
+            if self._stop.is_set():
+                return
+            try:
+                result = self.rest.produce_symbol(symbol)
+            except KafkaUnavailable as error:
+                log.error("refill: %s", error)
+                failed += symbols[index:]
+                break
+            except NotEntitled:
+                log.error("refill: the plan serves no recent minute bars over REST; gaps stay until it does")
+                return
+            except Stopping:
+                raise
+            except Exception as error:  # retried later; the others go on
+                log.warning("refill of %s failed: %s", symbol, error)
+                failed.append(symbol)
+                continue
+            bars += result.sent
+            if result.sent or result.dead_letters:  # produce_symbol counted its metrics
+                self._count(symbol, sent=result.sent, dead_letters=result.dead_letters, metric=False)
+        self.stats["refills"] += 1
+        self.stats["refilled_bars"] += bars
+        log.info(
+            "refill over REST: %d symbols in %.1fs, %d bars sent%s",
+            len(symbols),
+            time.monotonic() - started,
+            bars,
+            f", {len(failed)} retried later" if failed else "",
+        )
+        if failed:
+            self._stop.wait(5)
+            self.request_refill(set(failed))
+
+
+def websocket_cycles(
+    producer: MarketProducer, settings: Settings, stop: threading.Event
+) -> Iterator[tuple[CycleSummary, datetime]]:
+    """The long-running loop with ``STOCKPIPE_FEED=websocket``: the feed runs in a thread; one
+    (summary, start) per minute, for ``ops.ingest_cycles``."""
+    feed = WebSocketFeed(settings, rest=producer)
+    runner = threading.Thread(target=feed.run, args=(stop,), name="websocket-feed", daemon=True)
+    runner.start()
+    while runner.is_alive() or not feed.minutes.empty():
+        try:
+            yield feed.minutes.get(timeout=1)
+        except queue.Empty:
+            continue
