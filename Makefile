@@ -6,8 +6,8 @@ PYTEST_ARGS ?=
 
 .PHONY: up down status logs install test test-reliability test-unit bench bench-report lock clean
 
-up:            ## install what is missing and start the whole stack
-	@$(STACK) up
+up:            ## install what is missing and start the whole stack (FEED=websocket|rest: the producer's feed, kept in .env)
+	@$(if $(FEED),STOCKPIPE_FEED=$(FEED) )$(STACK) up
 
 down:          ## stop every component
 	@$(STACK) down

@@ -221,6 +221,7 @@ ensure_supervisord() {
   for v in $(compgen -e); do
     case "$v" in *PASSWORD*|*SECRET*|*TOKEN*|*API_KEY*|*WEBHOOK*|*FERNET*) unset_secrets+=(-u "$v") ;; esac
   done
+  unset_secrets+=(-u STOCKPIPE_FEED)  # the programs read it from .env (make up FEED=... writes it there)
   as_stack env "${unset_secrets[@]}" "$VENV/bin/supervisord" -c "$SUPERVISOR_CONF" || fail "see $LOGS/supervisord.log"
   for _ in $(seq 50); do supervisord_running && break; sleep 0.1; done
   supervisord_running || fail "see $LOGS/supervisord.log"
@@ -388,7 +389,32 @@ producer_dag() {  # producer_dag pause|unpause
   run_logged "$log" airflow_cli dags "$1" market_producer
 }
 
+remember_feed() {  # make up FEED=websocket|rest (or STOCKPIPE_FEED in the environment): kept in .env for every process
+  [ -n "${STOCKPIPE_FEED:-}" ] || return 0
+  case "$STOCKPIPE_FEED" in rest|websocket) ;; *) fail "FEED=$STOCKPIPE_FEED: use FEED=rest or FEED=websocket" ;; esac
+  local dotenv="$HOME_DIR/.env"
+  if [ -f "$dotenv" ] && grep -q '^STOCKPIPE_FEED=' "$dotenv"; then
+    sed -i "s/^STOCKPIPE_FEED=.*/STOCKPIPE_FEED=$STOCKPIPE_FEED/" "$dotenv"
+  else
+    printf 'STOCKPIPE_FEED=%s\n' "$STOCKPIPE_FEED" >> "$dotenv"
+  fi
+}
+
+switch_producer_feed() {  # the running producer started with another STOCKPIPE_FEED: start it again
+  local marker="$STOCKPIPE_LOCAL/producer.feed" pid
+  if [ "$(cat "$marker" 2>/dev/null || echo rest)" = "$STOCKPIPE_FEED" ]; then return 0; fi
+  echo "$STOCKPIPE_FEED" > "$marker"
+  if [ "$(program_state producer)" = "RUNNING" ]; then
+    supervisorctl restart producer >/dev/null 2>&1 || true
+  else
+    pid=$(pgrep -f -- "-m stockpipe\.producer\$" | head -1 || true)
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi  # Airflow's market_producer starts it again
+  fi
+  echo "    producer feed: $STOCKPIPE_FEED (STOCKPIPE_FEED in .env; 'make up FEED=rest' switches back)"
+}
+
 up_producer() {
+  switch_producer_feed
   step "producer"
   case "$PRODUCER_MODE" in
     service)
@@ -598,6 +624,7 @@ cmd_up() {
   local t0; t0=$(date +%s)
   install_all
   ensure_secrets
+  remember_feed
   load_settings
   write_secret_scopes
   ensure_supervisord
