@@ -11,7 +11,7 @@ from typing import Any
 from stockpipe.calendar import Session
 from stockpipe.clients import pg_connect
 from stockpipe.config import Settings
-from stockpipe.storage import queries
+from stockpipe.storage import market, queries
 
 log = logging.getLogger("stockpipe.airflow.maintenance")
 
@@ -25,12 +25,16 @@ def ensure_partitions(settings: Settings, now: datetime, months_ahead: int = 2) 
 
 
 def apply_retention(settings: Settings, now: datetime, retention_days: int | None = None) -> list[str]:
-    """Drop monthly partitions that end before ``now - retention_days`` (0 = keep everything)."""
+    """Drop monthly partitions that end before ``now - retention_days`` (0 = keep everything), then
+    delete the older rows of the month the cut falls in (its BRIN index on ``ts`` finds them), so a
+    market-wide stream keeps about ``retention_days`` days, not up to two months; the VACUUM that
+    follows makes their space reusable. Returns what was dropped and deleted."""
     days = settings.retention_days if retention_days is None else retention_days
     if days <= 0:
         log.info("retention: keep all (STOCKPIPE_RETENTION_DAYS=0)")
         return []
-    cutoff = (now - timedelta(days=days)).astimezone(UTC).date()
+    cut = (now - timedelta(days=days)).astimezone(UTC)
+    cutoff = cut.date()
     dropped = []
     with pg_connect(settings, "writer", connect_timeout=10) as conn:
         for child, _parent, month in queries.month_partitions(conn):
@@ -38,6 +42,11 @@ def apply_retention(settings: Settings, now: datetime, retention_days: int | Non
             if month_end <= cutoff:
                 queries.drop_partition(conn, child)
                 dropped.append(child)
+        conn.commit()
+        for table, rows in market.delete_rows_before(conn, cut).items():
+            conn.commit()
+            if rows:
+                dropped.append(f"{table}: {rows} rows before {cut:%Y-%m-%d %H:%M} UTC")
     log.info("retention: dropped %s", ", ".join(dropped) or "nothing")
     return dropped
 

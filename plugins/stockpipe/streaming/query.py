@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 import pandas as pd
@@ -50,12 +51,12 @@ def make_epoch_reader(dsn: str, max_age_s: float = 1.0):
     """symbol → its ops.symbol_epochs epoch; one query a second per worker process, not per symbol."""
 
     def epoch(symbol: str) -> int:
-        import time
-
-        from stockpipe.clients import pg_connect_dsn
-
+        # Called once per symbol and micro-batch (10,000 times a batch for the whole market): the
+        # imports stay in the refresh branch.
         cached = _epoch_cache.get(dsn)
         if cached is None or time.monotonic() - cached[0] > max_age_s:
+            from stockpipe.clients import pg_connect_dsn
+
             conn = _seed_connections.get(dsn)
             if conn is None or conn.closed:
                 conn = pg_connect_dsn(dsn, autocommit=True, connect_timeout=10)
