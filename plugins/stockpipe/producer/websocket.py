@@ -376,12 +376,25 @@ class WebSocketFeed:
                 wanted, self._refill_symbols = self._refill_symbols, set()
             try:
                 self._refill(self._refill_targets(wanted))
+                if wanted is ALL:
+                    self._ticker_details()
             except Stopping:
                 return
             except Exception as error:  # a refill must never end the feed
                 log.exception("refill failed: %s", error)
                 self.request_refill(wanted)
                 self._stop.wait(5)
+
+    def _ticker_details(self) -> None:
+        """The watchlist's ticker details (Redis, market.symbols), as a REST cycle keeps them: from
+        the cache within its TTL, else one call each."""
+        for symbol in self.settings.watchlist:
+            try:
+                self.rest.symbol_metadata(symbol)
+            except Stopping:
+                raise
+            except Exception as error:  # prices are in; the details wait for the next refill
+                log.warning("ticker details of %s not refreshed: %s", symbol, error)
 
     def _refill(self, symbols: list[str]) -> None:
         started, bars, failed = time.monotonic(), 0, []
