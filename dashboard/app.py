@@ -18,6 +18,7 @@ pages = [
     st.Page("pages/symbol.py", title="Symbol", icon=":material/candlestick_chart:", url_path="symbol"),
     st.Page("pages/pipeline.py", title="Pipeline", icon=":material/monitor_heart:", url_path="pipeline"),
     st.Page("pages/kafka.py", title="Kafka", icon=":material/hub:", url_path="kafka"),
+    st.Page("pages/alerts.py", title="Alerts", icon=":material/notifications:", url_path="alerts"),
 ]
 navigation = st.navigation(pages)
 

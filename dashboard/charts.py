@@ -57,8 +57,11 @@ def sparkline(frame: pd.DataFrame, rising: bool | None = None) -> go.Figure:
     return fig
 
 
-def price_chart(frame: pd.DataFrame, symbol: str, overlays: set[str], title: str = "") -> go.Figure:
-    """Candlesticks + overlays, volume, RSI(14) with 30/70 bands and MACD(12,26,9), sharing the x axis."""
+def price_chart(
+    frame: pd.DataFrame, symbol: str, overlays: set[str], title: str = "", alerts: pd.DataFrame | None = None
+) -> go.Figure:
+    """Candlesticks + overlays, volume, RSI(14) with 30/70 bands and MACD(12,26,9), sharing the x axis;
+    ``alerts`` (fired user alerts: ts, close, description) as markers on the candles."""
     x = _local(frame["ts"])
     fig = make_subplots(
         rows=4,
@@ -115,6 +118,20 @@ def price_chart(frame: pd.DataFrame, symbol: str, overlays: set[str], title: str
                 line=band,
                 fill="tonexty",
                 fillcolor="rgba(120,120,120,0.08)",
+            ),
+            row=1,
+            col=1,
+        )
+    if alerts is not None and not alerts.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=_local(pd.to_datetime(alerts["ts"], utc=True)),
+                y=alerts["close"],
+                name="Alerts",
+                mode="markers",
+                marker={"symbol": "star", "size": 11, "color": "#d62728", "line": {"width": 1, "color": "white"}},
+                text=alerts["description"],
+                hovertemplate="%{text}<extra>alert</extra>",
             ),
             row=1,
             col=1,

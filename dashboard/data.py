@@ -26,6 +26,7 @@ from stockpipe.calendar import NEW_YORK
 from stockpipe.clients import AirflowLoginRefused, airflow_base_url, airflow_client
 from stockpipe.config import Settings, load_settings
 from stockpipe.indicators import INDICATOR_COLUMNS, compute_frame
+from stockpipe.storage import alerts as alerts_store
 from stockpipe.storage import queries
 
 START_COMMAND = "make up"
@@ -551,6 +552,62 @@ def airflow_dag_runs(limit: int = 25) -> pd.DataFrame:
     for column in ("start_date", "end_date"):
         frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce")
     return frame
+
+
+# --- user alerts (stockpipe.storage.alerts) --------------------------------------------------------
+@st.cache_data(ttl=2, show_spinner=False)
+def alert_rules() -> list:
+    return read(lambda conn: alerts_store.list_rules(conn))
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def alert_history(symbol: str | None = None, status: str | None = None, rule_id: int | None = None) -> pd.DataFrame:
+    return read(lambda conn: alerts_store.alert_history(conn, symbol=symbol, status=status, rule_id=rule_id))
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def latest_alerts(symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """symbol → its newest fired alert (Overview tiles)."""
+    return read(alerts_store.latest_alert_per_symbol, list(symbols))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def chart_alerts(symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
+    return read(alerts_store.chart_alerts, symbol, start, end)
+
+
+def change_rules(fn, *args: Any) -> Any:
+    """``fn(connection, *args)`` as the rules role (it may change market.alert_rules, nothing else).
+    A bad rule raises ``RuleError`` (one sentence for the page); an unreachable server ServiceDown."""
+    s = settings()
+    try:
+        with clients.pg_connect(s, "rules", autocommit=True, connect_timeout=PG_TIMEOUT_S) as conn:
+            result = fn(conn, *args)
+    except psycopg.OperationalError as error:
+        where = f"{s.pg_host}:{s.pg_port}/{s.pg_database} as {s.pg_rules_user}"
+        raise ServiceDown("PostgreSQL", where, str(error)) from None
+    alert_rules.clear()
+    return result
+
+
+def alert_feed(keep: int = 50) -> list[dict[str, Any]]:
+    """The alerts published on Redis ``stockpipe:alerts`` since this browser session subscribed, newest first."""
+    s = settings()
+    state = st.session_state
+    try:
+        if "alert_pubsub" not in state:
+            pubsub = _redis_client(s.redis_dsn).pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(s.redis_alerts_channel)
+            state["alert_pubsub"] = pubsub
+            state.setdefault("alert_feed", [])
+        feed = state["alert_feed"]
+        while (message := state["alert_pubsub"].get_message(timeout=0)) is not None:
+            feed.insert(0, json.loads(message["data"]))
+        del feed[keep:]
+        return list(feed)
+    except redis.RedisError as error:
+        state.pop("alert_pubsub", None)  # subscribe again next time
+        raise ServiceDown("Redis", redis_where(s), str(error)) from None
 
 
 def clear_caches() -> None:

@@ -262,14 +262,16 @@ def test_each_service_gets_only_its_secrets(compose):
     assert holders(compose, "STOCKPIPE_PG_WRITER_PASSWORD") == {
         "producer", "airflow-scheduler", "airflow-init", "stockpipe-init", "alerts"
     }  # fmt: skip
-    # the rules role's password: the init job creates the role (the dashboard's Alerts page will hold it too)
-    assert holders(compose, "STOCKPIPE_PG_RULES_PASSWORD") == {"stockpipe-init"}
+    # the rules role's password: the init job creates the role, the dashboard's Alerts page edits rules with it
+    assert holders(compose, "STOCKPIPE_PG_RULES_PASSWORD") == {"stockpipe-init", "dashboard"}
     assert holders(compose, "STOCKPIPE_USER_ALERTS_WEBHOOK_URL") == {"alerts"}
     assert holders(compose, "STOCKPIPE_SIMULATOR_ADMIN_TOKEN") == {"simulator"}
     for reader in ("dashboard", "exporter"):
         env = raw_environment(compose["services"][reader])
         secrets = {k for k in env if any(word in k for word in SECRET_WORDS)}
-        assert secrets == {"STOCKPIPE_PG_READER_PASSWORD", "STOCKPIPE_REDIS_PASSWORD", "STOCKPIPE_AIRFLOW_API_PASSWORD"}
+        rules = {"STOCKPIPE_PG_RULES_PASSWORD"} if reader == "dashboard" else set()  # the Alerts page's edits
+        read_only = {"STOCKPIPE_PG_READER_PASSWORD", "STOCKPIPE_REDIS_PASSWORD", "STOCKPIPE_AIRFLOW_API_PASSWORD"}
+        assert secrets == read_only | rules
         assert env.get("STOCKPIPE_AIRFLOW_API_USER", "viewer") == "viewer"
     for name in ("kafka", "kafka-ui", "prometheus", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
         env = raw_environment(compose["services"][name])

@@ -16,7 +16,7 @@ st.title("Watchlist")
 st.caption(ui.market_status(settings))
 
 
-def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame) -> None:
+def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame, alert: dict | None = None) -> None:
     with st.container(border=True, key=f"tile-{symbol}"):
         if row is None:
             st.metric(symbol, "—")
@@ -49,6 +49,8 @@ def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame) -> Non
                 key=f"spark-{symbol}",
             )
         st.caption(f"bar {ui.ny_stamp(ts)} · from {source}")
+        if alert is not None:
+            st.caption(f":material/notifications_active: {alert['description']} · {ui.ny_stamp(alert['ts'])}")
 
 
 @st.fragment(run_every=settings.dashboard_refresh_s)
@@ -68,11 +70,15 @@ def tiles() -> None:
         spark = data.sparklines(watchlist)
     except data.ServiceDown:
         spark = pd.DataFrame(columns=["symbol", "ts", "close"])
+    try:
+        alerts = data.latest_alerts(watchlist)
+    except data.ServiceDown:
+        alerts = {}
     for first in range(0, len(watchlist), TILES_PER_ROW):
         row_symbols = watchlist[first : first + TILES_PER_ROW]
         for column, symbol in zip(st.columns(TILES_PER_ROW), row_symbols, strict=False):
             with column:
-                tile(symbol, latest.rows.get(symbol), latest.source.get(symbol, ""), spark)
+                tile(symbol, latest.rows.get(symbol), latest.source.get(symbol, ""), spark, alerts.get(symbol))
 
 
 live_tiles()

@@ -45,7 +45,8 @@ def page() -> None:
     cols[3].metric("Low", f"{frame['low'].min():,.2f}")
     cols[4].metric("Volume", f"{frame['volume'].sum():,.0f}")
     rng = data.RANGES[range_key]
-    st.plotly_chart(charts.price_chart(frame, symbol, set(overlays)), width="stretch", key="price-chart")
+    alerts = data.chart_alerts(symbol, first["ts"].to_pydatetime(), last["ts"].to_pydatetime())
+    st.plotly_chart(charts.price_chart(frame, symbol, set(overlays), alerts=alerts), width="stretch", key="price-chart")
     source = (
         "stored 1-minute indicators (market.indicators_1m)"
         if range_key == "1D"

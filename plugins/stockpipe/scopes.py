@@ -34,8 +34,9 @@ SCOPES: dict[str, tuple[str, ...]] = {
     ),
     "producer": ("pg_writer_password", "redis_password", "polygon_api_key", "simulator_api_key", *KAFKA_LOGIN),
     "simulator": ("simulator_admin_token",),
-    # read-only: the reader role, Redis (latest tiles), Kafka (topics page, lag), Airflow's read-only login
-    "dashboard": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
+    # read-only: the reader role, Redis (latest tiles), Kafka (topics page, lag), Airflow's read-only login;
+    # and the rules role (the Alerts page edits market.alert_rules, and nothing else)
+    "dashboard": ("pg_reader_password", "pg_rules_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "exporter": ("pg_reader_password", "redis_password", "airflow_api_password", *KAFKA_LOGIN),
     "prometheus": (),
     # the alerts delivery worker: claims and updates market.alerts (writer), publishes on Redis, POSTs webhooks
