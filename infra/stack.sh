@@ -407,7 +407,8 @@ switch_producer_feed() {  # the running producer started with another STOCKPIPE_
   if [ "$(program_state producer)" = "RUNNING" ]; then
     supervisorctl restart producer >/dev/null 2>&1 || true
   else
-    pid=$(pgrep -f -- "-m stockpipe\.producer\$" | head -1 || true)
+    # the stack's user runs Airflow's tasks, so their producer (a producer started by hand is not it)
+  pid=$(pgrep -u "$(stat -c %U "$STOCKPIPE_LOCAL" 2>/dev/null || id -un)" -f -- "-m stockpipe\.producer\$" | head -1 || true)
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi  # Airflow's market_producer starts it again
   fi
   echo "    producer feed: $STOCKPIPE_FEED (STOCKPIPE_FEED in .env; 'make up FEED=rest' switches back)"
@@ -446,7 +447,8 @@ stale_producer_mode() {  # an Airflow started with another STOCKPIPE_PRODUCER_MO
 
 producer_status_line() {  # make status's line for the producer when Airflow runs it (service mode)
   local pid="-" state="down" user="-" port="$STOCKPIPE_PRODUCER_METRICS_PORT"
-  pid=$(pgrep -f -- "-m stockpipe\.producer\$" | head -1 || true)
+  # the stack's user runs Airflow's tasks, so their producer (a producer started by hand is not it)
+  pid=$(pgrep -u "$(stat -c %U "$STOCKPIPE_LOCAL" 2>/dev/null || id -un)" -f -- "-m stockpipe\.producer\$" | head -1 || true)
   if [ -n "$pid" ]; then state="up"; user=$(ps -o user= -p "$pid" 2>/dev/null | tr -d ' ' || echo -); else pid="-"; fi
   printf '%-12s %-9s %-8s %-17s %-10s %s\n' producer "$state" "$pid" "127.0.0.1:$port" "$user" \
     "under Airflow (market_producer)"
