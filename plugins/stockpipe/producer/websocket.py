@@ -60,7 +60,7 @@ log = logging.getLogger("stockpipe.producer.websocket")
 
 BACKOFF_MAX_S = 30.0
 #: A connection that lived this long was healthy: the next reconnect starts the backoff anew.
-HEALTHY_AFTER_S = 60.0
+HEALTHY_AFTER_S = 30.0
 #: Without the subscription's acknowledgement this long after connecting, refill anyway.
 ACK_TIMEOUT_S = 10.0
 #: Largest frame accepted (AM.* bursts are batched by the server; the client's default is 1 MiB).

@@ -1,0 +1,334 @@
+"""Benchmark (not a test): the WebSocket feed against REST polling, live on the running stack
+(`make up`: simulator in real time, market_stream running), 5 watchlist symbols — issue 14's targets
+"Live, WebSocket, 5 symbols: minute close → Redis p95 ≤ 2 s" and "Disconnect storm (drop every 60 s
+for 10 minutes): 0 bars lost, rate limit never exceeded".
+
+    .venv/bin/python bench/websocket_feed.py [--rest-min 5] [--websocket-min 5] [--storm-min 10] [--quick]
+
+While it runs, the stack's own producer is paused (Airflow DAGs ``market_producer`` and
+``market_ingest``, restored at the end, even on failure) and the benchmark runs its own
+``python -m stockpipe.producer`` (same checkpoints, topic, stream and limiter as the stack's), one
+phase after the other:
+
+1. **rest** (baseline) — ``STOCKPIPE_FEED=rest``, the stack's polling policy and rate limit;
+2. **websocket** — ``STOCKPIPE_FEED=websocket``: the simulator pushes ``AM`` events at each minute close;
+3. **storm** — the websocket feed while the simulator drops the connection at every minute close
+   (``ws_drop`` = the storm's minutes): each minute's bars come from the REST refill after the reconnect.
+
+Per bar whose minute closed inside a phase's window: **Redis** = first arrival on the pub/sub channel
+``stockpipe:bars`` of that bar or a newer one of the symbol − (ts + 60 s); **PostgreSQL** =
+``written_at`` − (ts + 60 s) in ``market.bars_1m``; **lost** = bars of the window missing from
+``market.bars_1m`` after the drain; **max/60s** = the most market-data calls the simulator logged
+for the stack's key in any rolling 60 s (must stay ≤ the rate limit).
+
+Prints a table and writes bench/results/websocket_feed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+
+from stockpipe import clients  # noqa: E402
+from stockpipe.airflow.restart import dag_is_paused, set_dag_paused  # noqa: E402
+from stockpipe.config import load_settings  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "websocket_feed.json"
+PRODUCER_DAGS = ("market_producer", "market_ingest")
+ADMIN_HEADER = "X-Admin-Token"
+TARGET_P95_S = 2.0
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = p / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50_s": _round(percentile(values, 50)),
+        "p95_s": _round(percentile(values, 95)),
+        "max_s": _round(max(values) if values else None),
+        "mean_s": _round(statistics.fmean(values) if values else None),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def most_in_any_window(times: list[float], window_s: float = 60.0) -> int:
+    best, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+class BarArrivals:
+    """First arrival (unix time) of each (symbol, ts) on ``stockpipe:bars``."""
+
+    def __init__(self, settings: Any) -> None:
+        self.first: dict[tuple[str, int], float] = {}
+        self._pubsub = settings.redis_client(socket_timeout=5).pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(settings.redis_bars_channel)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=1.0)
+            if not message:
+                continue
+            arrived = time.time()
+            try:
+                bar = json.loads(message["data"])
+                key = (bar["symbol"], int(bar["ts_ms"]) // 1000)
+            except (ValueError, KeyError, TypeError):
+                continue
+            self.first.setdefault(key, arrived)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._pubsub.close()
+
+
+def other_producers() -> list[int]:
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if "stockpipe.producer" in cmdline and "-m" in cmdline and process.pid != os.getpid():
+            found.append(process.pid)
+    return found
+
+
+def admin(settings: Any, method: str, path: str, **kwargs: Any) -> Any:
+    headers = {ADMIN_HEADER: settings.simulator_admin_token.get_secret_value()}
+    response = httpx.request(method, f"{settings.simulator_url}{path}", headers=headers, timeout=30, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def check_simulator_websocket(settings: Any) -> None:
+    """The stack's simulator must speak the WebSocket protocol (one started before it did: restart it)."""
+    if "websocket" not in admin(settings, "GET", "/_admin/stats"):
+        raise SystemExit(
+            f"the simulator at {settings.simulator_url} has no WebSocket API yet: "
+            "supervisorctl -c infra/supervisord.conf restart simulator"
+        )
+
+
+def run_phase(
+    settings: Any, name: str, env: dict[str, str], warmup_s: float, steady_s: float, drain_s: float, log_dir: Path
+) -> dict[str, Any]:
+    started = time.time()
+    log_path = log_dir / f"bench-websocket-feed-{name}.log"
+    storm_minutes = int(env.pop("_STORM_MINUTES", "0"))
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stockpipe.producer"],
+            cwd=ROOT,
+            env={**os.environ, "STOCKPIPE_PRODUCER_METRICS_PORT": "0", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            window_start = (int((started + warmup_s) // 60) + 1) * 60  # whole minutes
+            window_end = window_start + steady_s
+            if storm_minutes:  # the drops start at the window's first minute close
+                time.sleep(max(0.0, window_start - 20 - time.time()))
+                admin(settings, "POST", "/_admin/faults", json={"ws_drop": storm_minutes})
+            while time.time() < window_end + drain_s:
+                if process.poll() is not None:
+                    raise SystemExit(f"the producer of phase {name} exited ({process.returncode}); see {log_path}")
+                time.sleep(1)
+        finally:
+            if storm_minutes:
+                admin(settings, "POST", "/_admin/faults", json={"ws_drop": 0})
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    text = log_path.read_text(errors="replace")
+    return {
+        "name": name,
+        "env": env,
+        "storm_drops": storm_minutes,
+        "started_at": started,
+        "window_start": window_start,
+        "window_end": window_end,
+        "ended_at": time.time(),
+        "log": str(log_path),
+        "connections": text.count("WebSocket: connecting"),
+        "refills": text.count("refill over REST"),
+    }
+
+
+def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None:
+    symbols = list(settings.watchlist)
+    first_close, last_close = phase["window_start"], phase["window_end"]
+    expected = [(s, close - 60) for s in symbols for close in range(int(first_close), int(last_close), 60)]
+    redis_delays = []
+    for symbol, ts in expected:  # Redis keeps the latest bar: a newer one covers an older one
+        landed = [at for (s, t), at in arrivals.first.items() if s == symbol and t >= ts]
+        if landed:
+            redis_delays.append(min(landed) - (ts + 60))
+    with clients.pg_connect(settings, "reader") as conn:
+        rows = conn.execute(
+            "SELECT symbol, extract(epoch FROM ts)::bigint, extract(epoch FROM written_at), source FROM market.bars_1m "
+            "WHERE symbol = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)",
+            (symbols, first_close - 60, last_close - 60),
+        ).fetchall()
+    stored = {(s, int(ts)) for s, ts, _, _ in rows}
+    pg_delays = [float(written) - (ts + 60) for _, ts, written, _ in rows]
+    requests = admin(
+        settings,
+        "GET",
+        "/_admin/requests",
+        params={"api_key": settings.simulator_api_key.get_secret_value(), "since": phase["started_at"]},
+    )
+    calls = sorted(r["ts"] for r in requests["requests"] if r["ts"] <= phase["ended_at"])
+    phase.update(
+        expected_bars=len(expected),
+        redis=summary(redis_delays),
+        postgres=summary(pg_delays),
+        lost=sorted(f"{s} {datetime.fromtimestamp(ts, UTC):%H:%M}" for s, ts in set(expected) - stored),
+        sources={source: sum(1 for row in rows if row[3] == source) for source in {row[3] for row in rows}},
+        simulator_calls=len(calls),
+        most_calls_in_any_60s=most_in_any_window(calls),
+        redis_delays_s=[round(d, 2) for d in redis_delays],
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warmup-s", type=float, default=60)
+    parser.add_argument("--rest-min", type=float, default=5)
+    parser.add_argument("--websocket-min", type=float, default=5)
+    parser.add_argument("--storm-min", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="1-minute windows, 20 s warm-up (a dry run)")
+    parser.add_argument("--phases", default="rest,websocket,storm", help="comma-separated")
+    args = parser.parse_args()
+    if args.quick:
+        args.warmup_s, args.rest_min, args.websocket_min, args.storm_min = 20, 1, 1, 2
+
+    settings = load_settings()
+    symbols = len(settings.watchlist)
+    limit = settings.rate_limit_per_minute
+    running = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    if any("live_freshness.py" in line for line in running):
+        raise SystemExit("bench/live_freshness.py is running on this stack: run this benchmark after it")
+    check_simulator_websocket(settings)
+    phases_spec = [
+        ("rest", {"STOCKPIPE_FEED": "rest"}, args.rest_min, 90),
+        ("websocket", {"STOCKPIPE_FEED": "websocket"}, args.websocket_min, 30),
+        ("storm", {"STOCKPIPE_FEED": "websocket", "_STORM_MINUTES": str(args.storm_min)}, args.storm_min, 60),
+    ]
+    phases_spec = [spec for spec in phases_spec if spec[0] in args.phases.split(",")]
+    log_dir = Path(os.environ.get("STOCKPIPE_LOCAL") or ROOT / ".local") / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    print(f"websocket feed: {symbols} symbols, rate limit {limit} calls/min; pausing {', '.join(PRODUCER_DAGS)}")
+    paused_before = {dag: dag_is_paused(settings, dag) for dag in PRODUCER_DAGS}
+    arrivals = BarArrivals(settings)
+    results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "phases": []}
+    try:
+        for dag in PRODUCER_DAGS:
+            set_dag_paused(settings, dag, True)
+        deadline = time.time() + 180
+        while other_producers() and time.time() < deadline:
+            time.sleep(2)
+        if other_producers():
+            raise SystemExit(f"another producer is still running (pids {other_producers()}): stop it first")
+        for name, env, minutes, drain in phases_spec:
+            print(f"phase {name}: {env} — {args.warmup_s:.0f} s warm-up, {minutes:g} min measured, {drain} s drain")
+            results["phases"].append(run_phase(settings, name, dict(env), args.warmup_s, minutes * 60, drain, log_dir))
+    finally:
+        for dag, was_paused in paused_before.items():
+            try:
+                set_dag_paused(settings, dag, was_paused)
+            except Exception as error:  # say it; the operator must restore it by hand
+                print(f"could not restore {dag} (paused={was_paused}): {error}")
+    time.sleep(2)
+    arrivals.close()
+    for phase in results["phases"]:
+        measure(settings, phase, arrivals)
+
+    rest = next((p for p in results["phases"] if p["name"] == "rest"), None)
+    header = (
+        f"{'phase':<10} {'bars':>7} {'Redis p50':>9} {'p95':>6} {'max':>6} {'PG p50':>7} {'p95':>6} "
+        f"{'lost':>4} {'conn':>4} {'max/60s':>7} {'p95 vs rest':>11}  target"
+    )
+    print("\n" + header + "\n" + "-" * len(header))
+    for phase in results["phases"]:
+        r, pg = phase["redis"], phase["postgres"]
+        if phase["name"] == "websocket":
+            target = f"Redis p95 ≤ {TARGET_P95_S:g} s"
+            met = r["p95_s"] is not None and r["p95_s"] <= TARGET_P95_S and r["n"] == phase["expected_bars"]
+        elif phase["name"] == "storm":
+            target = f"0 lost, ≤ {limit} calls/60s"
+            met = not phase["lost"] and phase["most_calls_in_any_60s"] <= limit
+        else:
+            target, met = "baseline", None
+        phase.update(target=target, met=met)
+        ratio = (
+            f"{rest['redis']['p95_s'] / r['p95_s']:.1f}x"
+            if rest and phase is not rest and r["p95_s"] and rest["redis"]["p95_s"]
+            else "-"
+        )
+        verdict = "" if met is None else (" met" if met else " MISSED")
+        print(
+            f"{phase['name']:<10} {r['n']:>3}/{phase['expected_bars']:<3} {_s(r['p50_s']):>9} {_s(r['p95_s']):>6} "
+            f"{_s(r['max_s']):>6} {_s(pg['p50_s']):>7} {_s(pg['p95_s']):>6} {len(phase['lost']):>4} "
+            f"{phase['connections']:>4} {phase['most_calls_in_any_60s']:>7} {ratio:>11}  {target}{verdict}"
+        )
+    for phase in results["phases"]:
+        if phase["lost"]:
+            print(f"{phase['name']}: missing from market.bars_1m: {', '.join(phase['lost'][:20])}")
+        print(f"{phase['name']}: stored bars by source {phase['sources']}")
+    results.update(
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine=f"{os.cpu_count()} cpu, {platform.platform()}, Python {platform.python_version()}",
+        loadavg=os.getloadavg(),
+        params={"symbols": symbols, "rate_limit_per_minute": limit, "warmup_s": args.warmup_s,
+                "minutes": {"rest": args.rest_min, "websocket": args.websocket_min, "storm": args.storm_min}},
+    )  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
