@@ -379,11 +379,15 @@ class MarketSource:
             self.limiter.acquire()
         metrics.API_CALLS.inc()
 
-    def take_slot(self) -> None:
+    def take_slot(self, max_wait_s: float | None = None) -> None:
         """Wait for the rate-limit slot of this thread's next HTTP request now, so that what depends
-        on the moment of the call (the end of a window of closed bars) is decided after the grant."""
+        on the moment of the call (the end of a window of closed bars) is decided after the grant.
+        With ``max_wait_s``, :class:`~stockpipe.producer.limiter.NoSlot` when it would take longer."""
         if not getattr(self._prepaid, "slot", False):
-            self.limiter.acquire()
+            if max_wait_s is None:
+                self.limiter.acquire()
+            else:
+                self.limiter.acquire(max_wait_s=max_wait_s)
             self._prepaid.slot = True
 
     # -- retries ------------------------------------------------------------------------------

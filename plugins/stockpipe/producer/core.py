@@ -38,6 +38,7 @@ from stockpipe.calendar import trading_calendar
 from stockpipe.config import REDIS_META_KEY as META_KEY
 from stockpipe.config import Settings
 from stockpipe.producer import metrics, plan, schedule
+from stockpipe.producer.limiter import NoSlot
 from stockpipe.sources.polygon import Bar, NotEntitled, RetryableSourceError
 
 log = logging.getLogger("stockpipe.producer")
@@ -61,6 +62,7 @@ class SymbolResult:
     sent: int = 0
     dead_letters: int = 0
     error: str | None = None
+    deferred: bool = False  # no rate-limit slot at its planned time: its bars come with its next turn
 
 
 @dataclass
@@ -87,6 +89,9 @@ class CycleSummary:
             f"{sum(r.fetched for r in self.results)} bars fetched, {self.sent} sent, "
             f"{self.dead_letters} dead letters"
         )
+        deferred = [r.symbol for r in self.results if r.deferred]
+        if deferred:
+            text += f", deferred {', '.join(deferred)} (no rate-limit slot at the planned time)"
         if self.failed:
             text += f", skipped {', '.join(self.failed)}"
         if self.idle:
@@ -191,7 +196,9 @@ class MarketProducer:
         session = self.calendar.session_at(end - timedelta(minutes=1)) or self.calendar.previous_session(end)
         return min(session.open, end) if session is not None else end
 
-    def _fetch(self, symbol: str) -> tuple[datetime, datetime, list[Bar], list[tuple[dict, str]]]:
+    def _fetch(
+        self, symbol: str, max_wait_s: float | None = None
+    ) -> tuple[datetime, datetime, list[Bar], list[tuple[dict, str]]]:
         """One retried fetch of the closed bars since the checkpoint. The window's end is the last
         minute closed once the rate limiter granted the call (a long wait must not leave the bars
         that closed meanwhile out), taken again on every retry."""
@@ -199,7 +206,7 @@ class MarketProducer:
         def attempt() -> tuple[datetime, datetime, list[Bar], list[tuple[dict, str]]]:
             if self.window_start(symbol, _floor_minute(self.clock())) >= _floor_minute(self.clock()):
                 return self.clock(), self.clock(), [], []  # nothing closed since the checkpoint
-            self.market.take_slot()
+            self.market.take_slot(max_wait_s)
             end = _floor_minute(self.clock())  # bars starting before `end` have closed
             start = self.window_start(symbol, end)
             unusable: list[tuple[dict, str]] = []
@@ -213,9 +220,11 @@ class MarketProducer:
             self._learn_plan("delayed" if self.market.api.last_status == "DELAYED" else "real-time")
         return start, end, bars, unusable
 
-    def produce_symbol(self, symbol: str) -> SymbolResult:
+    def produce_symbol(self, symbol: str, max_wait_s: float | None = None) -> SymbolResult:
+        """Fetch and deliver ``symbol``'s closed bars since its checkpoint. ``max_wait_s``: the
+        longest wait for the rate limit (:class:`~stockpipe.producer.limiter.NoSlot` beyond)."""
         result = SymbolResult(symbol)
-        start, end, bars, unusable = self._fetch(symbol)
+        start, end, bars, unusable = self._fetch(symbol, max_wait_s)
         if start >= end:
             return result
         result.fetched = len(bars)
@@ -300,13 +309,16 @@ class MarketProducer:
         *,
         calls: Sequence[schedule.Call] | None = None,
         metadata_calls: int | None = None,
+        max_wait_s: float | None = None,
     ) -> CycleSummary:
         """Bars first, metadata after: under a tight rate limit the first cycle's ticker-details
         calls must not hold up the prices. A symbol whose fetch returns nothing and whose details
         say it does not exist is reported as unknown. With ``calls`` (one minute of the polling
         plan, :meth:`run_planned_minute`) each symbol is fetched at its planned time; without, the
         symbols are fetched back to back. At most ``metadata_calls`` ticker details are refreshed
-        (all when None); the others wait for a later cycle."""
+        (all when None); the others wait for a later cycle. With ``max_wait_s`` a symbol whose
+        rate-limit slot is further away is deferred to its next turn (a planned call does not wait
+        out another caller's slots: waiting would push every later call of the plan as well)."""
         started = time.monotonic()
         summary = CycleSummary()
         uncached: list[str] = []
@@ -321,7 +333,12 @@ class MarketProducer:
                     log.warning("unknown symbol %s: the market-data API has no ticker details; skipped", symbol)
                     summary.results.append(SymbolResult(symbol, error="unknown symbol"))
                     continue
-                result = self.produce_symbol(symbol)
+                try:
+                    result = self.produce_symbol(symbol, max_wait_s)
+                except NoSlot:
+                    summary.results.append(SymbolResult(symbol, deferred=True))
+                    metrics.DEFERRED_FETCHES.inc()
+                    continue
                 if cached is False and result.fetched == 0 and self.symbol_metadata(symbol) is None:
                     log.warning("unknown symbol %s: the market-data API has no ticker details; skipped", symbol)
                     result.error = "unknown symbol"
@@ -407,7 +424,9 @@ class MarketProducer:
         plan = self.polling_plan()
         # ticker details (every STOCKPIPE_METADATA_TTL_S) take slots the plan did not count: one a
         # cycle unless the budget has spare calls, so a refresh of the watchlist delays no minute long
-        return self.run_cycle(calls=plan.calls(minute), metadata_calls=max(1, plan.spare_per_minute))
+        return self.run_cycle(
+            calls=plan.calls(minute), metadata_calls=max(1, plan.spare_per_minute), max_wait_s=plan.spacing_s
+        )
 
     def close(self) -> None:
         self.kafka.flush(5)

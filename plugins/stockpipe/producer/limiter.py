@@ -36,6 +36,10 @@ GUARD_S = 0.25
 BACKFILL_WAITING_KEY = "stockpipe:limiter:backfill-waiting:{scope}"
 
 
+class NoSlot(RuntimeError):
+    """No rate-limit slot within the wait a caller allowed."""
+
+
 class _Window(RateLimitItemPerSecond):
     """A moving window that needs not last whole seconds (limits' items count in whole units).
 
@@ -89,8 +93,9 @@ class SharedRateLimiter:
         self._on_wait = on_wait
         self._sleep = sleep
 
-    def acquire(self) -> float:
-        """Block until a call may be made; return the seconds waited."""
+    def acquire(self, max_wait_s: float | None = None) -> float:
+        """Block until a call may be made; return the seconds waited. With ``max_wait_s``, raise
+        :class:`NoSlot` instead of waiting longer (a planned live call then skips its turn)."""
         waited = 0.0
         while not self._hit():
             if self._reserve:  # the live plan leaves the backfill a share while it waits
@@ -98,6 +103,8 @@ class SharedRateLimiter:
             reset_at = self._limiter.get_window_stats(self._item, self._scope).reset_time
             # a backfill held back by the live plan (free slots, live calls due) looks again soon
             pause = min(max(reset_at - time.time(), 0.25 if self._reserve else 0.05), self.window_s)
+            if max_wait_s is not None and waited + pause > max_wait_s:
+                raise NoSlot(f"no rate-limit slot within {max_wait_s:g} s")
             if self._on_wait:
                 self._on_wait(pause)
             self._sleep(pause)

@@ -7,6 +7,9 @@ API_RETRIES = Counter("stockpipe_api_retries_total", "Market-data calls retried"
 RATE_LIMIT_WAIT = Counter("stockpipe_rate_limit_wait_seconds_total", "Seconds spent waiting for a rate-limit slot")
 BARS_PRODUCED = Counter("stockpipe_bars_produced_total", "Bars delivered to Kafka", ["symbol"])
 DEAD_LETTERS = Counter("stockpipe_producer_dead_letters_total", "Invalid bars sent to the dead-letter topic")
+DEFERRED_FETCHES = Counter(
+    "stockpipe_deferred_fetches_total", "Planned fetches deferred to the next turn: no rate-limit slot at their time"
+)
 SYMBOL_FAILURES = Counter("stockpipe_symbol_failures_total", "Symbols skipped in a cycle", ["reason"])
 METADATA_CACHE_HITS = Counter("stockpipe_metadata_cache_hits_total", "Ticker details served from Redis")
 CYCLE_SECONDS = Histogram(
