@@ -31,8 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -56,7 +58,7 @@ MAX_BLOCK_SESSIONS = 2000
 #: Repair-queue reason of the first bar a backfill stored for a symbol.
 REPAIR_REASON = "backfill"
 #: A follower looks again after at least / at most this long.
-FOLLOWER_WAIT_S = (20.0, 120.0)
+FOLLOWER_WAIT_S = (30.0, 120.0)
 #: What a leader adds to its fetch estimate for the Spark job.
 COMPUTE_ESTIMATE_S = 60.0
 
@@ -109,6 +111,27 @@ class FetchLease:
 
     def close(self) -> None:
         self._client.close()
+
+    @contextmanager
+    def kept(self, every_s: float = 30.0) -> Iterator[None]:
+        """Renew the lease every ``every_s`` while the block runs (a long wait for the rate limit
+        must not let it expire under its holder)."""
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.renew()
+                except Exception as error:  # a Redis hiccup: the next renewal may work
+                    log.warning("could not renew the fetch lease: %s", error)
+
+        keeper = threading.Thread(target=keep, name="backfill-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join(timeout=5)
 
 
 # --- sessions and the block --------------------------------------------------------------------
@@ -279,7 +302,11 @@ def fetch_and_store_range(
         queries.ensure_month_partitions(conn, sessions[0].open, sessions[-1].close)
         conn.commit()
         for n, symbol in enumerate(todo, 1):
-            wanted = missing[symbol]
+            # again now: another process (a previous leader, the stream) may have stored some meanwhile
+            wanted = missing_sessions(settings, missing[symbol], [symbol])[symbol]
+            if not wanted:
+                log.info("%s: stored meanwhile, not fetched", symbol)
+                continue
             start, end = wanted[0].open, wanted[-1].close - timedelta(minutes=1)
             calls_before = counter.calls
             bars = source.minute_bars(symbol, start, end)
@@ -545,7 +572,8 @@ def prepare(
             left = max(planned - calls, 0)
             lease.renew(eta=time.time() + left * settings.rate_limit_window_s + COMPUTE_ESTIMATE_S)
 
-        report = fetch_and_store_range(settings, block, on_progress=progress)
+        with lease.kept():
+            report = fetch_and_store_range(settings, block, on_progress=progress)
         log.info(
             "fetched %s..%s: %d bars in %d API calls, %.1f s",
             block[0].day,

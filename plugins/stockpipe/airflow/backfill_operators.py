@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import date, timedelta
 from typing import Any
 
@@ -62,13 +61,6 @@ class BackfillIndicatorsOperator(StockpipeSparkSubmitOperator):
         settings = task_settings()
         plan = context["ti"].xcom_pull(task_ids=PREPARE_TASK, key="plan")
         lease = backfill.FetchLease(settings, context["dag_run"].run_id)
-        stop = threading.Event()
-
-        def keep_lease() -> None:
-            while not stop.wait(30):
-                lease.renew()
-
-        keeper = threading.Thread(target=keep_lease, name="backfill-lease", daemon=True)
         try:
             lease.take(first=plan["first"], last=plan["last"])
             block = date.fromisoformat(plan["first"]), date.fromisoformat(plan["last"])
@@ -79,9 +71,8 @@ class BackfillIndicatorsOperator(StockpipeSparkSubmitOperator):
             self.application_args = ["--symbols", plan["symbols"], "--start", first.isoformat(), "--end", plan["last"]]
             self.name = f"stockpipe-backfill-{first.isoformat()}-{plan['last']}"
             self.log.info("computing indicators from %s (sessions %s..%s), once", first, plan["first"], plan["last"])
-            keeper.start()
-            return super().execute(context)
+            with lease.kept():
+                return super().execute(context)
         finally:
-            stop.set()
             lease.release()
             lease.close()
