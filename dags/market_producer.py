@@ -16,8 +16,9 @@ Stopping: pause the DAG (the task notices within 10 s) or mark the task failed; 
 SIGTERM and ends after its running fetch. Reruns of an interval go through `market_ingest`
 (trigger it, or `airflow backfill create --dag-id market_ingest ...`): they re-send that interval.
 
-Active with `STOCKPIPE_PRODUCER_MODE=service` (the default); in the other modes `make up` pauses it
-(unpaused anyway, it runs beside the other producer and says so in its log).
+Active with `STOCKPIPE_PRODUCER_MODE=service` (the default); in the other modes `make up` pauses it.
+Unpaused anyway, with `supervisor` (supervisord's or compose's producer program) a run pauses the DAG
+and skips; with `airflow` it runs and says in its log that market_ingest produces too.
 """
 
 from __future__ import annotations

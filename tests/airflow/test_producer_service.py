@@ -2,7 +2,8 @@
 against the test services and an in-thread simulator). A kill -9 of the producer fails the task (the
 ``@continuous`` schedule's next run relaunches it; test_dagbag checks that wiring), pausing the DAG
 stops it, each cycle is one ``ops.ingest_cycles`` row, and the child holds only the producer's
-secrets. market_ingest in service mode: scheduled runs skip, manual runs re-send their interval."""
+secrets; a dying producer queues the next run at once. market_ingest in service mode: scheduled runs
+skip, manual runs re-send their interval. Airflow's REST API is a stand-in (FakeAirflowApi)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,73 @@ from tests.airflow.test_dag_runs import consume, task_states
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
+class FakeAirflowApi:
+    """A stand-in for Airflow's REST API (the dev stack's is never contacted): logs in anyone, says
+    whether market_producer is paused (``paused``), records every call, queues a run on POST."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.calls: list[tuple[str, str, dict | None]] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, body: dict, status: int = 200) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> dict | None:
+                length = int(self.headers.get("Content-Length", 0))
+                return json.loads(self.rfile.read(length)) if length else None
+
+            def do_POST(self):  # noqa: N802
+                body = self._body()
+                api.calls.append(("POST", self.path, body))
+                if self.path == "/auth/token":
+                    return self._reply({"access_token": "tok"}, 201)
+                self._reply({"dag_run_id": "manual__relaunch"}, 200)
+
+            def do_GET(self):  # noqa: N802
+                api.calls.append(("GET", self.path, None))
+                if "/dagRuns" in self.path:
+                    return self._reply({"dag_runs": [], "total_entries": 0})
+                self._reply({"dag_id": "market_producer", "is_paused": api.paused})
+
+            def do_PATCH(self):  # noqa: N802
+                body = self._body()
+                api.calls.append(("PATCH", self.path, body))
+                api.paused = bool((body or {}).get("is_paused"))
+                self._reply({"dag_id": "market_producer", "is_paused": api.paused})
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def paths(self, method: str) -> list[str]:
+        return [path.split("?")[0] for m, path, _ in self.calls if m == method]
+
+
 @pytest.fixture
-def service_env(monkeypatch: pytest.MonkeyPatch, dag_env):
-    """dag_env in service mode; the producer's first fetch reaches 5 minutes back, no metrics port."""
+def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    api = FakeAirflowApi()
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text('{"admin": "pw"}')
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    monkeypatch.setenv("STOCKPIPE_AIRFLOW_API_URL", api.url)
+    yield api
+    api.server.shutdown()
+
+
+@pytest.fixture
+def service_env(monkeypatch: pytest.MonkeyPatch, dag_env, fake_api):
+    """dag_env in service mode; the producer's first fetch reaches 5 minutes back, no metrics port;
+    Airflow's API is the fake one."""
     from stockpipe.config import get_settings
 
     monkeypatch.setenv("STOCKPIPE_PRODUCER_MODE", "service")
@@ -81,7 +146,7 @@ def run_producer_dag(dagbag):
     return dag.test(logical_date=pendulum.now("UTC"))
 
 
-def test_kill_9_fails_the_task_so_the_next_run_relaunches(dagbag, service_env, af_conn):
+def test_kill_9_fails_the_task_and_queues_the_relaunch(dagbag, service_env, af_conn, fake_api):
     watcher = Watcher(af_conn, lambda child: child.send_signal(signal.SIGKILL))
     watcher.start()
     dag_run = run_producer_dag(dagbag)
@@ -90,6 +155,9 @@ def test_kill_9_fails_the_task_so_the_next_run_relaunches(dagbag, service_env, a
     assert task_states(dag_run) == {"run_producer": "failed"}
     assert dag_run.state == "failed"
     assert not watcher.child.is_running() and producer_children() == []
+    # the next run is queued at once (the continuous schedule alone would take up to a minute)
+    assert fake_api.paths("POST")[-1] == "/api/v2/dags/market_producer/dagRuns"
+    assert "killed by signal 9" in fake_api.calls[-1][2]["note"]
 
     # the loop recorded its cycle, named after the Airflow run; every symbol fetched, none failed
     rows = cycle_rows(af_conn)
@@ -108,48 +176,8 @@ def test_kill_9_fails_the_task_so_the_next_run_relaunches(dagbag, service_env, a
     assert {m.key().decode() for m in messages} == set(service_env.watchlist)
 
 
-@pytest.fixture
-def paused_api(monkeypatch: pytest.MonkeyPatch, tmp_path, service_env):
-    """A stand-in for Airflow's REST API (the dev stack's is never contacted) that says market_producer
-    is paused; records the calls."""
-    from stockpipe.config import get_settings
-
-    calls: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, body: dict, status: int = 200) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            calls.append(f"POST {self.path}")
-            self._reply({"access_token": "tok"}, 201)
-
-        def do_GET(self):  # noqa: N802
-            calls.append(f"GET {self.path}")
-            self._reply({"dag_id": "market_producer", "is_paused": True})
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    passwords = tmp_path / "passwords.json"
-    passwords.write_text('{"admin": "pw"}')
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-    monkeypatch.setenv("STOCKPIPE_AIRFLOW_API_URL", f"http://127.0.0.1:{server.server_port}")
-    get_settings.cache_clear()
-    yield calls
-    server.shutdown()
-    get_settings.cache_clear()
-
-
-def test_pausing_the_dag_stops_the_producer(dagbag, paused_api, af_conn):
+def test_pausing_the_dag_stops_the_producer(dagbag, service_env, af_conn, fake_api):
+    fake_api.paused = True
     task = dagbag.get_dag("market_producer").get_task("run_producer")
     poll, task.pause_poll_s = task.pause_poll_s, 1.0
     watchdog = threading.Timer(60, lambda: [c.kill() for c in producer_children()])  # fail, never hang
@@ -159,9 +187,21 @@ def test_pausing_the_dag_stops_the_producer(dagbag, paused_api, af_conn):
     finally:
         task.pause_poll_s = poll
         watchdog.cancel()
-    assert "GET /api/v2/dags/market_producer" in paused_api
-    # stopped on purpose (SIGTERM, clean exit): the run succeeds, so a paused DAG starts no other
+    assert "/api/v2/dags/market_producer" in fake_api.paths("GET")
+    # stopped on purpose (SIGTERM, clean exit): the run succeeds, and no other run is queued
     assert task_states(dag_run) == {"run_producer": "success"}
+    assert producer_children() == []
+    assert "/api/v2/dags/market_producer/dagRuns" not in fake_api.paths("POST")
+
+
+def test_in_supervisor_mode_the_dag_pauses_itself(dagbag, service_env, fake_api, monkeypatch):
+    from stockpipe.config import get_settings
+
+    monkeypatch.setenv("STOCKPIPE_PRODUCER_MODE", "supervisor")
+    get_settings.cache_clear()
+    dag_run = run_producer_dag(dagbag)
+    assert task_states(dag_run) == {"run_producer": "skipped"}
+    assert fake_api.paused and fake_api.paths("PATCH") == ["/api/v2/dags/market_producer"]
     assert producer_children() == []
 
 

@@ -22,8 +22,9 @@ ship the ``stockpipe`` package to the image) — no DAG change.
 :class:`ProducerServiceOperator` — ``python -m stockpipe.producer`` (the long-running loop) as a child
 process of the task, with the project venv's interpreter: its log lines go into the task log, it
 holds only the producer's secrets (:data:`stockpipe.scopes.SCOPES`), and it dies with the task
-(``PR_SET_PDEATHSIG``). The task fails when the child dies, so the ``@continuous`` schedule starts a
-new run, and with it a new producer; it succeeds when it stopped the child because the DAG was paused.
+(``PR_SET_PDEATHSIG``). The task fails when the child dies, and first queues the DAG's next run
+(``relaunch``; the ``@continuous`` schedule would too, but only after up to a minute), which starts a
+new producer; it succeeds when it stopped the child because the DAG was paused.
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ class StoppableJobMixin:
 
     def _stop_job(self) -> bool:
         raise NotImplementedError
+
+    def _queue_relaunch(self, context: Any, reason: str) -> None:
+        """Queue the DAG's next run now (see :func:`stockpipe.airflow.restart.queue_next_run`), so the
+        job is back within seconds, not when the scheduler notices; never fails the caller."""
+        from stockpipe.airflow.connections import task_settings
+        from stockpipe.airflow.restart import queue_next_run
+
+        dag_id = context["dag"].dag_id
+        try:
+            run_id = queue_next_run(task_settings(), dag_id, reason)
+        except Exception as error:  # the continuous schedule still relaunches it, later
+            self.log.warning("could not queue the next run of %s (%s): the schedule will", dag_id, error)  # type: ignore[attr-defined]
+            return
+        self.log.info("next run of %s: %s", dag_id, run_id or "already queued")  # type: ignore[attr-defined]
 
     def on_kill(self) -> None:
         self._stop_watch.set()
@@ -263,9 +278,11 @@ class ProducerServiceOperator(StoppableJobMixin, BaseOperator):
         stop_grace_s: float = 30.0,
         stop_when_paused: bool = True,
         pause_poll_s: float = 10.0,
+        relaunch: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.relaunch = relaunch
         self.module = module
         self.args = list(args or [])
         self._init_stop(stop_grace_s=stop_grace_s, stop_when_paused=stop_when_paused, pause_poll_s=pause_poll_s)
@@ -282,12 +299,12 @@ class ProducerServiceOperator(StoppableJobMixin, BaseOperator):
         from stockpipe.airflow.connections import task_settings
 
         settings = task_settings()
-        if settings.producer_mode != "service":  # make up pauses this DAG then; someone unpaused it
+        if settings.producer_mode == "supervisor":  # another process is the loop (supervisord, compose)
+            self._stand_down(settings, context["dag"].dag_id)
+        if settings.producer_mode == "airflow":  # make up pauses this DAG then; someone unpaused it
             self.log.warning(
-                "STOCKPIPE_PRODUCER_MODE=%s: %s produces too; the two share the rate limit and the checkpoints "
-                "(a bar sent twice is stored once), but one is enough: pause %s or set the mode to service",
-                settings.producer_mode,
-                "market_ingest" if settings.producer_mode == "airflow" else "supervisord's producer",
+                "STOCKPIPE_PRODUCER_MODE=airflow: market_ingest's runs produce too (with nothing left to fetch "
+                "they make no API call); pause %s or set STOCKPIPE_PRODUCER_MODE=service",
                 context["dag"].dag_id,
             )
         command = [sys.executable, "-m", self.module, *self.args]
@@ -320,9 +337,28 @@ class ProducerServiceOperator(StoppableJobMixin, BaseOperator):
         if self._killed.is_set():
             raise ProducerExited(f"producer (pid {process.pid}) stopped because the task was killed (exit code {code})")
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        raise ProducerExited(
-            f"the producer (pid {process.pid}) {how}; the task fails so market_producer's next run relaunches it"
+        why = f"the producer (pid {process.pid}) {how}"
+        if self.relaunch:
+            self._queue_relaunch(context, f"relaunch: {why}")
+        raise ProducerExited(f"{why}; the task fails and the next run of {context['dag'].dag_id} relaunches it")
+
+    def _stand_down(self, settings: Any, dag_id: str) -> None:
+        """STOCKPIPE_PRODUCER_MODE=supervisor: pause this DAG (else the continuous schedule would start one
+        skipped run after another) and skip."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from stockpipe.airflow.restart import set_dag_paused
+
+        reason = (
+            f"STOCKPIPE_PRODUCER_MODE=supervisor: supervisord's producer program is the producer, so {dag_id} "
+            "pauses itself and skips (set STOCKPIPE_PRODUCER_MODE=service and unpause it to run the producer here)"
         )
+        try:
+            set_dag_paused(settings, dag_id, True)
+        except Exception as error:  # no API: at least don't spin through empty runs
+            self.log.warning("could not pause %s: %s", dag_id, error)
+            time.sleep(60)
+        raise AirflowSkipException(reason)
 
     def _stop_job(self) -> bool:
         """SIGTERM the producer and wait up to ``stop_grace_s`` for it; SIGKILL if it hangs."""

@@ -34,6 +34,24 @@ def set_dag_paused(settings: Settings, dag_id: str, paused: bool, *, base_url: s
     log.info("%s %s", "paused" if paused else "unpaused", dag_id)
 
 
+def queue_next_run(settings: Settings, dag_id: str, note: str) -> str | None:
+    """Make sure a run of ``dag_id`` waits to start (a ``@continuous`` DAG's relaunch); the new run's id,
+    or None when one is already queued.
+
+    Airflow's scheduler creates the next continuous run only once it counts no active run; when a run
+    fails it still counts it (its new state is not flushed before the count), and only the dag-processor's
+    next pass over the file (every 30 s or more on a loaded machine) sets that right. A run queued behind
+    the dying one starts as soon as the scheduler has marked the old one finished."""
+    with airflow_client(settings, "admin") as client:
+        queued = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"state": "queued", "limit": 1})
+        queued.raise_for_status()
+        if queued.json().get("total_entries", 0):
+            return None
+        response = client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "note": note[:1000]})
+        response.raise_for_status()
+        return str(response.json().get("dag_run_id"))
+
+
 def restart_stream(settings: Settings, reason: str, *, base_url: str | None = None) -> list[str]:
     """Mark every running ``market_stream.stream_indicators`` failed; returns the affected run ids."""
     with airflow_client(settings, "admin", base_url=base_url) as client:
