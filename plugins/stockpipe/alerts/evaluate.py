@@ -25,32 +25,30 @@ def ref_column(minutes: int) -> str:
     return f"ref_close_{int(minutes)}"
 
 
-def condition_state(frame: pd.DataFrame, condition: Condition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(holds, defined, value) per row of ``frame`` for ``condition``."""
-    close = frame["close"].to_numpy(dtype=np.float64)
+def condition_state(cols: dict[str, np.ndarray], condition: Condition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(holds, defined, value) per row of ``cols`` (column name → float array) for ``condition``."""
+    close = cols["close"]
     kind, level = condition.kind, condition.level
     with np.errstate(invalid="ignore", divide="ignore"):
         if kind in ("rsi_cross_below", "rsi_cross_above"):
-            value = frame["rsi_14"].to_numpy(dtype=np.float64)
+            value = cols["rsi_14"]
             holds = value < level if kind == "rsi_cross_below" else value > level
             defined = ~np.isnan(value)
         elif kind in ("macd_cross_up", "macd_cross_down"):
-            value = frame["macd"].to_numpy(dtype=np.float64)
-            signal = frame["macd_signal"].to_numpy(dtype=np.float64)
+            value, signal = cols["macd"], cols["macd_signal"]
             holds = value > signal if kind == "macd_cross_up" else value < signal
             defined = ~np.isnan(value) & ~np.isnan(signal)
         elif kind in ("close_cross_above", "close_cross_below"):
-            value = frame[condition.line].to_numpy(dtype=np.float64)
+            value = cols[condition.line]
             holds = close > value if kind == "close_cross_above" else close < value
             defined = ~np.isnan(value) & ~np.isnan(close)
         elif kind == "close_move":
-            ref = frame[ref_column(condition.minutes)].to_numpy(dtype=np.float64)
+            ref = cols[ref_column(condition.minutes)]
             value = (close / ref - 1) * 100
             holds = np.abs(value) >= level
             defined = ~np.isnan(ref) & ~np.isnan(close)
         elif kind == "volume_spike":
-            volume = frame["volume"].to_numpy(dtype=np.float64)
-            average = frame["volume_avg_20"].to_numpy(dtype=np.float64)
+            volume, average = cols["volume"], cols["volume_avg_20"]
             holds = volume >= level * average
             value = volume / average
             defined = ~np.isnan(average) & ~np.isnan(volume)
@@ -64,31 +62,40 @@ def crossings(frame: pd.DataFrame, rules: Iterable[Rule]) -> pd.DataFrame:
 
     ``frame``: ordered by symbol, ts; columns ``symbol``, ``ts``, ``evaluate`` (the rows to judge;
     the others are there as previous bars), ``close``, ``volume``, ``volume_avg_20``, the
-    indicator columns, and :func:`ref_column` for each move rule's minutes.
+    indicator columns, and :func:`ref_column` for each move rule's minutes. Conditions are
+    computed on the judged rows and their previous rows only, once per distinct condition; a
+    symbol rule looks at its symbol's rows only.
     """
     rules = list(rules)
     if not len(frame) or not rules:
         return pd.DataFrame({c: [] for c in CANDIDATE_COLUMNS})
     symbols = frame["symbol"].to_numpy(dtype=object)
     has_prev = np.r_[False, symbols[1:] == symbols[:-1]]
-    judged = frame["evaluate"].to_numpy(dtype=bool) & has_prev
+    judged = np.flatnonzero(frame["evaluate"].to_numpy(dtype=bool) & has_prev)
+    if not len(judged):
+        return pd.DataFrame({c: [] for c in CANDIDATE_COLUMNS})
+    names = [c for c in frame.columns if c not in ("symbol", "ts", "evaluate")]
+    values = {name: frame[name].to_numpy(dtype=np.float64) for name in names}
+    now = {name: column[judged] for name, column in values.items()}
+    before = {name: column[judged - 1] for name, column in values.items()}
+    judged_symbols = symbols[judged]
+    rows_of: dict[str, np.ndarray] = {
+        symbol: rows for symbol, rows in pd.Series(np.arange(len(judged))).groupby(judged_symbols).groups.items()
+    }
     fired_by_condition: dict[Condition, tuple[np.ndarray, np.ndarray]] = {}
-    symbol_rows: dict[str, np.ndarray] = {}
     parts = []
     for rule in rules:
         condition = rule.condition
         if condition not in fired_by_condition:
-            holds, defined, value = condition_state(frame, condition)
-            prev_holds = np.r_[False, holds[:-1]]
-            prev_defined = np.r_[False, defined[:-1]]
-            fires = judged & holds & prev_defined & ~prev_holds
-            fired_by_condition[condition] = (fires, value)
+            holds, _, value = condition_state(now, condition)
+            prev_holds, prev_defined, _ = condition_state(before, condition)
+            fired_by_condition[condition] = (holds & prev_defined & ~prev_holds, value)
         fires, value = fired_by_condition[condition]
-        if rule.symbol != "*":
-            if rule.symbol not in symbol_rows:
-                symbol_rows[rule.symbol] = symbols == rule.symbol
-            fires = fires & symbol_rows[rule.symbol]
-        rows = np.flatnonzero(fires)
+        if rule.symbol == "*":
+            rows = np.flatnonzero(fires)
+        else:
+            mine = np.asarray(rows_of.get(rule.symbol, ()), dtype=np.int64)
+            rows = mine[fires[mine]]
         if len(rows):
             parts.append((rule.id, rows, value[rows]))
     if not parts:
@@ -97,9 +104,9 @@ def crossings(frame: pd.DataFrame, rules: Iterable[Rule]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "rule_id": np.concatenate([np.full(len(p[1]), p[0], dtype=np.int64) for p in parts]),
-            "symbol": symbols[rows],
-            "ts": frame["ts"].to_numpy()[rows],
-            "close": frame["close"].to_numpy(dtype=np.float64)[rows],
+            "symbol": judged_symbols[rows],
+            "ts": frame["ts"].to_numpy()[judged][rows],
+            "close": now["close"][rows],
             "value": np.concatenate([p[2] for p in parts]),
         }
     )

@@ -119,6 +119,7 @@ def enabled_rules(cur: psycopg.Cursor) -> list[Rule]:
     ]
 
 
+_IND = ", ".join(f"i.{c}" for c in (*LINES, "rsi_14", "macd", "macd_signal"))
 _SERIES_COLUMNS = [
     "symbol",
     "ts",
@@ -131,56 +132,73 @@ _SERIES_COLUMNS = [
     "macd",
     "macd_signal",
 ]
+# Per symbol of the staged bars: its stored bars from the first staged one (t0) to the last (t1)
+# and the previous one (prev), with their indicators and 20-bar volume average (the window reads
+# the 19 bars before prev too); with move rules (``%(moves)s``) also the closes back to the bar
+# ``%(back)s`` minutes before prev (the reference closes).
 _SERIES = f"""
 WITH s AS (
     SELECT symbol, min(ts) AS t0, max(ts) AS t1 FROM stage_rows WHERE kind = 'bar' {{symbols}} GROUP BY symbol
 ), r AS (
-    SELECT s.symbol, s.t0, s.t1, coalesce((
-        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts < s.t0
-        ORDER BY b.ts DESC OFFSET 19 LIMIT 1), '-infinity') AS lo
+    SELECT s.symbol, s.t0, s.t1, coalesce(p.prev, s.t0) AS prev, coalesce(v.ts, '-infinity') AS lo_v,
+           CASE WHEN %(moves)s THEN coalesce(m.ts, '-infinity') ELSE 'infinity' END AS lo_m
     FROM s
+    LEFT JOIN LATERAL (SELECT max(b.ts) AS prev FROM (
+        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts < s.t0 ORDER BY b.ts DESC LIMIT 1) b
+    ) p ON true
+    LEFT JOIN LATERAL (
+        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts < s.t0 ORDER BY b.ts DESC OFFSET 19 LIMIT 1
+    ) v ON true
+    LEFT JOIN LATERAL (
+        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts <= p.prev - %(back)s * interval '1 minute'
+        ORDER BY b.ts DESC LIMIT 1
+    ) m ON %(moves)s
+), w AS (
+    SELECT b.symbol, b.ts, b.close, b.volume, r.t0, r.prev, r.lo_m,
+           CASE WHEN count(*) OVER w = 20 THEN avg(b.volume) OVER w END AS volume_avg_20
+    FROM r JOIN market.bars_1m b ON b.symbol = r.symbol AND b.ts >= least(r.lo_v, r.lo_m) AND b.ts <= r.t1
+    WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)
 )
-SELECT b.symbol, b.ts, b.ts >= r.t0 AS evaluate, b.close, b.volume,
-       CASE WHEN count(*) OVER w = 20 THEN avg(b.volume) OVER w END AS volume_avg_20,
-       {", ".join(f"i.{c}" for c in (*LINES, "rsi_14", "macd", "macd_signal"))}
-FROM r JOIN market.bars_1m b ON b.symbol = r.symbol AND b.ts >= r.lo AND b.ts <= r.t1
-LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts
-WINDOW w AS (PARTITION BY b.symbol ORDER BY b.ts ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)
-ORDER BY b.symbol, b.ts
-"""
-
-_REF_CLOSE = """
-SELECT (SELECT b.close FROM market.bars_1m b WHERE b.symbol = x.symbol AND b.ts <= x.ts - make_interval(mins => %s)
-        ORDER BY b.ts DESC LIMIT 1)
-FROM unnest(%s::text[], %s::timestamptz[]) WITH ORDINALITY AS x(symbol, ts, n) ORDER BY x.n
+SELECT w.symbol, w.ts, w.ts >= w.t0, w.close, w.volume, w.volume_avg_20, {_IND}
+FROM w LEFT JOIN market.indicators_1m i ON w.ts >= w.prev AND i.symbol = w.symbol AND i.ts = w.ts
+WHERE w.ts >= least(w.prev, w.lo_m)
+ORDER BY w.symbol, w.ts
 """
 
 
 def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
     """The stored series the batch's alerts are judged on: per symbol of the staged ``bar`` rows,
-    its stored bars from the first staged one to the last (``evaluate``) and the 20 before (the
-    previous bar, and its 20-bar volume average), with stored indicators and, for each move
-    rule's window, the reference close."""
+    its stored bars from the first staged one to the last (``evaluate``), the previous bar, and
+    the older ones the 20-bar volume average and the move rules' reference closes need; the
+    stored indicators of the previous bar and later, and for each move rule's window its
+    reference close (:func:`stockpipe.alerts.evaluate.ref_column`)."""
     symbols = sorted({r.symbol for r in rules})
     only = "" if "*" in symbols else "AND symbol = ANY(%(symbols)s)"
-    records = cur.execute(_SERIES.replace("{symbols}", only), {"symbols": symbols}).fetchall()
+    minutes = sorted({r.minutes for r in rules if r.kind == "close_move"})
+    params = {"symbols": symbols, "back": max(minutes, default=0), "moves": bool(minutes)}
+    records = cur.execute(_SERIES.replace("{symbols}", only), params).fetchall()
     frame = pd.DataFrame(records, columns=_SERIES_COLUMNS)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     for name in _SERIES_COLUMNS[3:]:
         frame[name] = pd.to_numeric(frame[name]).astype("float64")
     frame["evaluate"] = frame["evaluate"].astype(bool)
-    minutes = sorted({r.minutes for r in rules if r.kind == "close_move"})
     if minutes and len(frame):
-        needed = frame["evaluate"].to_numpy() | np.r_[frame["evaluate"].to_numpy()[1:], False]
-        wanted = frame[needed]
-        for n in minutes:
-            refs = cur.execute(
-                _REF_CLOSE, (n, wanted["symbol"].tolist(), wanted["ts"].dt.to_pydatetime().tolist())
-            ).fetchall()
-            column = np.full(len(frame), np.nan)
-            column[needed] = [np.nan if r[0] is None else r[0] for r in refs]
-            frame[ref_column(n)] = column
+        add_reference_closes(frame, minutes)
     return frame
+
+
+def add_reference_closes(frame: pd.DataFrame, minutes: list[int]) -> None:
+    """For each N of ``minutes``: column ``ref_close_N`` = the close of the symbol's last bar at or
+    before ts − N minutes (NaN when the frame has none: the symbol has no bar that old)."""
+    symbols = frame["symbol"].to_numpy(dtype=object)
+    block = np.cumsum(np.r_[True, symbols[1:] != symbols[:-1]]).astype(np.int64)
+    seconds = frame["ts"].dt.as_unit("s").astype("int64").to_numpy()
+    key = block * 10**11 + seconds  # ordered like the frame (symbol, ts)
+    close = frame["close"].to_numpy(dtype=np.float64)
+    for n in minutes:
+        at = np.searchsorted(key, key - 60 * n, side="right") - 1
+        ok = (at >= 0) & (block[np.maximum(at, 0)] == block)
+        frame[ref_column(n)] = np.where(ok, close[np.maximum(at, 0)], np.nan)
 
 
 _EXISTING = """

@@ -41,9 +41,12 @@ def wait_for_postgres(settings: Settings, timeout_s: float) -> None:
             time.sleep(0.5)
 
 
-def _ensure_role(cur: psycopg.Cursor, name: str, password: str) -> None:
+def _ensure_role(cur: psycopg.Cursor, name: str, password: str, keep_password: bool = False) -> None:
+    """Create the login role, or set its password; ``keep_password``: an empty one leaves an existing role as is."""
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
     verb = "ALTER" if cur.fetchone() else "CREATE"
+    if verb == "ALTER" and keep_password and not password:
+        return
     cur.execute(
         sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(sql.SQL(verb), sql.Identifier(name), sql.Literal(password))
     )
@@ -54,7 +57,8 @@ def ensure_roles_and_database(settings: Settings, database: str) -> None:
         cur = conn.cursor()
         _ensure_role(cur, settings.pg_writer_user, settings.pg_writer_password.get_secret_value())
         _ensure_role(cur, settings.pg_reader_user, settings.pg_reader_password.get_secret_value())
-        _ensure_role(cur, settings.pg_rules_user, settings.pg_rules_password.get_secret_value())
+        # a process without the rules role's password (its secrets scope has none) must not clear it
+        _ensure_role(cur, settings.pg_rules_user, settings.pg_rules_password.get_secret_value(), keep_password=True)
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         if not cur.fetchone():
             cur.execute(
