@@ -172,6 +172,21 @@ def market_plan() -> dict[str, str]:
     return _redis_call(plan.read)
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def stale_by_design() -> dict[str, dict[str, float]]:
+    """Per symbol, how stale the producer's polling plan keeps it by design (stockpipe.producer.schedule):
+    ``every_s`` between fetches, ``mean_s`` / ``max_s`` from a bar's close to its fetch; {} without a
+    live planned producer (none published within the last 5 minutes)."""
+    import time
+
+    from stockpipe.producer import schedule
+
+    known = _redis_call(schedule.read)
+    if not known or known.get("policy") != "planned" or time.time() - known.get("published_unix", 0) > 300:
+        return {}
+    return known.get("stale_by_design") or {}
+
+
 @st.cache_data(ttl=2, show_spinner=False)
 def pg_latest(symbols: tuple[str, ...]) -> pd.DataFrame:
     return read(queries.latest_bars, symbols)

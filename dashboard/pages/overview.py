@@ -16,7 +16,14 @@ st.title("Watchlist")
 st.caption(ui.market_status(settings))
 
 
-def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame, alert: dict | None = None) -> None:
+def tile(
+    symbol: str,
+    row: dict | None,
+    source: str,
+    spark: pd.DataFrame,
+    alert: dict | None = None,
+    design: dict | None = None,
+) -> None:
     with st.container(border=True, key=f"tile-{symbol}"):
         if row is None:
             st.metric(symbol, "—")
@@ -49,6 +56,12 @@ def tile(symbol: str, row: dict | None, source: str, spark: pd.DataFrame, alert:
                 key=f"spark-{symbol}",
             )
         st.caption(f"bar {ui.ny_stamp(ts)} · from {source}")
+        if design:  # the polling plan's promise: how stale this symbol is by design
+            st.caption(
+                f"polled every {design['every_s']:.0f} s · ~{design['mean_s']:.0f} s after the close "
+                f"(≤ {design['max_s']:.0f} s)",
+                help="By design of the producer's polling plan under the API budget (STOCKPIPE_RATE_LIMIT_PER_MINUTE)",
+            )
         if alert is not None:
             st.caption(f":material/notifications_active: {alert['description']} · {ui.ny_stamp(alert['ts'])}")
 
@@ -74,11 +87,22 @@ def tiles() -> None:
         alerts = data.latest_alerts(watchlist)
     except data.ServiceDown:
         alerts = {}
+    try:
+        design = data.stale_by_design()
+    except data.ServiceDown:
+        design = {}
     for first in range(0, len(watchlist), TILES_PER_ROW):
         row_symbols = watchlist[first : first + TILES_PER_ROW]
         for column, symbol in zip(st.columns(TILES_PER_ROW), row_symbols, strict=False):
             with column:
-                tile(symbol, latest.rows.get(symbol), latest.source.get(symbol, ""), spark, alerts.get(symbol))
+                tile(
+                    symbol,
+                    latest.rows.get(symbol),
+                    latest.source.get(symbol, ""),
+                    spark,
+                    alerts.get(symbol),
+                    design.get(symbol),
+                )
 
 
 live_tiles()
