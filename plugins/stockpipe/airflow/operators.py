@@ -334,10 +334,11 @@ class ProducerServiceOperator(StoppableJobMixin, BaseOperator):
         if self._stopped_for_pause.is_set():
             self.log.info("producer stopped (exit code %s): the DAG is paused", code)
             return {"pid": process.pid, "exit_code": code, "stopped": "paused"}
-        if self._killed.is_set():
-            raise ProducerExited(f"producer (pid {process.pid}) stopped because the task was killed (exit code {code})")
-        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        why = f"the producer (pid {process.pid}) {how}"
+        if self._killed.is_set():  # marked failed (a restart) or timed out: the next run starts a new one
+            why = f"the producer (pid {process.pid}) stopped because its task was killed (exit code {code})"
+        else:
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            why = f"the producer (pid {process.pid}) {how}"
         if self.relaunch:
             self._queue_relaunch(context, f"relaunch: {why}")
         raise ProducerExited(f"{why}; the task fails and the next run of {context['dag'].dag_id} relaunches it")
