@@ -10,8 +10,7 @@ transaction:
    otherwise it advances them past the batch, in this transaction: exactly-once is keyed on what
    was consumed, so a new checkpoint or a renamed query (whose batch ids restart at 0) loses
    nothing;
-2. COPYs the rows into a session temp table (CSV written by Arrow column by column: each double
-   as its shortest round-trip decimal, which PostgreSQL reads back to the same bits);
+2. COPYs the rows into a session temp table (binary: floats keep their exact bits);
 3. upserts changed bars into ``market.bars_1m`` where the incoming ``fetched_at`` is newer than the
    stored one (latest fetched_at wins; an equal one changes nothing), stamping ``written_at``; in the
    same statement it queues bars that arrived beyond the stream's recompute horizon in
@@ -38,8 +37,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 from psycopg.types.json import Jsonb
 
 from stockpipe.clients import pg_connect
@@ -51,6 +48,17 @@ log = logging.getLogger(__name__)
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades", "source"]
 STAGE_COLUMNS = ["kind", "symbol", "ts", *BAR_COLUMNS, "fetched_at", "bar_changed", *INDICATOR_COLUMNS]
+_NOT_FLOAT8 = {
+    "kind": "text",
+    "symbol": "text",
+    "ts": "timestamptz",
+    "trades": "int4",
+    "source": "text",
+    "fetched_at": "timestamptz",
+    "bar_changed": "bool",
+}
+#: The staging columns' types, for the binary COPY.
+STAGE_TYPES = [_NOT_FLOAT8.get(name, "float8") for name in STAGE_COLUMNS]
 REASON_LATE = "arrived beyond the stream's recompute horizon"
 REASON_STALE = "a newer version of the bar is stored than the one the stream computed on"
 
@@ -119,22 +127,24 @@ _PREV_TS = "CASE WHEN excluded.session_date > l.session_date THEN l.ts ELSE l.pr
 # market.latest_1m (migration 014) after the upserts, same transaction: each symbol's newest staged
 # bar, as stored (bars_1m + indicators_1m), if it is at least as new as the row there. prev_close:
 # the batch's last bar of an earlier session than that one, else — when the session moved on — the
-# row it replaces, else what the row had. Returns the rows it wrote (what Redis mirrors).
+# row it replaces, else what the row had. Returns the rows it wrote (what Redis mirrors). Hash
+# aggregates only (no sort of the batch); the session arithmetic runs per symbol, not per bar.
 _UPSERT_LATEST = f"""
-WITH last AS (
-    SELECT DISTINCT ON (symbol) symbol, ts FROM stage_rows WHERE kind = 'bar' ORDER BY symbol, ts DESC
+WITH span AS (
+    SELECT symbol, min(ts) AS first, max(ts) AS last FROM stage_rows WHERE kind = 'bar' GROUP BY symbol
 ), prev AS (
-    SELECT DISTINCT ON (s.symbol) s.symbol, s.ts FROM stage_rows s JOIN last USING (symbol)
-    WHERE {_NY_DATE.format(ts="s.ts")} < {_NY_DATE.format(ts="last.ts")}
-    ORDER BY s.symbol, s.ts DESC
+    SELECT s.symbol, max(s.ts) AS ts FROM stage_rows s JOIN span USING (symbol)
+    WHERE {_NY_DATE.format(ts="span.first")} < {_NY_DATE.format(ts="span.last")}
+      AND s.ts < ({_NY_DATE.format(ts="span.last")}::timestamp AT TIME ZONE 'America/New_York')
+    GROUP BY s.symbol
 )
 INSERT INTO market.latest_1m AS l ({", ".join(LATEST_COLUMNS)})
 SELECT b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at, b.written_at,
        {", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)}, {_NY_DATE.format(ts="b.ts")}, p.close, p.ts
-FROM last
-JOIN market.bars_1m b ON b.symbol = last.symbol AND b.ts = last.ts
-LEFT JOIN market.indicators_1m i ON i.symbol = last.symbol AND i.ts = last.ts
-LEFT JOIN prev ON prev.symbol = last.symbol
+FROM span
+JOIN market.bars_1m b ON b.symbol = span.symbol AND b.ts = span.last
+LEFT JOIN market.indicators_1m i ON i.symbol = span.symbol AND i.ts = span.last
+LEFT JOIN prev ON prev.symbol = span.symbol
 LEFT JOIN market.bars_1m p ON p.symbol = prev.symbol AND p.ts = prev.ts
 ON CONFLICT (symbol) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in LATEST_COLUMNS[1:-2])},
@@ -200,46 +210,34 @@ def _months(ts_ms: np.ndarray) -> list[pd.Timestamp]:
     return sorted({pd.Timestamp(year=t.year, month=t.month, day=1, tz="UTC") for t in stamps})
 
 
-def stage_table(rows: pd.DataFrame) -> pa.Table:
-    """Operator rows → the staging table's columns (:data:`STAGE_COLUMNS`) as an Arrow table, column
-    by column (no Python object per value); NaN and NA become NULL."""
+def _nullable(values: np.ndarray, missing: np.ndarray) -> list[Any]:
+    """``values`` as Python objects with ``None`` where ``missing`` (what COPY writes as NULL)."""
+    out = values.astype(object)
+    out[missing] = None
+    return out.tolist()
 
-    def floats(name: str) -> pa.Array:
-        return pa.array(pd.to_numeric(rows[name]).to_numpy(dtype=np.float64, na_value=np.nan), from_pandas=True)
 
-    def texts(name: str) -> pa.Array:
-        return pa.array(rows[name].to_numpy(dtype=object, na_value=None), type=pa.string(), from_pandas=True)
+def _timestamps(stamps: pd.DatetimeIndex) -> list[Any]:
+    return _nullable(stamps.to_pydatetime(), np.asarray(stamps.isna()))
 
-    fetched = pd.to_numeric(rows["fetched_us"])
-    fetched_null = fetched.isna().to_numpy()
-    columns = {
-        "kind": texts("kind"),
-        "symbol": texts("symbol"),
-        "ts": pa.array(rows["ts_ms"].to_numpy(dtype=np.int64) * 1000, type=pa.timestamp("us", tz="UTC")),
-        "source": texts("source"),
-        "trades": pa.array(pd.array(pd.to_numeric(rows["trades"]), dtype="Int64"), type=pa.int64()),
-        "fetched_at": pa.array(
-            fetched.to_numpy(dtype=np.float64, na_value=0).astype(np.int64),
-            type=pa.timestamp("us", tz="UTC"),
-            mask=fetched_null if fetched_null.any() else None,
-        ),
-        "bar_changed": pa.array(rows["bar_changed"].fillna(False).to_numpy(dtype=bool), type=pa.bool_()),
+
+def stage_columns(rows: pd.DataFrame) -> list[list[Any]]:
+    """Operator rows → the staging table's columns (:data:`STAGE_COLUMNS`) as Python values for a
+    binary COPY: floats travel as their exact bits, NaN and NA become NULL."""
+    columns: dict[str, list[Any]] = {
+        "kind": rows["kind"].to_numpy(dtype=object, na_value=None).tolist(),
+        "symbol": rows["symbol"].to_numpy(dtype=object, na_value=None).tolist(),
+        "ts": _timestamps(pd.to_datetime(rows["ts_ms"].to_numpy(dtype=np.int64), unit="ms", utc=True)),
+        "source": rows["source"].to_numpy(dtype=object, na_value=None).tolist(),
+        "trades": pd.array(pd.to_numeric(rows["trades"]), dtype="Int64").to_numpy(dtype=object, na_value=None).tolist(),
+        "bar_changed": rows["bar_changed"].fillna(False).astype(bool).tolist(),
     }
+    fetched = pd.array(pd.to_numeric(rows["fetched_us"]).to_numpy(dtype=np.float64), dtype="Int64")
+    columns["fetched_at"] = _timestamps(pd.to_datetime(fetched, unit="us", utc=True))
     for name in ("open", "high", "low", "close", "volume", "vwap", *INDICATOR_COLUMNS):
-        columns[name] = floats(name)
-    return pa.table({name: columns[name] for name in STAGE_COLUMNS})
-
-
-def stage_csv(rows: pd.DataFrame) -> bytes:
-    """:func:`stage_table` as CSV for ``COPY … (FORMAT csv)``, written by Arrow's C++ writer (the
-    per-value Python of a binary COPY cost ~2 s per 200,000 rows).
-
-    Exact: Arrow writes each double as its shortest round-trip decimal, which PostgreSQL's
-    correctly rounded ``float8in`` reads back to the same bits (tests/integration/test_stage_copy.py);
-    NULL is the unquoted empty field; timestamps are UTC with microseconds."""
-    out = pa.BufferOutputStream()
-    pa_csv.write_csv(stage_table(rows), out, pa_csv.WriteOptions(include_header=False, batch_size=65536))
-    return out.getvalue().to_pybytes()
+        values = pd.to_numeric(rows[name]).to_numpy(dtype=np.float64, na_value=np.nan)
+        columns[name] = _nullable(values, np.isnan(values))
+    return [columns[name] for name in STAGE_COLUMNS]
 
 
 class PostgresSink:
@@ -348,8 +346,10 @@ class PostgresSink:
                     )
                 result = BatchResult(rows=len(rows))
                 if len(rows):
-                    with cur.copy(f"COPY stage_rows ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
-                        copy.write(stage_csv(rows))
+                    with cur.copy(f"COPY stage_rows ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT binary)") as copy:
+                        copy.set_types(STAGE_TYPES)
+                        for record in zip(*stage_columns(rows), strict=True):
+                            copy.write_row(record)
                     bars, p50, p95, max_ms, max_ts = cur.execute(
                         _UPSERT_BARS, {"late": REASON_LATE, "stale": REASON_STALE}
                     ).fetchone()
