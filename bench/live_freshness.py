@@ -198,6 +198,7 @@ def run_phase(
             window_end = window_start + steady_s
             plan_seen: dict[str, Any] = {}
             backfill_waiting_s = 0
+            others: set[int] = set()
             redis = settings.redis_client(socket_timeout=5)
             while time.time() < window_end + drain_s:
                 if process.poll() is not None:
@@ -207,6 +208,7 @@ def run_phase(
                         plan_seen = schedule.read(redis)
                     # a backfill waiting for the limiter takes a share of the live budget: say so
                     backfill_waiting_s += any(redis.scan_iter(BACKFILL_WAITING, count=100))
+                    others.update(p for p in other_producers() if p != process.pid)  # another helper's?
                 time.sleep(1)
             redis.close()
         finally:
@@ -225,6 +227,7 @@ def run_phase(
         "log": str(log_path),
         "plan": plan_seen.get("plan"),
         "backfill_waiting_s": backfill_waiting_s,
+        "other_producers": sorted(others),
         "stale_by_design": plan_seen.get("stale_by_design"),
     }
 
@@ -272,6 +275,7 @@ def main() -> int:
     parser.add_argument("--double-min", type=float, default=6)
     parser.add_argument("--quick", action="store_true", help="1-minute windows, 30 s warm-up (a dry run)")
     parser.add_argument("--jitter-calls", type=int, default=300)
+    parser.add_argument("--wait-others-s", type=float, default=900, help="wait for other producers to end")
     parser.add_argument("--phases", default="baseline-cycle,planned-default,planned-2x", help="comma-separated")
     args = parser.parse_args()
     if args.quick:
@@ -299,7 +303,9 @@ def main() -> int:
     try:
         for dag in PRODUCER_DAGS:
             set_dag_paused(settings, dag, True)
-        deadline = time.time() + 180
+        deadline = time.time() + args.wait_others_s
+        if other_producers():
+            print(f"waiting up to {args.wait_others_s:.0f} s for other producers to end: {other_producers()}")
         while other_producers() and time.time() < deadline:
             time.sleep(2)
         if other_producers():
@@ -351,6 +357,8 @@ def main() -> int:
     for phase in results["phases"]:
         if phase.get("backfill_waiting_s"):
             print(f"note: during {phase['name']} a backfill waited for the limiter {phase['backfill_waiting_s']} s")
+        if phase.get("other_producers"):
+            print(f"note: during {phase['name']} other producers ran too (pids {phase['other_producers']})")
     jitter = results.get("grant_to_arrival", {})
     print(
         f"\nlimiter grant → arrival at the simulator ({jitter.get('calls')} calls): p50 {jitter.get('p50_ms')} ms, "
