@@ -17,7 +17,9 @@ phase after the other:
 
 Per bar whose minute closed inside a phase's window: **Redis** = first arrival on the pub/sub channel
 ``stockpipe:bars`` of that bar or a newer one of the symbol − (ts + 60 s); **PostgreSQL** =
-``written_at`` − (ts + 60 s) in ``market.bars_1m``; **lost** = bars of the window missing from
+``written_at`` − (ts + 60 s) in ``market.bars_1m`` (the row's last write: a REST refill of a pushed
+bar moves it); **Kafka** = the first time the producer sent the bar (its CreateTime) − (ts + 60 s),
+the producer's share of the Redis figure; **lost** = bars of the window missing from
 ``market.bars_1m`` after the drain; **max/60s** = the most market-data calls the simulator logged
 for the stack's key in any rolling 60 s (must stay ≤ the rate limit).
 
@@ -191,6 +193,44 @@ def run_phase(
     }
 
 
+def kafka_arrivals(settings: Any, since: float, until: float) -> dict[tuple[str, int], float]:
+    """First time (the producer's CreateTime) each (symbol, ts) was sent to the bars topic in [since, until]."""
+    import uuid
+
+    from confluent_kafka import TopicPartition
+
+    consumer = clients.kafka_consumer(settings, "verify", **{"group.id": f"bench-ws-{uuid.uuid4().hex[:8]}"})
+    first: dict[tuple[str, int], float] = {}
+    try:
+        topic = settings.kafka_topic
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        starts = consumer.offsets_for_times(
+            [TopicPartition(topic, p, int(since * 1000)) for p in metadata.partitions], timeout=10
+        )
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in starts}
+        pending = {tp.partition for tp in starts if 0 <= tp.offset < ends[tp.partition]}
+        consumer.assign([tp for tp in starts if tp.partition in pending])
+        deadline = time.time() + 60
+        while pending and time.time() < deadline:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            if message.offset() + 1 >= ends[message.partition()]:
+                pending.discard(message.partition())
+            sent_at = message.timestamp()[1] / 1000
+            if sent_at > until:
+                continue
+            try:
+                bar = json.loads(message.value())
+                key = (bar["symbol"], int(datetime.fromisoformat(bar["ts"].replace("Z", "+00:00")).timestamp()))
+            except (ValueError, KeyError, TypeError):
+                continue
+            first[key] = min(sent_at, first.get(key, sent_at))
+    finally:
+        consumer.close()
+    return first
+
+
 def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None:
     symbols = list(settings.watchlist)
     first_close, last_close = phase["window_start"], phase["window_end"]
@@ -207,6 +247,8 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
             (symbols, first_close - 60, last_close - 60),
         ).fetchall()
     stored = {(s, int(ts)) for s, ts, _, _ in rows}
+    sent = kafka_arrivals(settings, phase["started_at"], phase["ended_at"])
+    kafka_delays = [sent[key] - (key[1] + 60) for key in expected if key in sent]
     pg_delays = [float(written) - (ts + 60) for _, ts, written, _ in rows]
     requests = admin(
         settings,
@@ -218,6 +260,7 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
     phase.update(
         expected_bars=len(expected),
         redis=summary(redis_delays),
+        kafka=summary(kafka_delays),
         postgres=summary(pg_delays),
         lost=sorted(f"{s} {datetime.fromtimestamp(ts, UTC):%H:%M}" for s, ts in set(expected) - stored),
         sources={source: sum(1 for row in rows if row[3] == source) for source in {row[3] for row in rows}},
@@ -283,7 +326,8 @@ def main() -> int:
 
     rest = next((p for p in results["phases"] if p["name"] == "rest"), None)
     header = (
-        f"{'phase':<10} {'bars':>7} {'Redis p50':>9} {'p95':>6} {'max':>6} {'PG p50':>7} {'p95':>6} "
+        f"{'phase':<10} {'bars':>7} {'Kafka p50':>9} {'p95':>6} {'Redis p50':>9} {'p95':>6} {'max':>6} "
+        f"{'PG p50':>7} {'p95':>6} "
         f"{'lost':>4} {'conn':>4} {'max/60s':>7} {'p95 vs rest':>11}  target"
     )
     print("\n" + header + "\n" + "-" * len(header))
@@ -305,7 +349,8 @@ def main() -> int:
         )
         verdict = "" if met is None else (" met" if met else " MISSED")
         print(
-            f"{phase['name']:<10} {r['n']:>3}/{phase['expected_bars']:<3} {_s(r['p50_s']):>9} {_s(r['p95_s']):>6} "
+            f"{phase['name']:<10} {r['n']:>3}/{phase['expected_bars']:<3} {_s(phase['kafka']['p50_s']):>9} "
+            f"{_s(phase['kafka']['p95_s']):>6} {_s(r['p50_s']):>9} {_s(r['p95_s']):>6} "
             f"{_s(r['max_s']):>6} {_s(pg['p50_s']):>7} {_s(pg['p95_s']):>6} {len(phase['lost']):>4} "
             f"{phase['connections']:>4} {phase['most_calls_in_any_60s']:>7} {ratio:>11}  {target}{verdict}"
         )
