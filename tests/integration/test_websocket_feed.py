@@ -316,3 +316,32 @@ def test_the_producer_service_runs_the_websocket_feed_with_stockpipe_feed_websoc
     assert {m["symbol"] for m in messages if m["source"] == "simulator-websocket"} == {"AAPL", "MSFT"}
     assert {m["symbol"] for m in messages if m["source"] == "simulator"} == {"AAPL", "MSFT"}  # the refill
     assert pg_conn.execute("SELECT count(*) FROM ops.ingest_cycles").fetchone()[0] >= 1
+
+
+def test_websocket_feed_on_the_delayed_cluster_of_a_starter_plan(settings, clock, redis_client):
+    from stockpipe.producer import plan
+
+    with start_in_thread(seed=5, clock="demo", now=clock.unix, plan="starter", universe_size=10) as sim:
+        s = feed_settings(settings, sim, websocket_cluster="delayed")
+        feed = run_feed(s, clock, 10.0)
+        found = minutes_by_symbol(s)
+        pushed = [
+            ts
+            for bars in found.values()
+            for ts, ms in bars.items()
+            if "simulator-websocket" in {m["source"] for m in ms}
+        ]
+        assert pushed and feed.stats["connections"] == 1
+        assert all(clock() - ts >= timedelta(minutes=16) for ts in pushed)  # 15 minutes late, plus the minute itself
+        assert_no_gap(s, sim, found, clock)
+        assert plan.read(redis_client)["plan"] == "delayed"
+
+
+def test_websocket_feed_with_am_star_streams_every_symbol_of_the_market(settings, simulator, clock, redis_client):
+    # AM.* implies STOCKPIPE_ACCEPT_ANY_SYMBOL (config); a model copy skips validators, so it is given here
+    s = feed_settings(settings, simulator, websocket_symbols="all", accept_any_symbol=True)
+    feed = run_feed(s, clock, 8.0)
+    found = minutes_by_symbol(s)
+    universe = [t.ticker for t in RESTClient(KEY, base=simulator.url).list_tickers(limit=1000)]
+    assert feed.subscriptions() == ["AM.*"] and set(found) == set(universe) and len(universe) == 30
+    assert feed.stats["dead_letters"] == 0
