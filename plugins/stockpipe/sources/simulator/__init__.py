@@ -1,7 +1,9 @@
 """A Polygon-compatible market simulator: Polygon's REST protocol over a deterministic market.
 
 With no Massive (formerly Polygon.io) API key the pipeline talks to this instead of
-api.massive.com; the official ``massive.RESTClient(api_key, base=url)`` works against it unchanged.
+api.massive.com; the official ``massive.RESTClient(api_key, base=url)`` works against it unchanged,
+and so does ``massive.WebSocketClient(api_key, feed="127.0.0.1:8090", market="stocks", secure=False)``
+(Massive's WebSocket: ``/stocks`` real time, ``/delayed/stocks`` 15 minutes delayed; see :mod:`.stream`).
 
 Run it::
 
@@ -23,6 +25,7 @@ In tests, run it in a thread on a free port::
 Modules: :mod:`.model` (pure price model), :mod:`.clock` (demo / NYSE sessions),
 :mod:`.market` (closed bars, late bars, corrections, aggregation), :mod:`.faults` (fault
 injection — its docstring lists every fault), :mod:`.app` (the HTTP API and ``/_admin``),
+:mod:`.stream` (the WebSocket API: AM events at each minute close),
 :mod:`.server` (foreground and background-thread runners).
 """
 
