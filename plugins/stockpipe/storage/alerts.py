@@ -16,6 +16,7 @@ Three kinds of callers, each with its own role:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -107,6 +108,9 @@ def delete_rule(conn: psycopg.Connection, rule_id: int) -> bool:
 class AlertCounts:
     fired: int = 0
     retracted: int = 0
+    rules: int = 0  # enabled rules evaluated
+    bars: int = 0  # bars judged
+    ms: float = 0.0  # time the evaluation took
 
 
 def enabled_rules(cur: psycopg.Cursor) -> list[Rule]:
@@ -247,8 +251,10 @@ def evaluate_batch(
     rules = enabled_rules(cur) if rules is None else rules
     if not rules:
         return counts
+    counts.rules = len(rules)
     frame = series_around_batch(cur, rules)
-    if not frame["evaluate"].any():
+    counts.bars = int(frame["evaluate"].sum())
+    if not counts.bars:
         return counts
     judged = frame[frame["evaluate"]]
     first = judged.groupby("symbol")["ts"].min()
@@ -315,7 +321,15 @@ def evaluate_for_sink(cur: psycopg.Cursor, settings: Settings, *, backfill: bool
     stored as ``historical`` (never delivered), by STOCKPIPE_USER_ALERTS_BACKFILL."""
     if backfill and settings.user_alerts_backfill == "skip":
         return AlertCounts()
-    return evaluate_batch(cur, status="historical" if backfill else "fired")
+    started = time.perf_counter()
+    counts = evaluate_batch(cur, status="historical" if backfill else "fired")
+    counts.ms = (time.perf_counter() - started) * 1000
+    if counts.rules:
+        log.info(
+            "alerts: %s rule(s) over %s bar(s): %s fired, %s retracted, %.0f ms",
+            counts.rules, counts.bars, counts.fired, counts.retracted, counts.ms,
+        )  # fmt: skip
+    return counts
 
 
 # --- readers (dashboard) -----------------------------------------------------------------------
