@@ -15,6 +15,7 @@ st.set_page_config(page_title="stockpipe", page_icon=":material/show_chart:", la
 
 pages = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/market.py", title="Market", icon=":material/trending_up:", url_path="market"),
     st.Page("pages/symbol.py", title="Symbol", icon=":material/candlestick_chart:", url_path="symbol"),
     st.Page("pages/pipeline.py", title="Pipeline", icon=":material/monitor_heart:", url_path="pipeline"),
     st.Page("pages/kafka.py", title="Kafka", icon=":material/hub:", url_path="kafka"),

@@ -569,6 +569,82 @@ def airflow_dag_runs(limit: int = 25) -> pd.DataFrame:
     return frame
 
 
+# --- the whole market (Market page; stockpipe.storage.market) ------------------------------------
+@dataclass
+class MarketView:
+    """The Market page's data: the session (newest New York date in market.latest_1m), how many
+    symbols have a bar in it, and the lists (each symbol with its Symbol-page link)."""
+
+    session: Any
+    as_of: Any
+    symbols: int
+    gainers: pd.DataFrame
+    losers: pd.DataFrame
+    oversold: pd.DataFrame
+    overbought: pd.DataFrame
+    oversold_count: int
+    overbought_count: int
+    crossovers: pd.DataFrame
+
+
+def symbol_link(symbol: str) -> str:
+    """The Symbol page of ``symbol`` (relative URL: the Market page's tables link to it)."""
+    return f"symbol?symbol={symbol}"
+
+
+def _with_links(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame.assign(chart=pd.Series(dtype=object))
+    return frame.assign(chart=[symbol_link(s) for s in frame["symbol"]])
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def market_view(limit: int = 20, rsi_low: float = 30.0, rsi_high: float = 70.0, cross_minutes: int = 15) -> MarketView:
+    """Top gainers/losers of the session, RSI extremes and the MACD crossovers of the last
+    ``cross_minutes`` (up to the newest bar), across every streamed symbol; one pooled connection."""
+    from stockpipe.storage import market
+
+    def query(conn: psycopg.Connection) -> MarketView:
+        session, as_of, symbols = market.market_session(conn)
+        empty = pd.DataFrame(columns=["symbol"])
+        if session is None:
+            return MarketView(None, None, 0, empty, empty, empty, empty, 0, 0, empty)
+        gainers, losers = market.movers(conn, session, limit)
+        oversold, overbought, n_low, n_high = market.rsi_extremes(conn, session, rsi_low, rsi_high, limit)
+        crossovers = market.macd_crossovers(conn, as_of, cross_minutes)
+        return MarketView(
+            session,
+            as_of,
+            symbols,
+            _with_links(gainers),
+            _with_links(losers),
+            _with_links(oversold),
+            _with_links(overbought),
+            n_low,
+            n_high,
+            _with_links(crossovers),
+        )
+
+    return read(query)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def streamed_symbol(symbol: str) -> bool:
+    """Whether the stream stored a bar of ``symbol`` (market.latest_1m): a Market-page link to a
+    symbol outside the watchlist and market.symbols still opens its chart."""
+    from stockpipe.storage import market
+
+    return bool(read(market.has_symbol, symbol))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def storage_summary() -> dict[str, Any]:
+    """Database size, the market tables' size and the days of bars they hold (Pipeline page)."""
+    from stockpipe.storage import market
+
+    return read(market.storage_summary)
+
+
 # --- user alerts (stockpipe.storage.alerts) --------------------------------------------------------
 @st.cache_data(ttl=2, show_spinner=False)
 def alert_rules() -> list:

@@ -13,6 +13,8 @@ OVERLAYS = ["SMA 20", "SMA 50", "EMA 12", "EMA 26", "Bollinger"]
 def page() -> None:
     symbols = data.known_symbols(tuple(settings.watchlist))
     wanted = st.query_params.get("symbol", symbols[0]).upper()
+    if wanted not in symbols and data.streamed_symbol(wanted):  # a Market-page link beyond the watchlist
+        symbols = [*symbols, wanted]
     left, middle, right = st.columns([1, 2, 3])
     symbol = left.selectbox("Symbol", symbols, index=symbols.index(wanted) if wanted in symbols else 0, key="symbol")
     st.query_params["symbol"] = symbol

@@ -454,7 +454,18 @@ class Settings(BaseSettings):
     health_restart_stalled_stream: bool = Field(
         True, description="stream_health restarts a stalled streaming job (marks its task failed; Airflow relaunches)."
     )
-    retention_days: int = Field(0, ge=0, description="Drop market partitions older than this many days (0 = keep all).")
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="Drop market data older than this many days (0 = keep all). Unset in the market-wide mode "
+        "(STOCKPIPE_FEED=websocket, STOCKPIPE_WEBSOCKET_SYMBOLS=all) it is STOCKPIPE_MARKET_RETENTION_DAYS.",
+    )
+    market_retention_days: int = Field(
+        5,
+        ge=1,
+        description="Retention of the market-wide mode when STOCKPIPE_RETENTION_DAYS is unset: 10,000 symbols store "
+        "~1.4 GB a session (docs/benchmarks.md), so a demo left running stays bounded.",
+    )
     backfill_initial_sessions: int = Field(5, ge=0, description="Trading sessions `make up` backfills on first start.")
 
     # --- dashboard (Streamlit) ---------------------------------------------------------------
@@ -483,6 +494,18 @@ class Settings(BaseSettings):
         if value == "airflow" and info.data.get("feed") == "websocket":
             raise ValueError("STOCKPIPE_FEED=websocket needs a long-running producer: use service or supervisor")
         return value
+
+    @property
+    def market_wide(self) -> bool:
+        """Streaming the whole market (AM.*), not a watchlist."""
+        return self.feed == "websocket" and self.websocket_symbols == "all"
+
+    @model_validator(mode="after")
+    def _market_wide_retention(self) -> Settings:
+        """The whole market fills a disk in weeks: its retention is bounded unless set explicitly."""
+        if self.market_wide and "retention_days" not in self.model_fields_set:
+            self.retention_days = self.market_retention_days
+        return self
 
     @model_validator(mode="after")
     def _all_symbols_accepted(self) -> Settings:

@@ -1,4 +1,4 @@
-"""The sink's market-scale write path (issue 14) against a real PostgreSQL: the CSV staging keeps
+"""The sink's market-scale write path (issue 14) against a real PostgreSQL: the staging COPY keeps
 every double's bits, ``market.latest_1m`` follows the stored rows (with the previous session's
 close), and a bar that lost to a newer stored version is still queued for repair."""
 
