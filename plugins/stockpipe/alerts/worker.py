@@ -140,7 +140,7 @@ class Worker:
                 self.deliver(alerts)
             except redis.exceptions.RedisError:
                 with self._db_lock:
-                    store.release_unfinished(self.conn)
+                    store.release_unfinished(self.conn, [a["id"] for a in alerts])
                 raise
         return len(alerts)
 

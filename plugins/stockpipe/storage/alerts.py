@@ -405,10 +405,13 @@ def claim_pending(conn: psycopg.Connection, limit: int = 200) -> list[dict[str, 
 
 
 def mark_published(conn: psycopg.Connection, ids: list[int]) -> None:
-    with conn.transaction():
+    """Stamp ``published_at``, one row per statement (autocommit ``conn``): the worker never holds
+    one alert's lock while it waits for another's, so it cannot deadlock with the sink's
+    transaction (which may be retracting some of them) — a deadlock would fail a stream batch."""
+    for alert_id in ids:
         conn.execute(
-            "UPDATE market.alerts SET published_at = clock_timestamp() WHERE id = ANY(%s) AND delivery = 'sending'",
-            (ids,),
+            "UPDATE market.alerts SET published_at = clock_timestamp() WHERE id = %s AND delivery = 'sending'",
+            (alert_id,),
         )
 
 
@@ -425,10 +428,17 @@ def finish_delivery(
         )
 
 
-def release_unfinished(conn: psycopg.Connection) -> int:
-    """At the worker's start: alerts a previous worker took but did not finish are pending again."""
-    with conn.transaction():
-        return conn.execute("UPDATE market.alerts SET delivery = 'pending' WHERE delivery = 'sending'").rowcount
+def release_unfinished(conn: psycopg.Connection, ids: list[int] | None = None) -> int:
+    """Alerts taken but not finished are pending again: ``ids``, or (at the worker's start) every
+    one a previous worker left (row by row, autocommit ``conn``: see :func:`mark_published`)."""
+    if ids is None:
+        ids = [r[0] for r in conn.execute("SELECT id FROM market.alerts WHERE delivery = 'sending'").fetchall()]
+    released = 0
+    for alert_id in ids:
+        released += conn.execute(
+            "UPDATE market.alerts SET delivery = 'pending' WHERE id = %s AND delivery = 'sending'", (alert_id,)
+        ).rowcount
+    return released
 
 
 __all__ = [
