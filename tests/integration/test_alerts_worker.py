@@ -159,3 +159,46 @@ def test_worker_publishes_posts_retries_and_never_waits_for_a_dead_webhook(setti
         worker.close()
         subscriber.close()
         sink.close()
+
+
+def test_a_worker_killed_after_taking_alerts_leaves_none_behind(settings, pg_conn, redis_client):
+    """Alerts a worker took (``sending``) and never finished are delivered by the next worker."""
+    store.add_rule(pg_conn, "AAPL", "close crosses above sma_20")
+    sink = PostgresSink(settings)
+    try:
+        _state, rows = operator_rows(kit.random_bars("AAPL", kit.SESSION_OPEN, 200, seed=5), st.SymbolState())
+        sink.write(rows, offsets={("t", 0): (0, 199)}, query_name="test", batch_id=0)
+    finally:
+        sink.close()
+    ids = [r[0] for r in pg_conn.execute("SELECT id FROM market.alerts ORDER BY id")]
+    assert len(ids) >= 2
+    taken = store.claim_pending(pg_conn, limit=len(ids) // 2)  # the killed worker's claim
+    assert {a["id"] for a in taken} < set(ids)
+
+    subscriber = redis_client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(settings.redis_alerts_channel)
+    worker = Worker(settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    published: list[int] = []
+    try:
+
+        def all_published():
+            while (msg := subscriber.get_message(timeout=0.2)) is not None:
+                published.append(json.loads(msg["data"])["id"])
+            return set(published) >= set(ids)
+
+        wait_for(all_published)
+        wait_for(
+            lambda: pg_conn.execute(
+                "SELECT bool_and(delivery = 'delivered' AND webhook_status = 'no_url') FROM market.alerts"
+            ).fetchone()[0]
+        )
+        time.sleep(1)
+        all_published()
+        assert sorted(published) == ids, "each alert published once"
+    finally:
+        worker.stopping.set()
+        thread.join(10)
+        worker.close()
+        subscriber.close()
