@@ -180,7 +180,8 @@ def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
     only = "" if "*" in symbols else "AND symbol = ANY(%(symbols)s)"
     minutes = sorted({r.minutes for r in rules if r.kind == "close_move"})
     params = {"symbols": symbols, "back": max(minutes, default=0), "moves": bool(minutes)}
-    records = cur.execute(_SERIES.replace("{symbols}", only), params).fetchall()
+    with cur.connection.cursor(binary=True) as binary:  # same transaction; floats without text parsing
+        records = binary.execute(_SERIES.replace("{symbols}", only), params).fetchall()
     frame = pd.DataFrame(records, columns=_SERIES_COLUMNS)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     for name in _SERIES_COLUMNS[3:]:
