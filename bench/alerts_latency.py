@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 from bench import stream_throughput as st  # noqa: E402
 from stockpipe.admin import ensure_topics  # noqa: E402
-from stockpipe.config import REDIS_ALERTS_CHANNEL, Settings, load_settings  # noqa: E402
+from stockpipe.config import REDIS_ALERTS_CHANNEL, Settings  # noqa: E402
 from stockpipe.storage import alerts as alert_store  # noqa: E402
 from stockpipe.storage.migrate import migrate  # noqa: E402
 
@@ -58,16 +58,17 @@ log = st.log
 
 
 def bench_settings() -> Settings:
-    base = load_settings()
+    """stream_throughput's bench settings on this benchmark's database, Redis db and topics."""
+    base = st.bench_settings()
     suffix = uuid.uuid4().hex[:8]
-    return load_settings(
-        pg_database=DATABASE,
-        redis_url=base.redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
-        kafka_topic=f"bench-alerts-{suffix}",
-        kafka_dlq_topic=f"bench-alerts-{suffix}.dlq",
-        stream_checkpoint=str(WORK / "checkpoint"),
-        stream_query_name=st.QUERY_NAME,
-        accept_any_symbol=True,
+    return base.model_copy(
+        update={
+            "pg_database": DATABASE,
+            "redis_url": base.redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
+            "kafka_topic": f"bench-alerts-{suffix}",
+            "kafka_dlq_topic": f"bench-alerts-{suffix}.dlq",
+            "stream_checkpoint": str(WORK / "checkpoint"),
+        }
     )
 
 

@@ -5,26 +5,16 @@ deleted rules, replays."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from stockpipe.storage import alerts as store
 from stockpipe.storage.postgres import PostgresSink
 from stockpipe.streaming import state as st
 from tests.integration import alert_oracle as oracle
+from tests.integration import alertkit
 from tests.integration import streamkit as kit
 
 pytestmark = [pytest.mark.integration]
-
-
-def operator_rows(bars: list[dict], state: st.SymbolState) -> tuple[st.SymbolState, pd.DataFrame]:
-    frame = pd.DataFrame(bars)
-    frame["ts_ms"] = pd.to_datetime(frame["ts"]).dt.as_unit("ms").astype("int64")
-    frame["fetched_us"] = pd.to_datetime(frame["fetched_at"]).dt.as_unit("us").astype("int64")
-    frame["koffset"], frame["kpartition"] = np.arange(len(frame)), 0
-    state, rows = st.advance(state, frame, 390)
-    rows["symbol"] = bars[0]["symbol"]
-    return state, rows
 
 
 @pytest.fixture
@@ -32,14 +22,6 @@ def sink(settings):
     sink = PostgresSink(settings)
     yield sink
     sink.close()
-
-
-def rule_dicts(rules) -> list[dict]:
-    return [
-        {"id": r.id, "symbol": r.symbol, "kind": r.kind, "line": r.line, "level": r.level, "minutes": r.minutes,
-         "cooldown_minutes": r.cooldown_minutes}
-        for r in rules
-    ]  # fmt: skip
 
 
 def test_corrections_retract_and_refire_and_cooldowns_chain_across_batches(sink, pg_conn):
@@ -58,13 +40,14 @@ def test_corrections_retract_and_refire_and_cooldowns_chain_across_batches(sink,
                 j = int(rng.integers(max(0, lo - 50), lo + 29))
                 bars[j] = kit.revised(bars[j], 600 + lo, 0.985 if rng.random() < 0.5 else 1.015)
                 batch.append(bars[j])
-        state, rows = operator_rows(batch, state)
+        state, rows = alertkit.operator_rows(batch, state)
         sink.write(rows, offsets={("t", 0): (offset, offset + len(batch) - 1)}, query_name="t", batch_id=lo)
         offset += len(batch)
         # after every batch: the fired alerts are the oracle's over what is stored now
         fired = oracle.stored_alerts(pg_conn)
         assert len(fired) == len(set(fired))
-        assert set(fired) == oracle.expected_alerts(kit.stored(pg_conn), rule_dicts(rules)), f"after batch {lo}"
+        expected = oracle.expected_alerts(kit.stored(pg_conn), alertkit.oracle_rules(rules))
+        assert set(fired) == expected, f"after batch {lo}"
     statuses = dict(pg_conn.execute("SELECT status, count(*) FROM market.alerts GROUP BY 1").fetchall())
     assert statuses.get("retracted", 0) > 0, "no correction undid a crossing"
     # a replayed batch (offsets applied before) changes nothing
@@ -78,7 +61,7 @@ def test_backfilled_history_fires_nothing_or_historical_never_delivered(settings
     store.add_rule(pg_conn, "*", "close crosses above sma_20")
     sink = PostgresSink(settings.model_copy(update={"user_alerts_backfill": mode}))
     try:
-        _state, rows = operator_rows(kit.random_bars("MSFT", kit.SESSION_OPEN, 200, seed=4), st.SymbolState())
+        _state, rows = alertkit.operator_rows(kit.random_bars("MSFT", kit.SESSION_OPEN, 200, seed=4), st.SymbolState())
         sink.write(rows)  # no Kafka offsets: the backfill's call
     finally:
         sink.close()
@@ -93,12 +76,12 @@ def test_backfilled_history_fires_nothing_or_historical_never_delivered(settings
 def test_a_deleted_rule_keeps_its_alerts_and_fires_no_more(sink, pg_conn):
     rule = store.add_rule(pg_conn, "AAPL", "close crosses above sma_20")
     bars = kit.random_bars("AAPL", kit.SESSION_OPEN, 300, seed=8)
-    state, rows = operator_rows(bars[:150], st.SymbolState())
+    state, rows = alertkit.operator_rows(bars[:150], st.SymbolState())
     sink.write(rows, offsets={("t", 0): (0, 149)}, query_name="t", batch_id=0)
     (kept,) = pg_conn.execute("SELECT count(*) FROM market.alerts").fetchone()
     assert kept > 0
     assert store.delete_rule(pg_conn, rule.id)
-    state, rows = operator_rows(bars[150:], state)
+    state, rows = alertkit.operator_rows(bars[150:], state)
     sink.write(rows, offsets={("t", 0): (150, 299)}, query_name="t", batch_id=1)
     rows = pg_conn.execute("SELECT rule_id, description FROM market.alerts").fetchall()
     assert len(rows) == kept and {r for r in rows} == {(None, "close crosses above sma_20")}

@@ -16,6 +16,7 @@ import pytest
 
 from stockpipe.storage import alerts as store
 from tests.integration import alert_oracle as oracle
+from tests.integration import alertkit
 from tests.integration import streamkit as kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -58,14 +59,6 @@ def phase(script: kit.Script, series: dict[str, list[dict]], lo: int, hi: int, r
             script.bar(bar)
 
 
-def rule_dicts(rules) -> list[dict]:
-    return [
-        {"id": r.id, "symbol": r.symbol, "kind": r.kind, "line": r.line, "level": r.level, "minutes": r.minutes,
-         "cooldown_minutes": r.cooldown_minutes}
-        for r in rules
-    ]  # fmt: skip
-
-
 @pytest.mark.slow
 def test_alerts_equal_the_talib_oracle_with_late_and_corrected_bars(spark, stream_settings, pg_conn, redis_client):
     settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 6000})
@@ -86,7 +79,7 @@ def test_alerts_equal_the_talib_oracle_with_late_and_corrected_bars(spark, strea
     kit.assert_latest_values(frame, script.expected)
     fired = oracle.stored_alerts(pg_conn)
     assert not [k for k, n in Counter(fired).items() if n > 1], "an alert stored twice"
-    expected = oracle.expected_alerts(frame, rule_dicts(rules))
+    expected = oracle.expected_alerts(frame, alertkit.oracle_rules(rules))
     missing, extra = expected - set(fired), set(fired) - expected
     assert not missing and not extra, f"missing {sorted(missing)[:5]} (of {len(missing)}), extra {sorted(extra)[:5]}"
     per_rule = Counter(rule for rule, _, _ in fired)

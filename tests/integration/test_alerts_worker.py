@@ -14,7 +14,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +21,7 @@ from stockpipe.alerts.worker import Worker
 from stockpipe.storage import alerts as store
 from stockpipe.storage.postgres import PostgresSink
 from stockpipe.streaming import state as st
+from tests.integration import alertkit
 from tests.integration import streamkit as kit
 
 pytestmark = [pytest.mark.integration]
@@ -61,16 +61,6 @@ def hooks():
     dead.close()
 
 
-def operator_rows(bars: list[dict], state: st.SymbolState) -> tuple[st.SymbolState, pd.DataFrame]:
-    frame = pd.DataFrame(bars)
-    frame["ts_ms"] = pd.to_datetime(frame["ts"]).dt.as_unit("ms").astype("int64")
-    frame["fetched_us"] = pd.to_datetime(frame["fetched_at"]).dt.as_unit("us").astype("int64")
-    frame["koffset"], frame["kpartition"] = np.arange(len(frame)), 0
-    state, rows = st.advance(state, frame, 390)
-    rows["symbol"] = bars[0]["symbol"]
-    return state, rows
-
-
 def wait_for(condition, timeout_s: float = 30):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -91,7 +81,7 @@ def test_worker_publishes_posts_retries_and_never_waits_for_a_dead_webhook(setti
 
     bars = kit.random_bars("AAPL", kit.SESSION_OPEN, 200, seed=3)
     sink = PostgresSink(settings)
-    state, rows = operator_rows(bars, st.SymbolState())
+    state, rows = alertkit.operator_rows(bars, st.SymbolState())
     sink.write(rows, offsets={("t", 0): (0, 199)}, query_name="test", batch_id=0)
     alerts = pg_conn.execute("SELECT id, rule_id, delivery FROM market.alerts ORDER BY id").fetchall()
     good_ids = {a[0] for a in alerts if a[1] == to_good.id}
@@ -141,7 +131,7 @@ def test_worker_publishes_posts_retries_and_never_waits_for_a_dead_webhook(setti
         ).fetchone()
         i = next(k for k, b in enumerate(bars) if pd.Timestamp(b["ts"]) == pd.Timestamp(last_ts))
         correction = kit.revised(bars[i], 600, 0.97)  # 3 % lower: below its SMA 20 again
-        state, rows = operator_rows([correction], state)
+        state, rows = alertkit.operator_rows([correction], state)
         sink.write(rows, offsets={("t", 0): (200, 200)}, query_name="test", batch_id=1)
         assert pg_conn.execute("SELECT status FROM market.alerts WHERE id = %s", (last_id,)).fetchone() == (
             "retracted",
@@ -166,7 +156,7 @@ def test_a_worker_killed_after_taking_alerts_leaves_none_behind(settings, pg_con
     store.add_rule(pg_conn, "AAPL", "close crosses above sma_20")
     sink = PostgresSink(settings)
     try:
-        _state, rows = operator_rows(kit.random_bars("AAPL", kit.SESSION_OPEN, 200, seed=5), st.SymbolState())
+        _state, rows = alertkit.operator_rows(kit.random_bars("AAPL", kit.SESSION_OPEN, 200, seed=5), st.SymbolState())
         sink.write(rows, offsets={("t", 0): (0, 199)}, query_name="test", batch_id=0)
     finally:
         sink.close()

@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient
 
 from stockpipe.config import Settings
 from stockpipe.storage import alerts as alert_store
-from tests.integration import alert_oracle
+from tests.integration import alert_oracle, alertkit
 from tests.integration import streamkit as kit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -381,11 +381,7 @@ def add_alert_rules(settings: Settings) -> list[dict]:
     """Store :data:`ALERT_RULES` (before the stream starts); the oracle's view of them."""
     with psycopg.connect(settings.pg_dsn("writer"), autocommit=True) as conn:
         rules = [alert_store.add_rule(conn, s, condition, cooldown) for s, condition, cooldown in ALERT_RULES]
-    return [
-        {"id": r.id, "symbol": r.symbol, "kind": r.kind, "line": r.line, "level": r.level, "minutes": r.minutes,
-         "cooldown_minutes": r.cooldown_minutes}
-        for r in rules
-    ]  # fmt: skip
+    return alertkit.oracle_rules(rules)
 
 
 def measure_alerts(settings: Settings, frame, rules: list[dict], result: Result) -> list[AssertionError]:
