@@ -179,7 +179,10 @@ def jfr_summary(path: Path) -> dict:
         thread = re.sub(r"\d+", "N", thread)
         threads[thread] = threads.get(thread, 0) + 1
         if names:
-            own[names[0]] = own.get(names[0], 0) + 1
+            # how the top frame ran: Interpreted / JIT compiled / Inlined (a huge generated method
+            # the JIT refuses to compile runs interpreted)
+            top_frame = f"{names[0]} [{frames[0].get('type', '?')}]"
+            own[top_frame] = own.get(top_frame, 0) + 1
         for name in set(names):
             inclusive[name] = inclusive.get(name, 0) + 1
     total = len(events) or 1

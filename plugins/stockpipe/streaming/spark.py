@@ -27,6 +27,18 @@ def connector_jars(settings: Settings) -> list[str]:
 #: parsing run in the JVM, for hours.
 BATCH_JAVA_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 
+#: JVM options of the driver and the executors of every job. ``-XX:-DontCompileHugeMethods``: the
+#: stream's first stage (Kafka record → from_json → the contract's validation → state bucket) is
+#: one generated ``processNext`` above HotSpot's 8,000-bytecode limit, which the JIT otherwise never
+#: compiles: JFR showed it *interpreted*, 31 % of the JVM's samples at 10,000 symbols
+#: (bench/market_scale.py --profile py-spy; docs/benchmarks.md, "Market scale").
+JVM_OPTIONS = (
+    "-XX:G1PeriodicGCInterval=60000",
+    "-XX:MinHeapFreeRatio=10",
+    "-XX:MaxHeapFreeRatio=30",
+    "-XX:-DontCompileHugeMethods",
+)
+
 
 def spark_session(settings: Settings, app_name: str = "stockpipe", java_options: Sequence[str] = ()):
     """Build (or reuse) the SparkSession for ``settings``.
@@ -50,7 +62,7 @@ def spark_session(settings: Settings, app_name: str = "stockpipe", java_options:
         # Give idle heap back to the OS (G1 keeps what a busy spell grew it to otherwise).
         .config(
             "spark.driver.extraJavaOptions",
-            " ".join(["-XX:G1PeriodicGCInterval=60000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30", *java_options]),
+            " ".join([*JVM_OPTIONS, *java_options]),
         )
         .config("spark.driver.bindAddress", settings.spark_driver_host)
         .config("spark.driver.host", settings.spark_driver_host)
@@ -91,10 +103,7 @@ def standalone_options(builder, settings: Settings):
     return (
         builder.config("spark.cores.max", str(settings.spark_cores_max))
         .config("spark.executor.memory", settings.spark_executor_memory)
-        .config(
-            "spark.executor.extraJavaOptions",
-            "-XX:G1PeriodicGCInterval=60000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30",
-        )
+        .config("spark.executor.extraJavaOptions", " ".join(JVM_OPTIONS))
         .config("spark.executor.logs.rolling.strategy", "size")
         .config("spark.executor.logs.rolling.maxSize", str(16 * 1024 * 1024))
         .config("spark.executor.logs.rolling.maxRetainedFiles", "3")
