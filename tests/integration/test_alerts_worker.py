@@ -10,6 +10,9 @@ without delaying the other rule's deliveries; a retraction of a delivered alert 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -192,3 +195,20 @@ def test_a_worker_killed_after_taking_alerts_leaves_none_behind(settings, pg_con
         thread.join(10)
         worker.close()
         subscriber.close()
+
+
+def test_the_worker_names_an_unreachable_postgresql_in_one_sentence(settings):
+    env = dict(os.environ, STOCKPIPE_PG_DATABASE=settings.pg_database, STOCKPIPE_PG_PORT="1")
+    check = [sys.executable, "-m", "stockpipe.alerts.worker", "--check"]
+    done = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("PostgreSQL at 127.0.0.1:1 ") and "make up" in lines[0]
+    healthy = subprocess.run(
+        [sys.executable, "-m", "stockpipe.alerts.worker", "--check"],
+        env=dict(os.environ, STOCKPIPE_PG_DATABASE=settings.pg_database, STOCKPIPE_REDIS_URL=settings.redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert healthy.returncode == 0, healthy.stderr

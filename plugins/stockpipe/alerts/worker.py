@@ -175,13 +175,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", action="store_true", help="exit 0 when PostgreSQL and Redis answer (healthcheck)")
     args = parser.parse_args(argv)
     setup_logging("INFO", stream=sys.stderr)
-    if args.check:
-        settings = get_settings()
-        with pg_connect(settings, "writer", connect_timeout=5) as conn:
-            conn.execute("SELECT count(*) FROM market.alerts WHERE delivery = 'pending'")
-        settings.redis_client(socket_timeout=5).ping()
-        return
-    worker = Worker(get_settings())
+    settings = get_settings()
+    try:
+        if args.check:
+            with pg_connect(settings, "writer", connect_timeout=5) as conn:
+                conn.execute("SELECT count(*) FROM market.alerts WHERE delivery = 'pending'")
+            settings.redis_client(socket_timeout=5).ping()
+            return
+        worker = Worker(settings)
+    except psycopg.OperationalError as error:
+        raise SystemExit(
+            f"PostgreSQL at {settings.pg_host}:{settings.pg_port} (database {settings.pg_database}) is unreachable "
+            f"({str(error).strip().splitlines()[0]}); start it with `make up`."
+        ) from None
+    except redis.exceptions.RedisError as error:
+        where = settings.redis_url.rsplit("@", 1)[-1]
+        raise SystemExit(f"Redis at {where} is unreachable ({error}); start it with `make up`.") from None
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     try:
         if args.once:
