@@ -114,13 +114,13 @@ class AlertCounts:
 
 
 def enabled_rules(cur: psycopg.Cursor) -> list[Rule]:
-    """The enabled rules, locked against deletion until the transaction ends (their alerts reference them)."""
-    return [
-        _rule(r)
-        for r in cur.execute(
-            f"SELECT {_RULE_COLUMNS} FROM market.alert_rules WHERE enabled ORDER BY id FOR KEY SHARE"
-        ).fetchall()
-    ]
+    return [_rule(r) for r in cur.execute(f"SELECT {_RULE_COLUMNS} FROM market.alert_rules WHERE enabled ORDER BY id")]
+
+
+def _lock_rules(cur: psycopg.Cursor, ids: list[int]) -> set[int]:
+    """Of ``ids``, the rules that still exist, locked against deletion until the transaction ends
+    (their new alerts reference them: a rule deleted meanwhile must not fail the batch)."""
+    return {r[0] for r in cur.execute("SELECT id FROM market.alert_rules WHERE id = ANY(%s) FOR KEY SHARE", (ids,))}
 
 
 _IND = ", ".join(f"i.{c}" for c in (*LINES, "rsi_14", "macd", "macd_signal"))
@@ -289,6 +289,8 @@ def evaluate_batch(
         if a and (r, s, t) not in wanted_keys
     ]
     pending = False
+    if len(wanted):
+        wanted = wanted[wanted["rule_id"].isin(_lock_rules(cur, sorted({int(r) for r in wanted["rule_id"]})))]
     if len(wanted):
         descriptions = {r.id: r.description for r in rules}
         cur.execute(
