@@ -108,6 +108,7 @@ def seeded(pg_conn, redis_client, app_env):
     store(pg_conn, full[full["ts"] <= cutoff])
     refresh_rollups(pg_conn)
     store(pg_conn, full[full["ts"] > cutoff])
+    pg_conn.execute("SELECT market.refresh_latest()")  # what the sink keeps (stored here without it)
     pg_conn.execute(
         "INSERT INTO market.symbols (symbol, name, exchange, currency, type, market_cap, source) "
         "VALUES ('ZAPL', 'Apple Inc.', 'XNAS', 'usd', 'CS', 3.1e12, 'simulator')"

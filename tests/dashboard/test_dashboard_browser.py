@@ -24,6 +24,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 PAGES = {
     "": (2, "Watchlist"),
     "symbol": (1, "ZAPL · Apple Inc."),
+    "market": (0, "Top gainers"),
     "pipeline": (2, "Freshness per symbol"),
     "kafka": (0, "Consumer groups"),
 }

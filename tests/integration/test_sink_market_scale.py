@@ -140,7 +140,7 @@ def test_market_queries_rank_the_session_and_find_macd_crossovers(settings, pg_c
     assert (str(session), symbols) == ("2026-11-25", 3)
     assert as_of == pd.Timestamp(today[-1], unit="ms", tz="UTC")
     gainers, losers = market.movers(pg_conn, session, 2)
-    assert list(gainers["symbol"]) == ["UPP", "FLT"] and list(losers["symbol"]) == ["DWN", "FLT"]
+    assert list(gainers["symbol"]) == ["UPP"] and list(losers["symbol"]) == ["DWN"]  # FLT is unchanged
     assert gainers["change"].iloc[0] == pytest.approx(0.10) and losers["change"].iloc[0] == pytest.approx(-0.20)
     oversold, overbought, n_low, n_high = market.rsi_extremes(pg_conn, session)
     assert (list(oversold["symbol"]), list(overbought["symbol"]), n_low, n_high) == (["DWN"], ["UPP"], 1, 1)

@@ -32,16 +32,19 @@ def market_session(conn: psycopg.Connection) -> tuple[date | None, datetime | No
 
 
 def movers(conn: psycopg.Connection, session: date, limit: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Top gainers and losers of ``session``: change of the latest close vs the previous session's close."""
+    """Top gainers (up) and losers (down) of ``session``: change of the latest close vs the previous
+    session's close; an unchanged symbol is neither."""
     where = "session_date = %(d)s AND prev_close > 0"
     gainers = frame(
         conn,
-        f"SELECT {MOVER_COLUMNS} FROM market.latest_1m WHERE {where} ORDER BY change DESC, symbol LIMIT %(n)s",
+        f"SELECT {MOVER_COLUMNS} FROM market.latest_1m WHERE {where} AND close > prev_close "
+        "ORDER BY change DESC, symbol LIMIT %(n)s",
         {"d": session, "n": limit},
     )
     losers = frame(
         conn,
-        f"SELECT {MOVER_COLUMNS} FROM market.latest_1m WHERE {where} ORDER BY change ASC, symbol LIMIT %(n)s",
+        f"SELECT {MOVER_COLUMNS} FROM market.latest_1m WHERE {where} AND close < prev_close "
+        "ORDER BY change ASC, symbol LIMIT %(n)s",
         {"d": session, "n": limit},
     )
     return gainers, losers
