@@ -137,6 +137,8 @@ def write_latest(settings, database: str, symbols: list[str]) -> None:
     bench = settings.model_copy(update={"pg_database": database})
     sink, writer = PostgresSink(bench), LatestWriter(bench)
     writer.client.flushdb()
+    with sink.connection().transaction():  # loaded beside the sink: its market.latest_1m rows
+        sink.connection().execute("SELECT market.refresh_latest()")
     writer.write(sink.latest_rows(symbols))
     sink.close()
     writer.close()
