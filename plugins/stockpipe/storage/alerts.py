@@ -325,7 +325,16 @@ def evaluate_for_sink(cur: psycopg.Cursor, settings: Settings, *, backfill: bool
     if backfill and settings.user_alerts_backfill == "skip":
         return AlertCounts()
     started = time.perf_counter()
-    counts = evaluate_batch(cur, status="historical" if backfill else "fired")
+    try:
+        # A savepoint: a failure of the alerts (a bug, not the connection) must not stop the market
+        # data; the batch's bars commit without its alerts, and the log says so.
+        with cur.connection.transaction():
+            counts = evaluate_batch(cur, status="historical" if backfill else "fired")
+    except psycopg.OperationalError:
+        raise  # the connection: the whole batch is retried
+    except Exception:
+        log.exception("alerts of this micro-batch were not evaluated (its bars are stored): a defect to report")
+        return AlertCounts()
     counts.ms = (time.perf_counter() - started) * 1000
     if counts.rules:
         log.info(
