@@ -279,7 +279,7 @@ def evaluate_batch(
     wanted = apply_cooldown(candidates, cooldowns, last_before)
 
     in_range = existing[(existing["ts"] >= existing["t0"]) & (existing["ts"] <= existing["t1"])]
-    # Only the rules that apply to a symbol: a symbol rule's alerts of other symbols don't exist.
+    # stored alerts of the judged range the series no longer gives: retracted
     wanted_keys = set(zip(wanted["rule_id"], wanted["symbol"], pd.to_datetime(wanted["ts"], utc=True), strict=True))
     stale = [
         (int(r), s, t)
@@ -289,7 +289,7 @@ def evaluate_batch(
         if a and (r, s, t) not in wanted_keys
     ]
     pending = False
-    if len(wanted):
+    if len(wanted):  # a rule deleted since enabled_rules read it fires nothing
         wanted = wanted[wanted["rule_id"].isin(_lock_rules(cur, sorted({int(r) for r in wanted["rule_id"]})))]
     if len(wanted):
         descriptions = {r.id: r.description for r in rules}
