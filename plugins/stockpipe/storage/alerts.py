@@ -319,6 +319,9 @@ def evaluate_batch(
     return counts
 
 
+_warned_missing: list[bool] = []  # once per process
+
+
 def evaluate_for_sink(cur: psycopg.Cursor, settings: Settings, *, backfill: bool) -> AlertCounts:
     """:func:`evaluate_batch` as the sink runs it: stream bars fire; backfilled ones are skipped or
     stored as ``historical`` (never delivered), by STOCKPIPE_USER_ALERTS_BACKFILL."""
@@ -332,6 +335,11 @@ def evaluate_for_sink(cur: psycopg.Cursor, settings: Settings, *, backfill: bool
             counts = evaluate_batch(cur, status="historical" if backfill else "fired")
     except psycopg.OperationalError:
         raise  # the connection: the whole batch is retried
+    except psycopg.errors.UndefinedTable:
+        if not _warned_missing:
+            _warned_missing.append(True)
+            log.warning("market.alert_rules does not exist: no alerts until the migrations are applied (make up)")
+        return AlertCounts()
     except Exception:
         log.exception("alerts of this micro-batch were not evaluated (its bars are stored): a defect to report")
         return AlertCounts()
