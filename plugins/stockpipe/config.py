@@ -461,10 +461,11 @@ class Settings(BaseSettings):
         "(STOCKPIPE_FEED=websocket, STOCKPIPE_WEBSOCKET_SYMBOLS=all) it is STOCKPIPE_MARKET_RETENTION_DAYS.",
     )
     market_retention_days: int = Field(
-        5,
+        2,
         ge=1,
         description="Retention of the market-wide mode when STOCKPIPE_RETENTION_DAYS is unset: 10,000 symbols store "
-        "~1.4 GB a session (docs/benchmarks.md), so a demo left running stays bounded.",
+        "~1.4 GB a NYSE session, ~5 GB a day on the simulator's 24/7 demo clock (docs/benchmarks.md), so a demo "
+        "left running stays bounded.",
     )
     backfill_initial_sessions: int = Field(5, ge=0, description="Trading sessions `make up` backfills on first start.")
 

@@ -14,7 +14,7 @@ def test_watchlist_mode_keeps_everything_by_default():
 
 def test_market_wide_mode_defaults_to_a_bounded_retention():
     settings = load_settings(**MARKET_WIDE)
-    assert settings.market_wide and settings.retention_days == settings.market_retention_days == 5
+    assert settings.market_wide and settings.retention_days == settings.market_retention_days == 2
     assert load_settings(**MARKET_WIDE, market_retention_days=3).retention_days == 3
 
 
