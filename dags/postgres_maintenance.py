@@ -7,7 +7,8 @@ Daily, in order:
    month to two months ahead (`market.ensure_month_partitions`; rows parked in the default
    partition move into a new month's partition).
 2. `apply_retention` — drop monthly partitions older than `STOCKPIPE_RETENTION_DAYS` (0 = keep all,
-   the default).
+   the default; the market-wide mode keeps `STOCKPIPE_MARKET_RETENTION_DAYS`, 2), then delete the
+   older rows of the month the cut falls in (BRIN on `ts`): the whole market keeps days, not months.
 3. `vacuum_analyze` — `VACUUM (ANALYZE)` of the hot tables.
 4. `refresh_rollups` — `REFRESH MATERIALIZED VIEW CONCURRENTLY` of the dashboard's 5 m / 1 h / 1 d
    rollups (`market.bars_5m`, `market.bars_1h`, `market.bars_1d`).
