@@ -47,7 +47,10 @@ def page() -> None:
     cols[3].metric("Low", f"{frame['low'].min():,.2f}")
     cols[4].metric("Volume", f"{frame['volume'].sum():,.0f}")
     rng = data.RANGES[range_key]
-    alerts = data.chart_alerts(symbol, first["ts"].to_pydatetime(), last["ts"].to_pydatetime())
+    try:
+        alerts = data.chart_alerts(symbol, first["ts"].to_pydatetime(), last["ts"].to_pydatetime())
+    except data.SchemaMissing:  # a database from before the alerts migration: the chart without markers
+        alerts = None
     st.plotly_chart(charts.price_chart(frame, symbol, set(overlays), alerts=alerts), width="stretch", key="price-chart")
     source = (
         "stored 1-minute indicators (market.indicators_1m)"
