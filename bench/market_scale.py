@@ -6,7 +6,7 @@ raw Kafka→PostgreSQL COPY consumer in the same run, and the storage that marke
 
 One run, on the services of the local stack, isolated from them like bench/stream_throughput.py
 (whose pieces it reuses): database ``stockpipe_bench_market`` (dropped and re-migrated), Redis db
-14 (flushed), topics ``bench-prices-<id>`` + ``.dlq`` (deleted at the end, also on failure),
+10 (flushed), topics ``bench-prices-<id>`` + ``.dlq`` (deleted at the end, also on failure),
 checkpoint ``.local/bench/market_scale/``.
 
 1. **Backlog.** ``minutes × symbols`` contract bars (a random walk per symbol; each minute's bars
@@ -48,7 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(ROOT / "bench")]
 import stream_throughput as base  # noqa: E402
 
 DATABASE = "stockpipe_bench_market"
-REDIS_DB = 14
+REDIS_DB = 10  # stream_throughput 12, backfill 13, dashboard 14, alerts_latency 11
 QUERY_NAME = "bench_market_scale"
 WORK = ROOT / ".local" / "bench" / "market_scale"
 RESULTS = ROOT / "bench" / "results" / "market_scale.json"
