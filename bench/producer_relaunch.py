@@ -270,6 +270,7 @@ def kill_and_time(settings, find, run_prefix_of, kills: int, every_s: float, lab
         killed_at = datetime.now(UTC)
         t0 = time.monotonic()
         os.kill(old_pid, signal.SIGKILL)
+        kill_epoch = time.time()
 
         def relaunched(old_pid=old_pid):
             now = find()
@@ -288,19 +289,32 @@ def kill_and_time(settings, find, run_prefix_of, kills: int, every_s: float, lab
         new_pid = new if isinstance(new, int) else new[0]
         log(f"{label} kill {n}: pid {old_pid} → {new_pid} in {relaunch_s:.1f} s, first cycle after {cycle_s:.1f} s")
         results.append(
-            {"kill": n, "old_pid": old_pid, "new_pid": new_pid, "relaunch_s": relaunch_s, "first_cycle_s": cycle_s}
+            {
+                "kill": n,
+                "at": kill_epoch,
+                "old_pid": old_pid,
+                "new_pid": new_pid,
+                "relaunch_s": relaunch_s,
+                "first_cycle_s": cycle_s,
+            }
         )
     return results
 
 
 # --- rate limit and loss -------------------------------------------------------------------------
 def max_in_window(times: list[float], window: float = 60.0) -> int:
-    times, best, lo = sorted(times), 0, 0
+    return len(busiest_window(times, window))
+
+
+def busiest_window(times: list[float], window: float = 60.0) -> list[float]:
+    """The most calls that arrived within ``window`` seconds of each other (the first such run)."""
+    times, best, lo = sorted(times), (0, 0), 0
     for hi, t in enumerate(times):
         while times[lo] <= t - window:
             lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+        if hi - lo + 1 > best[1] - best[0]:
+            best = (lo, hi + 1)
+    return times[best[0] : best[1]]
 
 
 def request_log(url: str, token: str, since: float) -> dict[str, Any]:
@@ -311,7 +325,10 @@ def request_log(url: str, token: str, since: float) -> dict[str, Any]:
     by_key: dict[str, list[float]] = {}
     for row in response.json()["requests"]:
         by_key.setdefault(row["key_id"], []).append(row["ts"])
-    return {key: {"calls": len(ts), "max_in_any_60s": max_in_window(ts)} for key, ts in by_key.items()}
+    return {
+        key: {"calls": len(ts), "max_in_any_60s": max_in_window(ts), "busiest_60s": busiest_window(ts), "times": ts}
+        for key, ts in by_key.items()
+    }
 
 
 def verify(since_s: float, env: dict[str, str]) -> dict[str, Any]:
@@ -616,6 +633,17 @@ def main() -> None:
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
     print("verify: " + ", ".join(f"{s['symbol']} {s['bars']} bars {s['gaps']} gaps" for s in watch))
+    for key, entry in keys.items():
+        if entry["max_in_any_60s"] > limit:
+            kills = [(label, r["at"]) for label, runs in (("service", service), ("baseline", baseline)) for r in runs]
+            busy = entry["busiest_60s"]
+            near = [f"{label} kill {t - busy[0]:+.1f} s" for label, t in kills if busy[0] - 70 <= t <= busy[-1] + 10]
+            began = datetime.fromtimestamp(busy[0], UTC)
+            gaps = ", ".join(f"{b - a:.1f}" for a, b in zip(busy, busy[1:], strict=False))
+            print(
+                f"{key}: {len(busy)} calls within {busy[-1] - busy[0]:.1f} s from {began:%H:%M:%S} (gaps {gaps} s); "
+                + (", ".join(near) if near else "no kill near it")
+            )
     if others:
         print(
             "other producers recorded cycles meanwhile (they share the checkpoints and could refill a loss): "
