@@ -233,14 +233,17 @@ def missing_sessions(
     return {symbol: [s for i, s in enumerate(sessions) if counts.get((symbol, i), 0) < s.minutes] for symbol in symbols}
 
 
-def planned_calls(missing: dict[str, list[Session]], page_bars: int = PAGE_BARS) -> int:
-    """The fewest calls that fetch ``missing``: per symbol, its span's minutes over the page size
-    (a source with extended-hours bars may need more pages)."""
+def planned_calls(
+    missing: dict[str, list[Session]], sessions: Sequence[Session] | None = None, page_bars: int = PAGE_BARS
+) -> int:
+    """The fewest calls that fetch ``missing``: per symbol, the minutes of the ``sessions`` (default:
+    its missing ones) from its first to its last missing session — the span one request covers —
+    over the page size (a source with extended-hours bars may need more pages)."""
     calls = 0
-    for sessions in missing.values():
-        if sessions:
-            span_minutes = sum(s.minutes for s in sessions if sessions[0].open <= s.open <= sessions[-1].open)
-            calls += max(1, math.ceil(span_minutes / page_bars))
+    for wanted in missing.values():
+        if wanted:
+            span = [s for s in (sessions or wanted) if wanted[0].open <= s.open <= wanted[-1].open]
+            calls += max(1, math.ceil(sum(s.minutes for s in span) / page_bars))
     return calls
 
 
@@ -267,7 +270,7 @@ def fetch_and_store_range(
     sessions = sorted(sessions, key=lambda s: s.day)
     report = FetchReport(sessions=len(sessions))
     missing = missing_sessions(settings, sessions, symbols)
-    planned = planned_calls(missing)
+    planned = planned_calls(missing, sessions)
     todo = [s for s in symbols if missing[s]]
     log.info(
         "range %s..%s (%d sessions), %d symbols: %d need bars, ~%d API calls planned (%d bars a page)",
