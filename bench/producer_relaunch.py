@@ -355,8 +355,8 @@ def summary(values: list[float]) -> tuple[float, float]:
 class Isolated:
     """The benchmark's own Airflow, simulator, topic, Redis db and databases (the default)."""
 
-    def __init__(self, base: Settings) -> None:
-        self.base, self.tag = base, uuid.uuid4().hex[:8]
+    def __init__(self, base: Settings, redis_db: int = REDIS_DB) -> None:
+        self.base, self.tag, self.redis_db = base, uuid.uuid4().hex[:8], redis_db
         self.dir = Path(tempfile.mkdtemp(prefix="stockpipe-relaunch-"))
         self.daemons = Daemons(self.dir)
         self.sim = None
@@ -378,7 +378,7 @@ class Isolated:
         base = self.base
         self.sim = start_in_thread(seed=7, clock="demo")
         topic, dlq = f"bench-relaunch-{self.tag}", f"bench-relaunch-{self.tag}.dlq"
-        redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+        redis_url = base.redis_url.rsplit("/", 1)[0] + f"/{self.redis_db}"
         self.settings = base.model_copy(
             update={
                 "pg_database": BENCH_DB,
@@ -543,6 +543,7 @@ def main() -> None:
     parser.add_argument("--baseline-kills", type=int, default=3, help="kill -9 of supervisord's producer (default 3)")
     parser.add_argument("--settle-s", type=float, default=90, help="catch-up time before verify (default 90)")
     parser.add_argument("--on-stack", action="store_true", help="use the stack's Airflow and simulator")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help=f"Redis db of its own (default {REDIS_DB})")
     args = parser.parse_args()
 
     base = load_settings()
@@ -550,7 +551,7 @@ def main() -> None:
     load_before = os.getloadavg()
     service: list[dict[str, Any]] = []
     baseline: list[dict[str, Any]] = []
-    setup = OnStack(base) if args.on_stack else Isolated(base)
+    setup = OnStack(base) if args.on_stack else Isolated(base, args.redis_db)
     with setup:
         settings = setup.settings
         found = Producers(settings.kafka_topic, setup.supervisorctl)
