@@ -134,3 +134,31 @@ def test_no_backfill_task_waits_for_the_limiter_in_a_slot_but_the_leaders_fetch(
     assert isinstance(compute, BackfillIndicatorsOperator)
     assert compute.max_active_tis_per_dag == 1
     assert dag.dagrun_timeout >= timedelta(hours=2)
+
+
+def test_a_run_defers_while_another_leads_and_takes_over_when_the_leader_is_gone(
+    dagbag, nyse_week, af_conn, monkeypatch, caplog
+):
+    """A leader killed mid-fetch leaves its lease; the next run defers (no worker slot) until the
+    lease expires, then leads itself: fetches, computes, checks."""
+    from stockpipe.airflow import backfill
+
+    simulator, settings = nyse_week
+    monkeypatch.setattr(backfill, "FOLLOWER_WAIT_S", (1.0, 2.0))
+    dead = backfill.FetchLease(settings, "backfill__killed", ttl_s=15)
+    assert dead.take(first=FIRST.isoformat(), last=FIRST.isoformat())
+    dead.close()
+
+    with caplog.at_level("INFO", logger="stockpipe.airflow.backfill"):
+        run = run_session(dagbag, FIRST)
+
+    assert run.state == "success", states(run)
+    assert states(run) == {"prepare": "success", "compute_indicators": "success", "check_day": "success"}
+    said = [r.getMessage() for r in caplog.records if r.name == "stockpipe.airflow.backfill"]
+    assert any("run backfill__killed fetches/computes" in m and "no worker slot held" in m for m in said), said
+    assert any(m.startswith("leading the backfill of") for m in said), said
+    (status,) = af_conn.execute("SELECT status FROM ops.backfill_runs WHERE run_id = %s", (run.run_id,)).fetchone()
+    assert status == "ok"
+    calls = [r for r in simulator.state.log.requests() if r["path"].startswith("/v2/aggs/")]
+    assert len(calls) == len(settings.watchlist)
+    assert settings.redis_client().get(backfill.LEASE_KEY) is None  # released after the Spark job
