@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-first-start", action="store_true")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--timeout-min", type=float, default=40)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file (default: bench/results/history.json)")
     args = parser.parse_args(argv)
     settings = load_settings()
     results: list[dict] = []
@@ -382,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
     for row in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
         json.dumps(
             {
                 "benchmark": "history",
@@ -402,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    log(f"wrote {RESULTS}")
+    log(f"wrote {args.out}")
     return 0
 
 
