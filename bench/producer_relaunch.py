@@ -8,7 +8,7 @@ Needs the stack's PostgreSQL, Kafka and Redis (`make up`); runs as root or the s
 default it runs beside the stack without touching it: its own Airflow (api-server, scheduler,
 dag-processor on 127.0.0.1:18093, LocalExecutor, metadata database ``stockpipe_bench_airflow``, a
 dags folder holding only ``dags/market_producer.py``, the connections pointed at the benchmark's
-resources), its own simulator (the request log is its producers' alone), Kafka topic, Redis db 9
+resources), its own simulator (the request log is its producers' alone), Kafka topic, Redis db 7
 and market database ``stockpipe_bench_relaunch`` — every one removed at the end. ``--on-stack`` runs
 on the stack's own Airflow and simulator instead (it pauses ``market_ingest`` and unpauses
 ``market_producer`` for the run and restores both; other benchmarks that switch the producer DAGs
@@ -64,8 +64,8 @@ TARGET_RELAUNCH_S = 30.0
 SERVICE_DAG, INGEST_DAG = "market_producer", "market_ingest"
 LOCAL = Path(os.environ.get("STOCKPIPE_LOCAL", ROOT / ".local"))
 VENV_BIN = ROOT / ".venv" / "bin"
-# Redis db 9: market_scale 10, alerts_latency 11, stream_throughput 12, backfill 13, dashboard 14 (each flushes its own)
-BENCH_DB, AIRFLOW_DB, REDIS_DB, API_PORT = "stockpipe_bench_relaunch", "stockpipe_bench_airflow", 9, 18093
+# Redis db 7: market_scale 10, alerts_latency 11, stream_throughput 12, backfill 13, dashboard 14 (each flushes its own)
+BENCH_DB, AIRFLOW_DB, REDIS_DB, API_PORT = "stockpipe_bench_relaunch", "stockpipe_bench_airflow", 7, 18093
 
 
 def log(text: str) -> None:
