@@ -219,7 +219,7 @@ def run_phase(
                 process.kill()
     return {
         "name": name,
-        "env": env,
+        "env": {k: v for k, v in env.items() if "KEY" not in k},
         "started_at": started,
         "window_start": window_start,
         "window_end": window_end,
@@ -276,12 +276,21 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1-minute windows, 30 s warm-up (a dry run)")
     parser.add_argument("--jitter-calls", type=int, default=300)
     parser.add_argument("--wait-others-s", type=float, default=900, help="wait for other producers to end")
+    parser.add_argument(
+        "--api-key",
+        help="the phases' producer uses this simulator API key, its own rate-limit scope (a shared stack: another "
+        "benchmark's backfill then takes no share of the measured budget)",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--phases", default="baseline-cycle,planned-default,planned-2x", help="comma-separated")
     args = parser.parse_args()
     if args.quick:
         args.warmup_s, args.baseline_min, args.default_min, args.double_min, args.jitter_calls = 30, 1, 1, 1, 50
 
     settings = load_settings()
+    if args.api_key:
+        settings = settings.model_copy(update={"simulator_api_key": SecretStr(args.api_key)})
+    own_key = {"STOCKPIPE_SIMULATOR_API_KEY": args.api_key} if args.api_key else {}
     symbols = len(settings.watchlist)
     limit = settings.rate_limit_per_minute
     phases_spec = [
@@ -314,7 +323,9 @@ def main() -> int:
         print(f"grant → arrival at the simulator: {results['grant_to_arrival']}")
         for name, env, minutes, drain in phases_spec:
             print(f"phase {name}: {env} — {args.warmup_s:.0f} s warm-up, {minutes:g} min measured, {drain} s drain")
-            phase = run_phase(settings, name, env, args.warmup_s, minutes * 60, drain, log_dir)
+            if own_key:
+                print("  (its own simulator API key: its own rate-limit scope)")
+            phase = run_phase(settings, name, {**env, **own_key}, args.warmup_s, minutes * 60, drain, log_dir)
             results["phases"].append(phase)
     finally:
         arrivals_done = arrivals
@@ -372,11 +383,12 @@ def main() -> int:
             "symbols": symbols,
             "warmup_s": args.warmup_s,
             "minutes": {"baseline": args.baseline_min, "default": args.default_min, "double": args.double_min},
+            "own_api_key": bool(args.api_key),
         },
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.results}")
     return 0
 
 
