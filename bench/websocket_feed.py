@@ -14,6 +14,11 @@ phase after the other:
 2. **websocket** — ``STOCKPIPE_FEED=websocket``: the simulator pushes ``AM`` events at each minute close;
 3. **storm** — the websocket feed while the simulator drops the connection at every minute close
    (``ws_drop`` = the storm's minutes): each minute's bars come from the REST refill after the reconnect.
+   By default it runs beside the stack, not on it (``--storm-on-stack`` to run it there): an
+   in-process simulator in real time, its own API key (so its own rate-limit budget, at the stack's
+   limit), bars topic and Redis database (``BENCH_REDIS_DB``, default 5: one no test or benchmark flushes
+   meanwhile, or the limiter forgets its calls), the feed in a thread; lost = bars of the window
+   missing from its topic. The stack keeps running meanwhile.
 
 Per bar whose minute closed inside a phase's window: **Redis** = first arrival on the pub/sub channel
 ``stockpipe:bars`` of that bar or a newer one of the symbol − (ts + 60 s); **PostgreSQL** =
@@ -29,6 +34,7 @@ Prints a table and writes bench/results/websocket_feed.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -56,6 +62,9 @@ RESULTS = ROOT / "bench" / "results" / "websocket_feed.json"
 PRODUCER_DAGS = ("market_producer", "market_ingest")
 ADMIN_HEADER = "X-Admin-Token"
 TARGET_P95_S = 2.0
+#: Beside the stack: other symbols than the stack's, whose stream publishes on the same Redis channel
+#: (pub/sub channels are not per database).
+BESIDE_WATCHLIST = ["NVDA", "META", "NFLX", "JPM", "KO"]
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -147,7 +156,14 @@ def check_simulator_websocket(settings: Any) -> None:
 
 
 def run_phase(
-    settings: Any, name: str, env: dict[str, str], warmup_s: float, steady_s: float, drain_s: float, log_dir: Path
+    settings: Any,
+    name: str,
+    env: dict[str, str],
+    warmup_s: float,
+    steady_s: float,
+    drain_s: float,
+    log_dir: Path,
+    check: Any = None,
 ) -> dict[str, Any]:
     started = time.time()
     log_path = log_dir / f"bench-websocket-feed-{name}.log"
@@ -169,6 +185,8 @@ def run_phase(
             while time.time() < window_end + drain_s:
                 if process.poll() is not None:
                     raise SystemExit(f"the producer of phase {name} exited ({process.returncode}); see {log_path}")
+                if check:
+                    check()
                 time.sleep(1)
         finally:
             if storm_minutes:
@@ -270,6 +288,176 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
     )
 
 
+@contextlib.contextmanager
+def beside_the_stack(settings: Any, log_dir: Path):
+    """A pipeline of its own next to the stack: an in-process simulator in real time, a bars topic,
+    a PostgreSQL database (``BENCH_PG_DATABASE``, default stockpipe_bench_ws; dropped at the end), a
+    Redis database (``BENCH_LATENCY_REDIS_DB``, default 4) and a streaming job of its own
+    (spark_jobs/stream_indicators.py). Yields (settings, env of its producers, check)."""
+    import shutil
+    import tempfile
+    import uuid
+
+    from pydantic import SecretStr
+
+    from stockpipe.admin import admin_client, ensure_topics
+    from stockpipe.sources.simulator import start_in_thread
+    from stockpipe.storage.migrate import migrate
+
+    suffix = uuid.uuid4().hex[:8]
+    topic, dlq = f"bench-ws-latency-{suffix}", f"bench-ws-latency-{suffix}.dlq"
+    database = os.environ.get("BENCH_PG_DATABASE", "stockpipe_bench_ws")
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("BENCH_LATENCY_REDIS_DB", "4")
+    key = f"bench-ws-latency-{suffix}"
+    checkpoint = tempfile.mkdtemp(prefix="bench-ws-checkpoint-")
+    with start_in_thread(clock="demo", universe_size=100) as sim:
+        host, port = sim.url.removeprefix("http://").split(":")
+        s = settings.model_copy(
+            update={"simulator_host": host, "simulator_port": int(port), "polygon_api_key": None,
+                    "simulator_api_key": SecretStr(key), "simulator_admin_token": SecretStr(sim.admin_token),
+                    "kafka_topic": topic, "kafka_dlq_topic": dlq, "redis_url": redis_url, "pg_database": database,
+                    "watchlist": BESIDE_WATCHLIST}
+        )  # fmt: skip
+        env = {
+            "STOCKPIPE_SIMULATOR_HOST": host,
+            "STOCKPIPE_SIMULATOR_PORT": port,
+            "STOCKPIPE_POLYGON_API_KEY": "",
+            "STOCKPIPE_SIMULATOR_API_KEY": key,
+            "STOCKPIPE_KAFKA_TOPIC": topic,
+            "STOCKPIPE_KAFKA_DLQ_TOPIC": dlq,
+            "STOCKPIPE_REDIS_URL": redis_url,
+            "STOCKPIPE_PG_DATABASE": database,
+            "STOCKPIPE_WATCHLIST": ",".join(BESIDE_WATCHLIST),
+            "STOCKPIPE_BACKFILL_START_MINUTES": "5",  # no day-long backlog for the fresh stream to chew first
+        }
+        ensure_topics(s, {topic: s.kafka_partitions, dlq: 1}, wait_s=30)
+        migrate(s, database, wait_s=30)
+        redis = s.redis_client()
+        redis.flushdb()
+        job_log = open(log_dir / "bench-websocket-feed-stream.log", "wb")  # noqa: SIM115
+        job = subprocess.Popen(
+            [sys.executable, str(ROOT / "spark_jobs" / "stream_indicators.py")],
+            env={**os.environ, **env, "STOCKPIPE_STREAM_CHECKPOINT": checkpoint,
+                 "STOCKPIPE_STREAM_QUERY_NAME": "bench_websocket_feed",
+                 "STOCKPIPE_STREAM_STARTING_OFFSETS": "earliest"},
+            stdout=job_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )  # fmt: skip
+
+        def check() -> None:
+            if job.poll() is not None:
+                raise SystemExit(f"the streaming job exited ({job.returncode}); see {job_log.name}")
+
+        try:
+            time.sleep(45)  # the JVM, the first (empty) micro-batches
+            check()
+            yield s, env, check
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGTERM)
+                try:
+                    job.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(job.pid, signal.SIGKILL)
+            job_log.close()
+            client = admin_client(s)
+            for future in client.delete_topics([topic, dlq], operation_timeout=30).values():
+                try:
+                    future.result(timeout=30)
+                except Exception:  # already gone
+                    pass
+            redis.flushdb()
+            redis.close()
+            with clients.pg_connect(s, "admin", "postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def storm_beside_the_stack(settings: Any, minutes: int, warmup_s: float, drain_s: float) -> dict[str, Any]:
+    """The disconnect storm on an in-process simulator, a topic and a Redis database of its own."""
+    import uuid
+
+    from pydantic import SecretStr
+
+    from stockpipe import verify
+    from stockpipe.admin import admin_client, ensure_topics
+    from stockpipe.producer.core import MarketProducer
+    from stockpipe.producer.websocket import WebSocketFeed
+    from stockpipe.sources.simulator import FaultRequest, start_in_thread
+
+    suffix = uuid.uuid4().hex[:8]
+    topic, dlq = f"bench-ws-storm-{suffix}", f"bench-ws-storm-{suffix}.dlq"
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + "/" + os.environ.get("BENCH_REDIS_DB", "5")
+    key = f"bench-ws-storm-{suffix}"
+    with start_in_thread(clock="demo", universe_size=100) as sim:
+        host, port = sim.url.removeprefix("http://").split(":")
+        values = {"simulator_host": host, "simulator_port": int(port), "polygon_api_key": None, "feed": "websocket",
+                  "simulator_api_key": SecretStr(key), "kafka_topic": topic, "kafka_dlq_topic": dlq,
+                  "redis_url": redis_url, "backfill_start_minutes": 5}  # fmt: skip
+        s = settings.model_copy(update=values)
+        ensure_topics(s, {topic: s.kafka_partitions, dlq: 1}, wait_s=30)
+        redis = s.redis_client(decode_responses=True)
+        redis.flushdb()
+        started = time.time()
+        try:
+            feed = WebSocketFeed(s, rest=MarketProducer(s))
+            stop = threading.Event()
+            runner = threading.Thread(target=feed.run, args=(stop,), daemon=True)
+            runner.start()
+            window_start = (int((started + warmup_s) // 60) + 1) * 60
+            window_end = window_start + 60 * minutes
+            time.sleep(max(0.0, window_start - 20 - time.time()))
+            sim.state.apply_faults(FaultRequest(ws_drop=minutes))
+            time.sleep(max(0.0, window_end + drain_s - time.time()))
+            stop.set()
+            runner.join(30)
+            ended = time.time()
+            messages = verify.read_topic(s, topic, None, timeout_s=30)
+            letters = verify.read_topic(s, dlq, None, timeout_s=10)
+        finally:
+            client = admin_client(s)
+            for future in client.delete_topics([topic, dlq], operation_timeout=30).values():
+                try:
+                    future.result(timeout=30)
+                except Exception:  # already gone
+                    pass
+            redis.flushdb()
+            redis.close()
+        calls = sorted(r["ts"] for r in sim.state.log.requests(key))
+        websocket = sim.state.stream.describe()
+    symbols = list(s.watchlist)
+    expected = [(sym, close - 60) for sym in symbols for close in range(int(window_start), int(window_end), 60)]
+    delivered: dict[tuple[str, int], float] = {}
+    for message in messages:
+        ts = int(datetime.fromisoformat(message["ts"].replace("Z", "+00:00")).timestamp())
+        at = datetime.fromisoformat(message["fetched_at"].replace("Z", "+00:00")).timestamp()
+        delivered[(message["symbol"], ts)] = min(at, delivered.get((message["symbol"], ts), at))
+    delays = [delivered[k] - (k[1] + 60) for k in expected if k in delivered]
+    return {
+        "name": "storm",
+        "where": "beside the stack (in-process simulator, own topic, key and Redis database)",
+        "env": {"STOCKPIPE_FEED": "websocket"},
+        "storm_drops": minutes,
+        "started_at": started,
+        "window_start": window_start,
+        "window_end": window_end,
+        "ended_at": ended,
+        "connections": feed.stats["connections"],
+        "refills": feed.stats["refills"],
+        "simulator_websocket": websocket,
+        "expected_bars": len(expected),
+        "lost": sorted(f"{sym} {datetime.fromtimestamp(ts, UTC):%H:%M}" for sym, ts in set(expected) - set(delivered)),
+        "dead_letters": len(letters),
+        "fetched": summary(delays),  # close → fetched (REST refill after the reconnect)
+        "simulator_calls": len(calls),
+        "most_calls_in_any_60s": most_in_any_window(calls),
+        "calls_s": [round(t - window_start, 2) for t in calls],  # arrival at the simulator, from the window's start
+        "sources": {src: sum(1 for m in messages if m["source"] == src) for src in {m["source"] for m in messages}},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup-s", type=float, default=60)
@@ -278,6 +466,10 @@ def main() -> int:
     parser.add_argument("--storm-min", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="1-minute windows, 20 s warm-up (a dry run)")
     parser.add_argument("--phases", default="rest,websocket,storm", help="comma-separated")
+    parser.add_argument("--storm-on-stack", action="store_true", help="the storm on the stack (its producer paused)")
+    parser.add_argument(
+        "--beside", action="store_true", help="rest and websocket beside the stack (own simulator, topic, stream job)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.warmup_s, args.rest_min, args.websocket_min, args.storm_min = 20, 1, 1, 2
@@ -285,54 +477,84 @@ def main() -> int:
     settings = load_settings()
     symbols = len(settings.watchlist)
     limit = settings.rate_limit_per_minute
-    running = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
-    if any("live_freshness.py" in line for line in running):
-        raise SystemExit("bench/live_freshness.py is running on this stack: run this benchmark after it")
-    check_simulator_websocket(settings)
     phases_spec = [
         ("rest", {"STOCKPIPE_FEED": "rest"}, args.rest_min, 90),
         ("websocket", {"STOCKPIPE_FEED": "websocket"}, args.websocket_min, 30),
         ("storm", {"STOCKPIPE_FEED": "websocket", "_STORM_MINUTES": str(args.storm_min)}, args.storm_min, 60),
     ]
     phases_spec = [spec for spec in phases_spec if spec[0] in args.phases.split(",")]
+    storm_beside = "storm" in args.phases.split(",") and not args.storm_on_stack
+    if storm_beside:
+        phases_spec = [spec for spec in phases_spec if spec[0] != "storm"]
     log_dir = Path(os.environ.get("STOCKPIPE_LOCAL") or ROOT / ".local") / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-
-    print(f"websocket feed: {symbols} symbols, rate limit {limit} calls/min; pausing {', '.join(PRODUCER_DAGS)}")
-    paused_before = {dag: dag_is_paused(settings, dag) for dag in PRODUCER_DAGS}
-    arrivals = BarArrivals(settings)
-    results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "phases": []}
-    try:
-        for dag in PRODUCER_DAGS:
-            set_dag_paused(settings, dag, True)
-        deadline = time.time() + 180
-        while other_producers() and time.time() < deadline:
+    phases: list[dict[str, Any]] = []
+    if phases_spec and args.beside:
+        with beside_the_stack(settings, log_dir) as (own, env_beside, check):
+            arrivals = BarArrivals(own)
+            for name, env, minutes, drain in phases_spec:
+                print(
+                    f"phase {name} beside the stack: {env} — {args.warmup_s:.0f} s warm-up, {minutes:g} min, "
+                    f"{drain} s drain"
+                )
+                phase = run_phase(own, name, {**env_beside, **env}, args.warmup_s, minutes * 60, drain, log_dir, check)
+                phase["where"] = "beside the stack (in-process simulator, own topic, stream job, databases)"
+                phase["env"] = env
+                phases.append(phase)
             time.sleep(2)
-        if other_producers():
-            raise SystemExit(f"another producer is still running (pids {other_producers()}): stop it first")
-        for name, env, minutes, drain in phases_spec:
-            print(f"phase {name}: {env} — {args.warmup_s:.0f} s warm-up, {minutes:g} min measured, {drain} s drain")
-            results["phases"].append(run_phase(settings, name, dict(env), args.warmup_s, minutes * 60, drain, log_dir))
-    finally:
-        for dag, was_paused in paused_before.items():
-            try:
-                set_dag_paused(settings, dag, was_paused)
-            except Exception as error:  # say it; the operator must restore it by hand
-                print(f"could not restore {dag} (paused={was_paused}): {error}")
-    time.sleep(2)
-    arrivals.close()
-    for phase in results["phases"]:
-        measure(settings, phase, arrivals)
+            arrivals.close()
+            for phase in phases:
+                measure(own, phase, arrivals)
+    elif phases_spec:
+        running = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+        if any("live_freshness.py" in line for line in running):
+            raise SystemExit("bench/live_freshness.py is running on this stack: run this benchmark after it")
+        check_simulator_websocket(settings)
+        print(f"websocket feed: {symbols} symbols, rate limit {limit} calls/min; pausing {', '.join(PRODUCER_DAGS)}")
+        paused_before = {dag: dag_is_paused(settings, dag) for dag in PRODUCER_DAGS}
+        arrivals = BarArrivals(settings)
+        try:
+            for dag in PRODUCER_DAGS:
+                set_dag_paused(settings, dag, True)
+            deadline = time.time() + 180
+            while other_producers() and time.time() < deadline:
+                time.sleep(2)
+            if other_producers():
+                raise SystemExit(f"another producer is still running (pids {other_producers()}): stop it first")
+            for name, env, minutes, drain in phases_spec:
+                print(f"phase {name}: {env} — {args.warmup_s:.0f} s warm-up, {minutes:g} min measured, {drain} s drain")
+                phases.append(run_phase(settings, name, dict(env), args.warmup_s, minutes * 60, drain, log_dir))
+        finally:
+            for dag, was_paused in paused_before.items():
+                try:
+                    set_dag_paused(settings, dag, was_paused)
+                except Exception as error:  # say it; the operator must restore it by hand
+                    print(f"could not restore {dag} (paused={was_paused}): {error}")
+        time.sleep(2)
+        arrivals.close()
+        for phase in phases:
+            measure(settings, phase, arrivals)
+    if storm_beside:
+        print(f"phase storm beside the stack: {args.storm_min} drops, one a minute")
+        phases.append(storm_beside_the_stack(settings, args.storm_min, args.warmup_s, 60))
 
+    # phases of earlier runs stay in the file (the storm may run beside another benchmark, the rest after it)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"phases": []}
+    done = {phase["name"] for phase in phases}
+    order = ["rest", "websocket", "storm"]
+    results["phases"] = sorted(
+        [p for p in results["phases"] if p["name"] not in done] + phases, key=lambda p: order.index(p["name"])
+    )
     rest = next((p for p in results["phases"] if p["name"] == "rest"), None)
     header = (
         f"{'phase':<10} {'bars':>7} {'Kafka p50':>9} {'p95':>6} {'Redis p50':>9} {'p95':>6} {'max':>6} "
-        f"{'PG p50':>7} {'p95':>6} "
-        f"{'lost':>4} {'conn':>4} {'max/60s':>7} {'p95 vs rest':>11}  target"
+        f"{'PG p50':>7} {'p95':>6} {'lost':>4} {'conn':>4} {'max/60s':>7} {'p95 vs rest':>11}  target"
     )
     print("\n" + header + "\n" + "-" * len(header))
+    none = summary([])
     for phase in results["phases"]:
-        r, pg = phase["redis"], phase["postgres"]
+        r, pg = phase.get("redis", none), phase.get("postgres", none)
+        sent = phase.get("kafka") or phase.get("fetched") or none
         if phase["name"] == "websocket":
             target = f"Redis p95 ≤ {TARGET_P95_S:g} s"
             met = r["p95_s"] is not None and r["p95_s"] <= TARGET_P95_S and r["n"] == phase["expected_bars"]
@@ -348,16 +570,23 @@ def main() -> int:
             else "-"
         )
         verdict = "" if met is None else (" met" if met else " MISSED")
+        bars = (
+            f"{r['n']:>3}/{phase['expected_bars']:<3}"
+            if "redis" in phase
+            else f"{sent['n']:>3}/{phase['expected_bars']:<3}"
+        )
         print(
-            f"{phase['name']:<10} {r['n']:>3}/{phase['expected_bars']:<3} {_s(phase['kafka']['p50_s']):>9} "
-            f"{_s(phase['kafka']['p95_s']):>6} {_s(r['p50_s']):>9} {_s(r['p95_s']):>6} "
-            f"{_s(r['max_s']):>6} {_s(pg['p50_s']):>7} {_s(pg['p95_s']):>6} {len(phase['lost']):>4} "
-            f"{phase['connections']:>4} {phase['most_calls_in_any_60s']:>7} {ratio:>11}  {target}{verdict}"
+            f"{phase['name']:<10} {bars} {_s(sent['p50_s']):>9} {_s(sent['p95_s']):>6} {_s(r['p50_s']):>9} "
+            f"{_s(r['p95_s']):>6} {_s(r['max_s']):>6} {_s(pg['p50_s']):>7} {_s(pg['p95_s']):>6} "
+            f"{len(phase['lost']):>4} {phase['connections']:>4} {phase['most_calls_in_any_60s']:>7} {ratio:>11}  "
+            f"{target}{verdict}"
         )
     for phase in results["phases"]:
         if phase["lost"]:
-            print(f"{phase['name']}: missing from market.bars_1m: {', '.join(phase['lost'][:20])}")
-        print(f"{phase['name']}: stored bars by source {phase['sources']}")
+            print(f"{phase['name']}: missing: {', '.join(phase['lost'][:20])}")
+        print(
+            f"{phase['name']}: bars by source {phase['sources']}" + (f" ({phase['where']})" if "where" in phase else "")
+        )
     results.update(
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{os.cpu_count()} cpu, {platform.platform()}, Python {platform.python_version()}",
