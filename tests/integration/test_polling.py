@@ -113,7 +113,14 @@ def test_live_before_backfill_and_the_backfill_still_moves(settings, redis_clien
     plan = producer.polling_plan()
     assert plan.budget == 5  # the whole budget while no backfill waits
     backfill = SharedRateLimiter(s.redis_dsn, 5, s.market_data_key, reserve=1, sleep=refuse_to_wait)
-    # the window is empty, but the plan's five live calls of the next minute need all five slots
+    # At 5 calls for 5 symbols the plan defers one fetch in ~50 minutes, so a window may hold only
+    # four live calls (and then a backfill call is rightly allowed): start where five are ahead.
+    deadline = time.time() + 75
+    while time.time() < deadline and not all(
+        len(plan.calls_between(t, t + backfill.window_s)) >= 5 for t in (time.time(), time.time() + 1.0)
+    ):
+        time.sleep(0.2)
+    # the window is empty, but the plan's five live calls of the next window need all five slots
     with pytest.raises(Stop):
         backfill.acquire()
     assert producer.market.limiter.backfill_waiting()
