@@ -65,7 +65,7 @@ def market(pg_conn, redis_client, app_env):
     writer = LatestWriter(settings)
     writer.write(result.latest)
     writer.close()
-    return today
+    return yesterday + today
 
 
 def test_market_page_ranks_the_session_and_links_each_symbol_to_its_chart(market):
@@ -108,5 +108,8 @@ def test_market_page_without_bars_says_so_and_names_a_down_database(pg_conn, red
 def test_pipeline_page_shows_database_size_and_days_kept(market):
     at = run_page("pipeline")
     labels = {m.label: m.value for m in at.metric}
-    assert labels["Days kept"] == "2"
+    # calendar (UTC) days from the oldest bar to the newest: 2, or 3 when the fixture runs in the first hour
+    # of a UTC day (its previous-session bar is 25 hours back, on the day before yesterday)
+    first, last = (pd.Timestamp(market[i], unit="ms").date() for i in (0, -1))
+    assert labels["Days kept"] == str((last - first).days + 1)
     assert labels["Database size"].endswith(" GB") and labels["Retention"] == "keep all"
