@@ -215,3 +215,503 @@ def test_markdown_without_markers_leaves_the_doc_alone(tmp_path):
     assert doc.read_text() == "# Benchmarks\n\nNo markers here.\n"
     with pytest.raises(ValueError, match="bench-summary:start"):
         report.splice(f"{report.END_MARKER}\n{report.START_MARKER}\n", "block")
+
+
+# --- issues 13-15's benchmarks: hand-written results in the schema each script writes -------------
+
+T0 = 1_796_160_000  # 2026-11-25 ~, epoch seconds of the phases' windows
+
+
+def stats(p50: float, p95: float, n: int = 75, mx: float | None = None) -> dict:
+    return {"n": n, "p50_s": p50, "p95_s": p95, "max_s": mx if mx is not None else p95 * 1.5, "mean_s": p50}
+
+
+def live_phase(name: str, limit: int, start: float, minutes: float, p50: float, p95: float, **extra) -> dict:
+    expected = 5 * int(minutes)
+    phase = {
+        "name": name,
+        "env": {
+            "STOCKPIPE_PRODUCER_POLICY": "cycle" if name.startswith("baseline") else "planned",
+            "STOCKPIPE_RATE_LIMIT_PER_MINUTE": str(limit),
+        },
+        "started_at": start - 120,
+        "window_start": start,
+        "window_end": start + minutes * 60,
+        "ended_at": start + minutes * 60 + 90,
+        "backfill_waiting_s": 0,
+        "other_producers": [],
+        "expected_bars": expected,
+        "redis": stats(p50, p95, expected),
+        "postgres": stats(p50, p95, expected),
+        "redis_missing": 0,
+        "postgres_missing": 0,
+        "simulator_calls": 5 * int(minutes),
+        "most_calls_in_any_60s": limit,
+    }
+    return {**phase, **extra}
+
+
+def live_freshness(default: tuple = (8.8, 14.6), double_p95: float = 6.8, minutes: float = 15, **extra) -> dict:
+    return {
+        "started_at": "2026-11-25T14:00:00+00:00",
+        "phases": [
+            live_phase("baseline-cycle", 5, T0, 5, 44.0, 47.8),
+            live_phase("planned-default", 5, T0 + 600, minutes, *default, **extra),
+            live_phase("planned-2x", 10, T0 + 2000, 6, 5.0, double_p95),
+        ],
+        "grant_to_arrival": {"calls": 300, "min_ms": 0.5, "p50_ms": 0.6, "p99_ms": 6.4, "max_ms": 7.5},
+        "finished_at": "2026-11-25T14:50:00+00:00",
+        "machine": "2 cpu, Linux-x86_64, Python 3.11.2",
+        "loadavg": [1.5, 2.0, 3.0],
+        "params": {
+            "symbols": 5,
+            "warmup_s": 120,
+            "minutes": {"baseline": 5, "default": minutes, "double": 6},
+            "own_api_key": True,
+        },
+    }
+
+
+def history_case(
+    case: str,
+    sessions: int,
+    wall_s: float,
+    live_p95: float | None,
+    ok: int | None = None,
+    equal: bool = True,
+    calls: int = 10,
+) -> dict:
+    live = (
+        {"bars": 0}
+        if live_p95 is None
+        else {
+            "bars": 55,
+            "expected_bars": 55,
+            "p50_s": 10.0,
+            "p95_s": live_p95,
+            "max_s": live_p95 + 5,
+            "longest_gap_s": 90.0,
+        }
+    )
+    return {
+        "case": case,
+        "sessions": sessions,
+        "first": "2026-09-18",
+        "last": "2026-11-16",
+        "symbols": 5,
+        "done": True,
+        "wall_s": wall_s,
+        "api_calls": calls,
+        "fewest_calls": calls,
+        "calls_per_session": round(calls / sessions, 2),
+        "checks": {"recorded": sessions, "ok": sessions if ok is None else ok, "failed": [], "last_finished": "x"},
+        "max_calls_in_60s": 4,
+        "rate_limit_per_minute": 5,
+        "live": live,
+        "talib": {"bars_compared": 1000, "max_rel_diff": 3e-15, "equal": equal, "problems": []},
+    }
+
+
+RANGE = "range (60 sessions)"
+
+
+def history(first: dict | None = None, range_: dict | None = None) -> dict:
+    return {
+        "benchmark": "history",
+        "when": "2026-11-25T14:10:00+00:00",
+        "machine": {"cpus": 2, "python": "3.11.2"},
+        "settings": {
+            "watchlist": ["AAPL", "GOOGL", "MSFT", "AMZN", "TSLA"],
+            "rate_limit_per_minute": 5,
+            "calendar": "demo",
+        },
+        "results": [
+            first or history_case("first start (5 sessions, 1 active run)", 5, 686.0, 67.0, calls=5),
+            range_ or history_case(RANGE, 60, 540.0, 90.0),
+            history_case("baseline (per session)", 1, 99.0, 47.7, calls=5),
+        ],
+    }
+
+
+def kills(*relaunch_s: float) -> dict:
+    runs = [{"kill": i, "relaunch_s": s, "first_cycle_s": s + 1} for i, s in enumerate(relaunch_s, 1)]
+    worst = max(relaunch_s)
+    return {
+        "kills": runs,
+        "relaunch_p50_s": sorted(relaunch_s)[len(relaunch_s) // 2],
+        "relaunch_max_s": worst,
+        "first_cycle_p50_s": 8.0,
+        "first_cycle_max_s": worst + 1,
+    }
+
+
+def producer_relaunch(relaunch_max: float = 7.9, gaps: int = 0, calls: int = 5) -> dict:
+    return {
+        "benchmark": "producer_relaunch",
+        "at": "2026-11-25T14:20:00Z",
+        "params": {
+            "kills": 4,
+            "every_s": 40.0,
+            "baseline_kills": 2,
+            "settle_s": 60.0,
+            "on_stack": False,
+            "redis_db": 7,
+        },
+        "setup": "own Airflow (api-server, scheduler, dag-processor)",
+        "watchlist": ["AAPL", "GOOGL", "MSFT", "AMZN", "TSLA"],
+        "rate_limit_per_minute": 5,
+        "service": kills(7.2, 3.0, 7.1, relaunch_max),
+        "baseline_supervisord": kills(0.3, 0.25),
+        "verify": {"gaps": gaps, "duplicates": 3, "symbols": [], "calendar": "demo"},
+        "request_log": {"keys": {"key-1": {"calls": 39, "max_in_any_60s": calls}}, "max_in_any_60s": calls},
+        "machine": {"cpus": 2, "platform": "Linux-x86_64", "loadavg_before": [0.8, 1, 1], "loadavg_after": [1.6, 1, 1]},
+    }
+
+
+def ws_phase(name: str, start: float, minutes: float, redis: dict | None, **extra) -> dict:
+    phase = {
+        "name": name,
+        "env": {"STOCKPIPE_FEED": "rest" if name == "rest" else "websocket"},
+        "storm_drops": 0,
+        "started_at": start - 240,
+        "window_start": start,
+        "window_end": start + minutes * 60,
+        "ended_at": start + minutes * 60 + 60,
+        "expected_bars": 5 * int(minutes),
+        "lost": [],
+        "most_calls_in_any_60s": 5,
+        "connections": 1,
+        "sources": {"simulator": 5 * int(minutes)},
+    }
+    if redis is not None:
+        phase.update(redis=redis, postgres=redis, kafka=stats(0.01, 0.02, redis["n"]))
+    return {**phase, **extra}
+
+
+def websocket_feed(
+    ws_p95: float = 1.8,
+    ws_n: int = 30,
+    lost: list | None = None,
+    storm_calls: int = 5,
+    drops: int = 10,
+    same_run: bool = True,
+) -> dict:
+    rest = ws_phase("rest", T0, 4, stats(11.8, 73.6, 20))
+    ws_start = rest["ended_at"] + 240 + 5 if same_run else T0 - 3600  # the next phase, or an earlier run's
+    return {
+        "started_at": "2026-11-25T13:00:00+00:00",
+        "phases": [
+            rest,
+            ws_phase("websocket", ws_start, 6, stats(1.6, ws_p95, ws_n)),
+            ws_phase(
+                "storm",
+                T0 + 3000,
+                10,
+                None,
+                storm_drops=drops,
+                lost=lost or [],
+                most_calls_in_any_60s=storm_calls,
+                fetched=stats(19.0, 20.2, 50),
+            ),
+        ],
+        "finished_at": "2026-11-25T15:00:00+00:00",
+        "machine": "2 cpu, Linux-x86_64, Python 3.11.2",
+        "loadavg": [3.9, 3.1, 2.7],
+        "params": {
+            "symbols": 5,
+            "rate_limit_per_minute": 5,
+            "warmup_s": 240.0,
+            "minutes": {"rest": 4, "websocket": 6, "storm": 10},
+        },
+    }
+
+
+def market_scale(
+    stream_bps: float = 30_000.0, raw_bps: float = 75_000.0, symbols: int = 10_000, page_cold_s: float = 0.53
+) -> dict:
+    bars = symbols * 150
+    return {
+        "benchmark": "market_scale",
+        "when": "2026-11-25T14:30:00+00:00",
+        "note": "after",
+        "commit": "3a2471c",
+        "machine": {"host": "vm", "nproc": 2, "cpu": "Test CPU", "free_m": "total\nMem: 24105 1 2", "python": "3.11"},
+        "loadavg_start": [3.8, 5.7, 7.3],
+        "params": {
+            "symbols": symbols,
+            "minutes": 150,
+            "batch": 200000,
+            "trigger_s": 0.5,
+            "spark_master": "local[2]",
+            "shuffle_partitions": 2,
+            "kafka_partitions": 6,
+            "state_buckets": 16,
+        },
+        "backlog": {"bars": bars, "produce_s": 25.1},
+        "raw_baseline": {"bars": bars, "stored": bars, "sustained_bars_per_s": raw_bps, "overall_bars_per_s": raw_bps},
+        "stream": {
+            "bars": bars,
+            "sustained_bars_per_s": stream_bps,
+            "overall_bars_per_s": stream_bps * 0.9,
+            "stored_bars": bars,
+            "stored_indicator_rows": bars,
+        },
+        "throughput_ratio": stream_bps / raw_bps,
+        "storage": {"gb_per_day": 1.48},
+        "dashboard": {"symbols": symbols, "cold_s": page_cold_s, "warm_s": 0.03, "target_s": 1.0},
+        "loadavg_end": [3.2, 4.9, 6.7],
+        "targets": {"sustained_bars_per_s": 25000, "ratio_aim": 0.5},
+    }
+
+
+def percentiles(p50: float, p95: float, n: int = 100) -> dict:
+    return {"n": n, "p50": p50, "p95": p95, "p99": p95 * 1.1, "max": p95 * 1.2}
+
+
+def alerts_latency(alert_p95: float = 1.6, rate: int = 1000, rules: int = 1000) -> dict:
+    return {
+        "benchmark": "alerts_latency",
+        "when": "2026-11-25T14:40:00+00:00",
+        "machine": {"host": "vm", "nproc": 2, "cpu": "Test CPU", "free_m": "total\nMem: 24105 1 2", "python": "3.11"},
+        "loadavg_start": [1.9, 1.4, 3.5],
+        "params": {
+            "symbols": 500,
+            "rules": rules,
+            "rate": rate,
+            "duration_s": 40,
+            "warmup_s": 5,
+            "warm_bars": 60,
+            "trigger_s": 0.5,
+        },
+        "baseline": {
+            "sent": 40000,
+            "achieved_rate": rate,
+            "postgres_s": percentiles(1.0, 1.4),
+            "batch_processing_ms": percentiles(900.0, 1200.0),
+        },
+        "with_rules": {
+            "sent": 40000,
+            "achieved_rate": rate,
+            "postgres_s": percentiles(1.1, 1.5),
+            "batch_processing_ms": percentiles(1000.0, 1300.0),
+            "evaluation_ms": percentiles(120.0, 200.0),
+            "evaluation_bars_mean": 1000.0,
+            "fired_to_published_s": percentiles(0.05, 0.08),
+            "alert_s": percentiles(1.2, alert_p95),
+            "alerts_fired": 5788,
+            "alerts_per_s": 144.7,
+            "alerts_undelivered_at_end": 0,
+        },
+        "loadavg_end": [3.7, 2.3, 3.6],
+    }
+
+
+def later(tmp_path: Path, **overrides: dict) -> Path:
+    """issue 7's five and issues 13-15's six, all met unless ``overrides`` say otherwise."""
+    files = {
+        "live_freshness": live_freshness(),
+        "history": history(),
+        "producer_relaunch": producer_relaunch(),
+        "websocket_feed": websocket_feed(),
+        "market_scale": market_scale(),
+        "alerts_latency": alerts_latency(),
+    }
+    return full(tmp_path, **{**files, **overrides})
+
+
+def statuses(summary: dict, issue: int) -> dict[str, str]:
+    return {goal: g["status"] for goal, g in summary["goals"].items() if g["issue"] == issue}
+
+
+def test_later_benchmarks_rows_baselines_and_targets(tmp_path):
+    summary = report.build(later(tmp_path), now=NOW)
+
+    live = row(summary, "live, planned polling, 5 symbols, 5 calls/min, 15 min: bar close → Redis latest")
+    assert (live["value"], live["met"], live["goal"]) == ("8.80 / 14.60 / 21.90", True, "live_default")
+    assert live["baseline"] == "44.00 / 47.80 (former cycle policy)"
+    assert live["numbers"]["baseline_p95"] == 47.8 and live["ratio"] == "0.305×"
+    assert row(summary, "live, planned polling, 5 symbols, 10 calls/min, 6 min")["met"] is True  # p95 6.8 ≤ 15 s
+
+    first = row(summary, "history: first start (5 sessions, 1 active run), 5 sessions")
+    assert (first["value"], first["baseline"], first["met"]) == (
+        "686",
+        "495 (per-session path × 5, extrapolated)",
+        True,
+    )
+    ranged = row(summary, "history: range (60 sessions), 60 sessions × 5 symbols at 5 calls/min")
+    assert (ranged["value"], ranged["numbers"]["baseline"], ranged["met"]) == ("540", 99.0 * 60, True)
+    assert row(summary, "history: range (60 sessions): live")["value"] == "10.0 / 90.0 / 95.0"
+    assert row(summary, "history: range (60 sessions): sessions checked ok")["value"].startswith("60/60; equal")
+
+    relaunch = row(summary, "kill -9 of the producer (Airflow service, 4 kills)")
+    assert (relaunch["value"], relaunch["baseline"], relaunch["met"]) == ("7.2 / 7.9", "0.3 / 0.3 (supervisord)", True)
+    assert row(summary, "kill -9 of the producer: bars lost")["met"] is True
+    assert row(summary, "kill -9 of the producer: bars sent twice")["met"] is None  # harmless: no target
+
+    ws = row(summary, "live, WebSocket, 5 symbols: minute close → Redis")
+    assert (ws["value"], ws["baseline"], ws["met"]) == ("1.60 / 1.80 / 2.70", "11.80 / 73.60 (REST polling)", True)
+    assert row(summary, "disconnect storm, 10 drops, one a minute: bars lost (of 50)")["met"] is True
+
+    backlog = row(summary, "market scale, backlog of 10,000 symbols × 150 min")
+    assert (backlog["value"], backlog["baseline"], backlog["ratio"], backlog["met"]) == (
+        "30,000",
+        "75,000 (raw Kafka→COPY)",
+        "0.400×",
+        True,
+    )
+    assert row(summary, "dashboard Market page over 10,000 symbols")["met"] is True
+
+    alert = row(summary, "alerts, 1,000 bars/s, 1,000 rules: bar → alert on pub/sub")
+    assert (alert["value"], alert["baseline"], alert["met"]) == (
+        "1.20 / 1.60 / 1.76",
+        "1.00 / 1.40 bar → PostgreSQL, no rule",
+        True,
+    )
+
+    assert statuses(summary, 13) == {
+        "live_default": "met",
+        "live_2x": "met",
+        "first_start_backfill": "met",
+        "first_start_today": "not measured",  # first_start.json: not run
+        "relaunch": "met",
+        "history": "met",
+    }
+    assert statuses(summary, 14) == {
+        "market_live": "not measured",  # no benchmark measures it
+        "market_backlog": "met",
+        "websocket_5": "met",
+        "market_memory": "not measured",
+        "storm": "met",
+        "market_page": "met",
+    }
+    assert statuses(summary, 15) == {"alerts": "met"}
+    assert summary["goals"]["market_live"]["why"] == "no benchmark measures it"
+    assert summary["not_run"] == ["first_start"] and summary["missing"] == []
+    runs = summary["runs"]
+    assert runs["live_freshness"]["loadavg_1m"] == [None, 1.5] and runs["market_scale"]["loadavg_1m"] == [3.8, 3.2]
+    assert runs["producer_relaunch"]["machine"] == "2 cpu Linux-x86_64"
+    assert not any(runs[key]["notes"] for key in ("live_freshness", "producer_relaunch", "market_scale"))
+
+
+@pytest.mark.parametrize(
+    ("files", "goal", "status"),
+    [
+        ({"live_freshness": live_freshness(default=(31.0, 40.0))}, "live_default", "not met"),  # p50 over 30 s
+        ({"live_freshness": live_freshness(default=(20.0, 61.0))}, "live_default", "not met"),  # p95 over 60 s
+        ({"live_freshness": live_freshness(redis_missing=1)}, "live_default", "not met"),  # a bar never reached Redis
+        ({"live_freshness": live_freshness(minutes=10)}, "live_default", "not measured"),  # < 15 min of steady state
+        ({"live_freshness": live_freshness(double_p95=15.5)}, "live_2x", "not met"),
+        ({"history": history(range_=history_case(RANGE, 60, 601.0, 90.0))}, "history", "not met"),
+        ({"history": history(range_=history_case(RANGE, 60, 500.0, 121.0))}, "history", "not met"),
+        (
+            {"history": history(range_=history_case(RANGE, 60, 500.0, 90.0, ok=59))},
+            "history",
+            "not met",
+        ),
+        (
+            {"history": history(range_=history_case(RANGE, 60, 500, 90, equal=False))},
+            "history",
+            "not met",
+        ),
+        ({"history": history(range_=history_case(RANGE, 60, 500.0, None))}, "history", "not measured"),
+        ({"history": history(range_=history_case("range (20 sessions)", 20, 200.0, 90.0))}, "history", "not measured"),
+        ({"history": history(first=history_case("first start", 5, 901.0, 60.0))}, "first_start_backfill", "not met"),
+        ({"history": history(first=history_case("first start", 5, 600.0, 130.0))}, "first_start_backfill", "not met"),
+        ({"producer_relaunch": producer_relaunch(relaunch_max=30.5)}, "relaunch", "not met"),
+        ({"producer_relaunch": producer_relaunch(gaps=1)}, "relaunch", "not met"),
+        ({"producer_relaunch": producer_relaunch(calls=6)}, "relaunch", "not met"),
+        ({"websocket_feed": websocket_feed(ws_p95=2.21)}, "websocket_5", "not met"),
+        ({"websocket_feed": websocket_feed(ws_n=29)}, "websocket_5", "not met"),  # one bar short
+        ({"websocket_feed": websocket_feed(lost=["AAPL 14:03"])}, "storm", "not met"),
+        ({"websocket_feed": websocket_feed(storm_calls=6)}, "storm", "not met"),
+        ({"websocket_feed": websocket_feed(drops=3)}, "storm", "not measured"),  # --quick: not 10 minutes
+        ({"market_scale": market_scale(stream_bps=24_999.0)}, "market_backlog", "not met"),
+        ({"market_scale": market_scale(symbols=1_000)}, "market_backlog", "not measured"),
+        ({"market_scale": market_scale(page_cold_s=1.0)}, "market_page", "not met"),
+        ({"alerts_latency": alerts_latency(alert_p95=2.01)}, "alerts", "not met"),
+        ({"alerts_latency": alerts_latency(rate=250)}, "alerts", "not measured"),  # alerts_latency_250's size
+    ],
+)
+def test_later_targets_judged_against_the_issues(tmp_path, files, goal, status):
+    assert report.build(later(tmp_path, **files), now=NOW)["goals"][goal]["status"] == status
+
+
+def test_a_missing_field_of_a_later_benchmark_is_named(tmp_path):
+    data = live_freshness()
+    del data["phases"][1]["redis"]["p95_s"]
+    relaunch = producer_relaunch()
+    del relaunch["verify"]
+    summary = report.build(later(tmp_path, live_freshness=data, producer_relaunch=relaunch), now=NOW)
+
+    assert row(summary, "live, planned polling, 5 symbols, 5 calls/min, 15 min")["met"] is None
+    assert "field `phases[planned-default].redis.p95_s` missing" in summary["runs"]["live_freshness"]["notes"]
+    assert summary["goals"]["live_default"]["status"] == "not measured"
+    assert row(summary, "kill -9 of the producer: bars lost")["value"] == "—"
+    assert "field `verify.gaps` missing" in summary["runs"]["producer_relaunch"]["notes"]
+    assert summary["goals"]["relaunch"]["status"] == "not measured"
+
+
+def test_later_benchmarks_not_run_are_listed_and_do_not_fail(tmp_path, capsys):
+    results = full(tmp_path)  # issue 7's five only, as after a default `make bench`
+    summary = report.build(results, now=NOW)
+
+    assert summary["missing"] == []
+    assert summary["not_run"] == list(report.OPTIONAL)
+    assert row(summary, "history: not run")["value"] == "not run"
+    assert summary["goals"]["alerts"] == {
+        "issue": 15,
+        "target": report.GOALS["alerts"][1],
+        "status": "not measured",
+        "why": "alerts_latency: no result",
+    }
+    text = report.render(summary)
+    assert "`.venv/bin/python bench/market_scale.py` (not part of `make bench`)" in text
+    assert "Not run (not part of `make bench`): live_freshness, history, producer_relaunch" in text
+    assert report.main(["--results", str(results)]) == 0
+    assert "Targets not measured:\n- issue 13: " in capsys.readouterr().out
+
+
+def test_since_flags_only_issue_7s_results(tmp_path):
+    since = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)  # after every stored run
+    summary = report.build(later(tmp_path), now=NOW, since=since)
+
+    assert summary["runs"]["backfill"]["stale"] is True
+    assert summary["runs"]["history"]["stale"] is False
+    assert summary["runs"]["history"]["notes"] == ["from before this `make bench` (not one of its steps)"]
+
+
+def test_websocket_phases_of_different_runs_are_said(tmp_path):
+    summary = report.build(later(tmp_path, websocket_feed=websocket_feed(same_run=False)), now=NOW)
+    (note,) = summary["runs"]["websocket_feed"]["notes"]
+    assert note.startswith("phases from different runs (rest ")
+
+
+def test_every_target_grouped_by_issue_in_the_markdown_block(tmp_path):
+    results = later(tmp_path, alerts_latency=alerts_latency(alert_p95=4.7))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(DOC.format(start=report.START_MARKER, end=report.END_MARKER))
+    before, after = DOC.split("{start}")[0], DOC.split("{end}")[1]
+
+    assert report.main(["--results", str(results), "--markdown", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith(before + report.START_MARKER + "\n") and text.endswith(report.END_MARKER + after)
+    block = text[len(before) : -len(after)]
+    assert (
+        "| kill -9 of the producer (Airflow service, 4 kills) → new producer process, p50 / max (s) | 7.2 / 7.9 |"
+        in block
+    )
+    assert "| first_start | not run |" in block
+    assert "**Targets not met**:\n- issue 7: bar→PostgreSQL and bar→Redis p95 ≤ 2 s at 1,000 bars/s.\n" in block
+    assert f"- issue 15: {report.GOALS['alerts'][1]}.\n" in block
+    listed = block[block.index("Targets met:") :]
+    for _issue, target in report.GOALS.values():  # every target, under its issue
+        assert target in listed
+    assert [line.split(":")[0] for line in listed.splitlines() if line.startswith("- issue")] == [
+        "- issue 7",  # met
+        "- issue 13",
+        "- issue 14",
+        "- issue 7",  # not met
+        "- issue 15",
+        "- issue 13",  # not measured
+        "- issue 14",
+    ]
