@@ -190,6 +190,15 @@ class Settings(BaseSettings):
         description="Guard band added to the rate-limit window, in seconds: covers the varying delay between a "
         "slot's grant and the request's arrival at the server (loopback: milliseconds).",
     )
+    backfill_share: float = Field(
+        0.4,
+        ge=0,
+        lt=1,
+        description="Share of the rate limit's calls per window the live polling plan leaves to a backfill "
+        "while it waits (rounded down; at least one call, live keeps at least one). 0.4 at 5 calls/min: 2 for "
+        "the backfill, 3 for 5 symbols (each polled every ~100 s, at most ~70 s after its close); 0: the "
+        "backfill gets only calls the plan leaves unused.",
+    )
     producer_policy: Literal["planned", "cycle"] = Field(
         "planned",
         description="planned: each symbol is fetched at its planned offset after the minute closes, within the rate "

@@ -13,7 +13,7 @@ import pytest
 from stockpipe import verify
 from stockpipe.producer import schedule
 from stockpipe.producer.core import CHECKPOINT_KEY, META_KEY, MarketProducer
-from stockpipe.producer.limiter import SharedRateLimiter
+from stockpipe.producer.limiter import SharedRateLimiter, scope_of
 from stockpipe.sources.simulator import start_in_thread
 from tests.integration.simkit import on_simulator
 
@@ -127,7 +127,8 @@ def test_live_before_backfill_and_the_backfill_still_moves(settings, redis_clien
 
     plan = producer.polling_plan()  # the next minute's plan leaves the waiting backfill its share
     producer.close()
-    assert plan.budget == 4 and schedule.read(redis_client)["plan"]["budget"] == 4
+    # STOCKPIPE_BACKFILL_SHARE 0.4: 2 of the 5 calls
+    assert plan.budget == 3 and schedule.read(redis_client)["plan"]["budget"] == 3
     assert backfill.acquire() == 0  # now a backfill call leaves every live call its slot
     backfill.clear()
 
@@ -155,3 +156,41 @@ def test_a_planned_call_without_a_slot_is_deferred_not_waited_for(settings, redi
         producer.close()
         assert not any(r.deferred for r in summary.results) and summary.sent > 0
         assert all(redis_client.hget(CHECKPOINT_KEY, symbol) for symbol in SYMBOLS)
+
+
+def test_the_rotation_stays_fair_when_a_backfill_takes_its_share(settings, redis_client):
+    # 4 calls a window for 5 symbols rotate; a backfill starts waiting and the live plan drops to 3
+    # (STOCKPIPE_BACKFILL_SHARE): the symbol the last minute left out goes first, whatever symbol
+    # the smaller plan's own rotation starts with (was: the new plan's rotation, which can leave it
+    # out a second time)
+    symbols = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
+    with start_in_thread(seed=11, clock="demo") as simulator:
+        s = on_simulator(
+            settings, simulator, KEY, watchlist=symbols, rate_limit_per_minute=4, rate_limit_window_s=1,
+            backfill_start_minutes=10,
+        )  # fmt: skip
+        for symbol in symbols:
+            redis_client.set(META_KEY.format(symbol=symbol), json.dumps({"name": symbol}))
+        window = s.rate_limit_window_s + s.rate_limit_guard_s
+        full = schedule.PollingPlan(tuple(symbols), 4, window_s=window)
+        shared = schedule.PollingPlan(tuple(symbols), schedule.live_budget(4, backfill_waiting=True), window_s=window)
+        assert shared.budget == 3
+        now = int(time.time() // 60)
+        # a minute whose left-out symbol the smaller plan's next minute would leave out again
+        minute = next(
+            m
+            for m in range(now - 60, now - 2)
+            if (set(symbols) - {c.symbol for c in full.calls(m)}).isdisjoint(c.symbol for c in shared.calls(m + 1))
+        )
+        producer = MarketProducer(s)
+        first = producer.run_planned_minute(minute)
+        assert len(first.results) == 4 and not any(r.deferred or r.error for r in first.results)
+        (left_out,) = set(symbols) - {r.symbol for r in first.results}
+
+        redis_client.set(f"stockpipe:limiter:backfill-waiting:{scope_of(s.market_data_key)}", "1", px=30_000)
+        time.sleep(window + 0.2)  # the limiter's window is free again
+        second = producer.run_planned_minute(minute + 1)
+        producer.close()
+        assert producer.polling_plan().budget == 3 and len(second.results) == 3
+        assert second.results[0].symbol == left_out and not second.results[0].deferred
+        assert len({r.symbol for r in second.results}) == 3

@@ -136,6 +136,7 @@ class MarketProducer:
         self._plan_key: tuple | None = None  # what the cached polling plan was made for
         self._plan: schedule.PollingPlan | None = None
         self._stale: dict[str, dict[str, float]] = {}
+        self._turn_at: dict[str, float] = {}  # unix time of each symbol's last turn (fetched or failed)
 
     # -- the plan ------------------------------------------------------------------------------
     def _learn_plan(self, which: plan.Plan) -> None:
@@ -310,6 +311,7 @@ class MarketProducer:
         calls: Sequence[schedule.Call] | None = None,
         metadata_calls: int | None = None,
         max_wait_s: float | None = None,
+        rotate: bool = False,
     ) -> CycleSummary:
         """Bars first, metadata after: under a tight rate limit the first cycle's ticker-details
         calls must not hold up the prices. A symbol whose fetch returns nothing and whose details
@@ -318,15 +320,18 @@ class MarketProducer:
         symbols are fetched back to back. At most ``metadata_calls`` ticker details are refreshed
         (all when None); the others wait for a later cycle. With ``max_wait_s`` a symbol whose
         rate-limit slot is further away is deferred to its next turn (a planned call does not wait
-        out another caller's slots: waiting would push every later call of the plan as well)."""
+        out another caller's slots: waiting would push every later call of the plan as well). With
+        ``rotate`` (a plan with fewer calls than symbols) each call fetches the symbol whose last
+        turn is the oldest (:meth:`_rotated`)."""
         started = time.monotonic()
         summary = CycleSummary()
         uncached: list[str] = []
         if calls is None:
             calls = [schedule.Call(0.0, symbol, 0.0) for symbol in symbols or self.settings.watchlist]
         for call in calls:
-            symbol = call.symbol
             self.wait_until(call.at)
+            symbol = self._rotated(call, calls) if rotate else call.symbol
+            taken = len(summary.results)
             try:
                 cached = self._cached_metadata(symbol)
                 if cached is None:
@@ -363,6 +368,9 @@ class MarketProducer:
                 log.exception("skipping %s this cycle: %s", symbol, error)
                 summary.results.append(SymbolResult(symbol, error=str(error)))
                 metrics.SYMBOL_FAILURES.labels("other").inc()
+            finally:
+                if len(summary.results) > taken and not summary.results[-1].deferred:
+                    self._turn_at[symbol] = time.time()
         for symbol in uncached[:metadata_calls]:
             try:
                 self.symbol_metadata(symbol)
@@ -389,7 +397,7 @@ class MarketProducer:
             waiting = bool(getattr(self.market.limiter, "backfill_waiting", lambda: False)())
         except redis.RedisError:
             waiting = False
-        budget = schedule.live_budget(limit, backfill_waiting=waiting)
+        budget = schedule.live_budget(limit, backfill_waiting=waiting, share=self.settings.backfill_share)
         window = self.settings.rate_limit_window_s + self.settings.rate_limit_guard_s
         key = (tuple(self.settings.watchlist), budget, window)
         if self._plan_key != key:
@@ -418,6 +426,16 @@ class MarketProducer:
             log.warning("could not publish the polling plan in Redis: %s", error)
         return self._plan
 
+    def _rotated(self, call: schedule.Call, calls: Sequence[schedule.Call]) -> str:
+        """The symbol a rotating plan's ``call`` fetches: the one whose last turn is the oldest (a
+        deferred call keeps its symbol first in line), ties in the plan's order. Under one budget
+        this is the plan's own rotation; across a change of budget (a backfill starts or stops
+        waiting) the plan's rotation starts elsewhere, and this keeps it fair."""
+        ahead = [c.symbol for c in calls if c.at >= call.at]
+        symbols = self._plan.symbols if self._plan else tuple(c.symbol for c in calls)
+        order = {symbol: i for i, symbol in enumerate(dict.fromkeys([*ahead, *symbols]))}
+        return min(order, key=lambda symbol: (self._turn_at.get(symbol, float("-inf")), order[symbol]))
+
     def run_planned_minute(self, minute: int) -> CycleSummary:
         """One cycle of the polling plan: the calls planned after minute ``minute`` (unix time // 60)
         closed, each at its time."""
@@ -425,7 +443,10 @@ class MarketProducer:
         # ticker details (every STOCKPIPE_METADATA_TTL_S) take slots the plan did not count: one a
         # cycle unless the budget has spare calls, so a refresh of the watchlist delays no minute long
         return self.run_cycle(
-            calls=plan.calls(minute), metadata_calls=max(1, plan.spare_per_minute), max_wait_s=plan.spacing_s
+            calls=plan.calls(minute),
+            metadata_calls=max(1, plan.spare_per_minute),
+            max_wait_s=plan.spacing_s,
+            rotate=plan.per_minute < len(plan.symbols),
         )
 
     def close(self) -> None:

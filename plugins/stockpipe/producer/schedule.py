@@ -22,7 +22,7 @@ minute closes (``LEAD_S``, then ``spacing_s`` apart), in a fixed order, and neve
 
 Every call fetches what closed since the symbol's checkpoint, so a deferred or failed call loses
 nothing: the next one brings both bars. Live before backfill: while a backfill waits for the
-shared limiter, :func:`live_budget` leaves it a share.
+shared limiter, :func:`live_budget` leaves it a share (``STOCKPIPE_BACKFILL_SHARE``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ TAIL_S = 3.0
 MINUTE_S = 60.0
 
 SCHEDULE_KEY = "stockpipe:producer:schedule"
+#: Default share of the budget the live plan leaves a waiting backfill (STOCKPIPE_BACKFILL_SHARE):
+#: at 5 calls/min, 2 for the backfill and 3 live, which polls each of 5 symbols every ~100 s.
+BACKFILL_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -179,16 +182,21 @@ class PollingPlan:
         }
 
 
-def backfill_share(calls_per_window: int) -> int:
-    """Calls a window the live plan leaves to a waiting backfill: a fifth, at least one (none when
-    the budget is a single call: live ingest keeps it)."""
-    return 0 if calls_per_window < 2 else max(1, calls_per_window // 5)
+def backfill_share(calls_per_window: int, share: float = BACKFILL_SHARE) -> int:
+    """Calls a window the live plan leaves to a waiting backfill: ``share`` of the budget
+    (``STOCKPIPE_BACKFILL_SHARE``) rounded down, at least one, never the last one (live ingest keeps
+    it: none when the budget is a single call or ``share`` is 0)."""
+    if calls_per_window < 2 or share <= 0:
+        return 0
+    return min(calls_per_window - 1, max(1, math.floor(share * calls_per_window + 1e-9)))
 
 
-def live_budget(calls_per_window: int, *, backfill_waiting: bool) -> int:
+def live_budget(calls_per_window: int, *, backfill_waiting: bool, share: float = BACKFILL_SHARE) -> int:
     """Calls a window the live plan uses: all of them, or all but :func:`backfill_share` while a
-    backfill waits for the limiter (so that it moves)."""
-    return calls_per_window - (backfill_share(calls_per_window) if backfill_waiting else 0)
+    backfill waits for the limiter (so that it moves). With fewer calls than symbols the plan
+    rotates fairly over the watchlist (:class:`PollingPlan`), so the share costs each symbol the
+    same staleness."""
+    return calls_per_window - (backfill_share(calls_per_window, share) if backfill_waiting else 0)
 
 
 def backfill_may_call(
