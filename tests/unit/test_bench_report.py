@@ -188,8 +188,8 @@ def test_newest_dashboard_per_calendar_and_stale_runs(tmp_path):
 DOC = "# Benchmarks\n\nIntro.\n\n{start}\nold summary | 1\n{end}\n\n## Dashboard\n\nHand-written | figures.\n"
 
 
-def test_markdown_splice_replaces_only_the_block(tmp_path, capsys):
-    results = full(tmp_path)
+def rewrite_doc(tmp_path: Path, results: Path) -> tuple[str, str]:
+    """``--markdown`` on a small doc: nothing outside the markers changes; the new text and its block."""
     doc = tmp_path / "benchmarks.md"
     doc.write_text(DOC.format(start=report.START_MARKER, end=report.END_MARKER))
     before, after = DOC.split("{start}")[0], DOC.split("{end}")[1]
@@ -197,7 +197,12 @@ def test_markdown_splice_replaces_only_the_block(tmp_path, capsys):
     assert report.main(["--results", str(results), "--markdown", str(doc)]) == 0
     text = doc.read_text()
     assert text.startswith(before + report.START_MARKER + "\n") and text.endswith(report.END_MARKER + after)
-    block = text[len(before) : -len(after)]
+    return text, text[len(before) : -len(after)]
+
+
+def test_markdown_splice_replaces_only_the_block(tmp_path, capsys):
+    results = full(tmp_path)
+    text, block = rewrite_doc(tmp_path, results)
     assert "old summary" not in block
     assert "| stream throughput, 500 symbols, sustained (bars/s) | 30,000 | 50,000 (raw Kafka→COPY) | 0.600× |" in block
     assert "max \\|backfill − naive TA-Lib\\|" in block  # pipes in a cell are escaped
@@ -687,15 +692,7 @@ def test_websocket_phases_of_different_runs_are_said(tmp_path):
 
 
 def test_every_target_grouped_by_issue_in_the_markdown_block(tmp_path):
-    results = later(tmp_path, alerts_latency=alerts_latency(alert_p95=4.7))
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(DOC.format(start=report.START_MARKER, end=report.END_MARKER))
-    before, after = DOC.split("{start}")[0], DOC.split("{end}")[1]
-
-    assert report.main(["--results", str(results), "--markdown", str(doc)]) == 0
-    text = doc.read_text()
-    assert text.startswith(before + report.START_MARKER + "\n") and text.endswith(report.END_MARKER + after)
-    block = text[len(before) : -len(after)]
+    _, block = rewrite_doc(tmp_path, later(tmp_path, alerts_latency=alerts_latency(alert_p95=4.7)))
     assert (
         "| kill -9 of the producer (Airflow service, 4 kills) → new producer process, p50 / max (s) | 7.2 / 7.9 |"
         in block
