@@ -5,6 +5,9 @@ bar that just closed; the limiter's fractional guard band; live before backfill.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -194,3 +197,45 @@ def test_the_rotation_stays_fair_when_a_backfill_takes_its_share(settings, redis
         assert producer.polling_plan().budget == 3 and len(second.results) == 3
         assert second.results[0].symbol == left_out and not second.results[0].deferred
         assert len({r.symbol for r in second.results}) == 3
+
+
+def test_once_runs_one_minute_of_the_polling_plan(settings, redis_client):
+    # `python -m stockpipe.producer --once` at 2 calls a minute for 5 symbols: the two calls the plan
+    # makes after the last close, at their times, then exit (was: the whole watchlist back to back,
+    # which waited a minute on the limiter for the third symbol and ignored the plan)
+    symbols = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
+    with start_in_thread(seed=11, clock="demo") as simulator:
+        s = on_simulator(settings, simulator, KEY, watchlist=symbols, rate_limit_per_minute=2)
+        for symbol in symbols:
+            redis_client.set(META_KEY.format(symbol=symbol), json.dumps({"name": symbol}))
+        if time.time() % 60 > 50:  # one minute's plan from start to end
+            time.sleep(61 - time.time() % 60)
+        env = {
+            **os.environ,
+            "STOCKPIPE_REDIS_URL": s.redis_url,
+            "STOCKPIPE_KAFKA_TOPIC": s.kafka_topic,
+            "STOCKPIPE_KAFKA_DLQ_TOPIC": s.kafka_dlq_topic,
+            "STOCKPIPE_SIMULATOR_PORT": str(s.simulator_port),
+            "STOCKPIPE_SIMULATOR_API_KEY": KEY,
+            "STOCKPIPE_SIMULATOR_CLOCK": "demo",
+            "STOCKPIPE_WATCHLIST": ",".join(symbols),
+            "STOCKPIPE_RATE_LIMIT_PER_MINUTE": "2",
+            "STOCKPIPE_BACKFILL_START_MINUTES": "5",
+            "STOCKPIPE_PRODUCER_METRICS_PORT": "0",
+            "STOCKPIPE_PRODUCER_POLICY": "planned",
+        }
+        for name in ("MASSIVE_API_KEY", "POLYGON_API_KEY", "STOCKPIPE_POLYGON_API_KEY"):
+            env.pop(name, None)
+        since = time.time()
+        minute = int(since // 60)
+        done = subprocess.run(
+            [sys.executable, "-m", "stockpipe.producer", "--once"], env=env, capture_output=True, text=True, timeout=45
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        plan = schedule.PollingPlan(tuple(symbols), 2, window_s=s.rate_limit_window_s + s.rate_limit_guard_s)
+        planned = plan.calls(minute)
+        calls = [r for r in simulator.state.log.requests(KEY, since=since) if "/range/" in r["path"]]
+        assert [r["path"].split("/")[4] for r in calls] == [c.symbol for c in planned]
+        assert all(r["ts"] >= c.at - 0.05 for r, c in zip(calls, planned, strict=True))  # not before its time
+        assert not redis_client.exists(schedule.SCHEDULE_KEY)  # the loop's plan is the one to give way to
+        assert all(redis_client.hget(CHECKPOINT_KEY, c.symbol) for c in planned)

@@ -3,9 +3,13 @@
 Without ``--once`` it runs until stopped and serves Prometheus metrics on 127.0.0.1: by default
 (``STOCKPIPE_PRODUCER_POLICY=planned``) one cycle a minute, each symbol fetched at its planned
 offset after the minute closes (:mod:`stockpipe.producer.schedule`); with ``cycle`` the whole
-watchlist back to back every ``STOCKPIPE_PRODUCER_INTERVAL_S`` seconds. ``--once`` runs one
-cycle of the whole watchlist at once (Airflow's market_ingest task, tests) and exits non-zero
-when a symbol was skipped.
+watchlist back to back every ``STOCKPIPE_PRODUCER_INTERVAL_S`` seconds. ``--once`` runs one cycle
+of the same policy and exits, non-zero when a symbol was skipped: with ``planned``, the calls the
+plan makes after the minute that closed last, each at its planned time (those already due at
+once), a call without a rate-limit slot deferred rather than waited for, and (with fewer calls than
+symbols) only the symbols whose turn it is; it leaves the published plan to the long-running loop
+(it may run beside it: the two share the checkpoints and the limiter). With ``cycle``, the whole
+watchlist back to back (what Airflow's market_ingest task runs, in-process).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         len(settings.watchlist),
         settings.rate_limit_per_minute,
         "each symbol at its planned offset after the minute closes"
-        if settings.producer_policy == "planned" and not args.once
+        if settings.producer_policy == "planned"
         else f"the whole watchlist every {settings.producer_interval_s:.0f}s",
     )
 
@@ -62,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     producer = MarketProducer(settings, sleep=interruptible_sleep)
     if args.once:
-        summary = producer.run_cycle()
+        if settings.producer_policy == "planned":  # the loop's first cycle: the minute that closed last
+            summary = producer.run_planned_minute(int(producer.clock().timestamp() // 60), publish=False)
+        else:
+            summary = producer.run_cycle()
         producer.close()
         return 1 if summary.failed else 0
 

@@ -388,10 +388,12 @@ class MarketProducer:
         if delay > 0:
             self.sleep(delay)
 
-    def polling_plan(self) -> schedule.PollingPlan:
+    def polling_plan(self, *, publish: bool = True) -> schedule.PollingPlan:
         """The plan for the watchlist under the live budget: the whole rate limit, less the
         backfill's share while a backfill waits for the limiter. Published (Redis
-        :data:`~stockpipe.producer.schedule.SCHEDULE_KEY`) for the dashboard; logged when it changes."""
+        :data:`~stockpipe.producer.schedule.SCHEDULE_KEY`) for the dashboard and the backfill's
+        priority unless ``publish`` is False (a one-off cycle: the long-running loop's plan is the
+        one to give way to); logged when it changes."""
         limit = self.settings.rate_limit_per_minute
         try:
             waiting = bool(getattr(self.market.limiter, "backfill_waiting", lambda: False)())
@@ -420,6 +422,8 @@ class MarketProducer:
                 else "",
                 worst,
             )
+        if not publish:
+            return self._plan
         try:
             schedule.publish(self.redis, self._plan, self._stale, policy="planned", limit=limit, now=self.clock())
         except redis.RedisError as error:  # the dashboard's hint is nice to have; prices must keep flowing
@@ -436,10 +440,10 @@ class MarketProducer:
         order = {symbol: i for i, symbol in enumerate(dict.fromkeys([*ahead, *symbols]))}
         return min(order, key=lambda symbol: (self._turn_at.get(symbol, float("-inf")), order[symbol]))
 
-    def run_planned_minute(self, minute: int) -> CycleSummary:
+    def run_planned_minute(self, minute: int, *, publish: bool = True) -> CycleSummary:
         """One cycle of the polling plan: the calls planned after minute ``minute`` (unix time // 60)
-        closed, each at its time."""
-        plan = self.polling_plan()
+        closed, each at its time (``publish``: :meth:`polling_plan`)."""
+        plan = self.polling_plan(publish=publish)
         # ticker details (every STOCKPIPE_METADATA_TTL_S) take slots the plan did not count: one a
         # cycle unless the budget has spare calls, so a refresh of the watchlist delays no minute long
         return self.run_cycle(
