@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -222,6 +223,7 @@ def run_backfill(settings: Any, name: str, sessions: list[Session], extra: list[
     log(f"{name}: airflow backfill create {first}..{last} ({len(sessions)} sessions) {' '.join(extra)}")
     since = time.time()
     started = datetime.now(UTC)
+    load_start = os.getloadavg()
     airflow("backfill", "create", "--dag-id", "market_backfill", "--from-date", first, "--to-date", last, *extra)
     deadline = time.monotonic() + timeout_s
     state = checks(settings, sessions, started)
@@ -230,7 +232,8 @@ def run_backfill(settings: Any, name: str, sessions: list[Session], extra: list[
         state = checks(settings, sessions, started)
         log(f"{name}: {state['recorded']}/{len(sessions)} sessions recorded ({state['ok']} ok)")
     ended = state["last_finished"] or datetime.now(UTC)
-    return finish(settings, name, sessions, since, started, ended, state, done=state["recorded"] == len(sessions))
+    result = finish(settings, name, sessions, since, started, ended, state, done=state["recorded"] == len(sessions))
+    return {**result, "load_avg_start": load_start}
 
 
 def finish(settings: Any, name: str, sessions: list[Session], since: float, started: datetime, ended: datetime,
@@ -254,6 +257,7 @@ def finish(settings: Any, name: str, sessions: list[Session], since: float, star
         "max_calls_in_60s": max_calls_in_60s(requests, key_id(settings.market_data_key)),
         "max_calls_in_60s_all_keys": max_calls_in_60s(requests),
         "concurrent": other_benchmarks(),
+        "load_avg_end": os.getloadavg(),  # 1, 5, 15 min: the box is shared
         "rate_limit_per_minute": settings.rate_limit_per_minute,
         "live": live_freshness(settings, started, ended),
         "talib": talib_equal(settings, sessions) if done else None,
@@ -383,16 +387,21 @@ def main(argv: list[str] | None = None) -> int:
     widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
     for row in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    for r in results:
+        start, end = r.get("load_avg_start"), r.get("load_avg_end")
+        loads = f"{start[0]:.2f} → {end[0]:.2f}" if start and end else f"{end[0]:.2f} at the end" if end else "?"
+        print(f"{r['case']}: load average (1 min) {loads}; other benchmarks meanwhile: {r['concurrent'] or 'none'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
             {
                 "benchmark": "history",
                 "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "settings": {
                     "watchlist": settings.watchlist,
                     "rate_limit_per_minute": settings.rate_limit_per_minute,
+                    "backfill_share": settings.backfill_share,
                     "calendar": settings.calendar_mode,
                 },
                 "results": results,
