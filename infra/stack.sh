@@ -631,6 +631,7 @@ cmd_up() {
   write_secret_scopes
   ensure_supervisord
   for c in "${components[@]}"; do "up_$c"; done
+  date -u +%Y-%m-%dT%H:%M:%S.%3NZ >"$STOCKPIPE_LOCAL/up-finished"  # bench/first_start.py measures from here
   echo "stack up in $(( $(date +%s) - t0 )) s — 'make status' to see it, 'make logs' to follow it."
 }
 
