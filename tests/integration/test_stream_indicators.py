@@ -337,3 +337,17 @@ def test_dead_letters_are_sent_by_the_workers_not_gathered_on_the_driver(spark, 
     letters = kit.dead_letters(stream_settings, expected=len(script.dead))
     assert len(letters) == len(script.dead) and all(letter["raw"] for letter in letters)
     kit.assert_invariants(pg_conn, redis_client, script)
+
+
+def test_state_bucket_labels_are_computed_once_per_process_and_spread_evenly(spark):
+    """Every query start asks for the bucket labels: the Spark job that finds them runs once per
+    bucket count (the labels depend on Spark's seeded hash only), and each label lands in its slot."""
+    from stockpipe.streaming import parse
+
+    parse._LABELS.clear()
+    labels = parse.bucket_labels(spark, 16)
+    frame = spark.createDataFrame([(label,) for label in labels], "label string")
+    slots = frame.selectExpr("pmod(hash(label), 64) AS s")
+    assert [row.s for row in slots.collect()] == list(range(16)) and len(set(labels)) == 16
+    assert parse.bucket_labels(None, 16) == labels  # no Spark: the cached labels
+    assert parse.bucket_labels(spark, 4) == labels[:4]  # another count: computed, and the same first picks

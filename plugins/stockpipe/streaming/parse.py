@@ -37,6 +37,9 @@ PARSED_COLUMNS = [
 ]  # fmt: skip
 
 
+_LABELS: dict[tuple[int, int], tuple[str, ...]] = {}  # (buckets, modulus) -> labels, see bucket_labels
+
+
 def bucket_labels(spark: SparkSession, buckets: int, modulus: int = 64) -> list[str]:
     """The ``gkey`` of each state bucket, chosen so the buckets spread evenly over the shuffle partitions.
 
@@ -45,7 +48,12 @@ def bucket_labels(spark: SparkSession, buckets: int, modulus: int = 64) -> list[
     the first label ``~b<n>`` with ``pmod(hash(label), 64) == b % 64``, so any P dividing 64 (1, 2,
     4, …) gets an equal share. The labels depend on the bucket count only (frozen into the
     checkpoint), not on P; Spark's own ``hash`` computes them, so they match its partitioner.
+    Spark's ``hash`` is Murmur3 with a fixed seed, the same in every session: a process computes the
+    labels of a bucket count once (a Spark job of ~1-3 s), not at every query start.
     """
+    cached = _LABELS.get((buckets, modulus))
+    if cached is not None:
+        return list(cached)
     candidates = (
         spark.range(buckets * modulus)
         .selectExpr("id", f"pmod(hash(concat('{BUCKET_PREFIX}', cast(id AS string))), {modulus}) AS slot")
@@ -61,6 +69,7 @@ def bucket_labels(spark: SparkSession, buckets: int, modulus: int = 64) -> list[
         if not pool:
             raise RuntimeError(f"no state-bucket label left for bucket {bucket} of {buckets}")
         labels.append(f"{BUCKET_PREFIX}{pool.pop(0)}")
+    _LABELS[(buckets, modulus)] = tuple(labels)
     return labels
 
 
