@@ -184,21 +184,35 @@ def feed_settings(settings, simulator, **changes):
     return on_simulator(settings, simulator, KEY, **{**values, **changes})
 
 
-def run_feed(s, clock, seconds: float, during=None) -> WebSocketFeed:
-    """Run the producer's WebSocket feed for ``seconds`` (``during(feed)`` runs meanwhile)."""
+def run_feed(s, clock, seconds: float, during=None, until=None) -> WebSocketFeed:
+    """Run the producer's WebSocket feed for ``seconds`` (``during(feed)`` runs meanwhile), or less:
+    once ``until(feed)`` holds, half a market minute more (the stop lands between two minute closes,
+    not in a frame being sent and checkpointed)."""
     feed = WebSocketFeed(s, rest=MarketProducer(s, clock=clock), clock=clock, backoff_max_s=1.0)
     stop = threading.Event()
     runner = threading.Thread(target=feed.run, args=(stop,), daemon=True)
     runner.start()
+    deadline = time.monotonic() + seconds
     try:
         if during:
             during(feed)
-        time.sleep(max(0.0, seconds))
+        while time.monotonic() < deadline and not (until and until(feed)):
+            time.sleep(0.1)
+        if until and until(feed):
+            time.sleep(30 / SPEED)
     finally:
         stop.set()
         runner.join(20)
     assert not runner.is_alive()
     return feed
+
+
+def streamed(feed: WebSocketFeed, timeout_s: float = 10.0) -> None:
+    """Wait until the feed is connected and has pushed a minute of each watched symbol."""
+    deadline = time.monotonic() + timeout_s
+    while feed.stats["sent"] < len(feed.settings.watchlist) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert feed.stats["sent"] >= len(feed.settings.watchlist), f"nothing pushed in {timeout_s} s: {feed.stats}"
 
 
 def minutes_by_symbol(s) -> dict[str, dict[datetime, list[dict]]]:
@@ -229,7 +243,7 @@ def test_websocket_feed_sends_each_pushed_bar_to_kafka_and_moves_the_checkpoint(
     settings, simulator, clock, redis_client
 ):
     s = feed_settings(settings, simulator)
-    feed = run_feed(s, clock, 12.0)  # ~6 market minutes
+    feed = run_feed(s, clock, 12.0, until=lambda f: f.stats["sent"] >= 10)  # ~5 market minutes
     found = minutes_by_symbol(s)
     assert set(found) == {"AAPL", "MSFT"}
     pushed = [m for bars in found.values() for ms in bars.values() for m in ms if m["source"] == "simulator-websocket"]
@@ -249,10 +263,18 @@ def test_a_lost_connection_is_refilled_over_rest_without_losing_a_bar(settings, 
     s = feed_settings(settings, simulator)
 
     def inject(feed):
-        time.sleep(3.0)  # connected, a minute or so streamed
+        streamed(feed)
         simulator.state.apply_faults(FaultRequest(**fault))
 
-    feed = run_feed(s, clock, 16.0, during=inject)
+    drops, mark = fault.get("ws_drop", 1), {}  # a stall ends in one reconnection
+
+    def recovered(f) -> bool:
+        """Every drop reconnected and refilled (one refill at the start), then a bar pushed again."""
+        if f.stats["connections"] < 1 + drops or f.stats["refills"] < 1 + drops:
+            return False
+        return f.stats["sent"] > mark.setdefault("sent", f.stats["sent"])
+
+    feed = run_feed(s, clock, 16.0, during=inject, until=recovered)
     assert feed.stats["connections"] >= 2 and feed.stats["refills"] >= 2
     found = minutes_by_symbol(s)
     assert_no_gap(s, simulator, found, clock)
@@ -270,10 +292,10 @@ def test_a_malformed_frame_is_a_dead_letter_with_its_reason_and_its_bars_are_ref
     s = feed_settings(settings, simulator)
 
     def inject(feed):
-        time.sleep(3.0)
+        streamed(feed)
         simulator.state.apply_faults(FaultRequest(ws_malformed=1, ws_malformed_kind=kind))
 
-    feed = run_feed(s, clock, 10.0, during=inject)
+    feed = run_feed(s, clock, 10.0, during=inject, until=lambda f: f.stats["dead_letters"] and f.stats["refills"] >= 2)
     letters = verify.read_topic(s, s.kafka_dlq_topic, None, timeout_s=20)
     assert letters and all(letter["error"].startswith(reason) for letter in letters), letters
     assert feed.stats["dead_letters"] == len(letters)
@@ -323,7 +345,7 @@ def test_websocket_feed_on_the_delayed_cluster_of_a_starter_plan(settings, clock
 
     with start_in_thread(seed=5, clock="demo", now=clock.unix, plan="starter", universe_size=10) as sim:
         s = feed_settings(settings, sim, websocket_cluster="delayed")
-        feed = run_feed(s, clock, 10.0)
+        feed = run_feed(s, clock, 10.0, until=lambda f: f.stats["sent"] >= 2)
         found = minutes_by_symbol(s)
         pushed = [
             ts
@@ -340,7 +362,7 @@ def test_websocket_feed_on_the_delayed_cluster_of_a_starter_plan(settings, clock
 def test_websocket_feed_with_am_star_streams_every_symbol_of_the_market(settings, simulator, clock, redis_client):
     # AM.* implies STOCKPIPE_ACCEPT_ANY_SYMBOL (config); a model copy skips validators, so it is given here
     s = feed_settings(settings, simulator, websocket_symbols="all", accept_any_symbol=True)
-    feed = run_feed(s, clock, 8.0)
+    feed = run_feed(s, clock, 8.0, until=lambda f: f.stats["sent"] >= 30)  # a minute of the 30 symbols
     found = minutes_by_symbol(s)
     universe = [t.ticker for t in RESTClient(KEY, base=simulator.url).list_tickers(limit=1000)]
     assert feed.subscriptions() == ["AM.*"] and set(found) == set(universe) and len(universe) == 30
