@@ -385,13 +385,20 @@ def add_alert_rules(settings: Settings) -> list[dict]:
 
 
 def measure_alerts(settings: Settings, frame, rules: list[dict], result: Result) -> list[AssertionError]:
-    """Fill the alert columns of ``result``: stored fired alerts vs the oracle over ``frame``."""
+    """Fill the alert columns of ``result``: stored fired alerts vs the oracle over ``frame``.
+
+    The steady feed never corrects a bar, so nothing may be retracted either: a retracted alert
+    the oracle does not have was fired where it should not have been (and, had the worker run,
+    delivered twice: once fired, once retracted) — it counts as duplicated."""
     with psycopg.connect(settings.pg_dsn("writer"), autocommit=True) as conn:
         stored = alert_oracle.stored_alerts(conn)
+        retracted = set(alert_oracle.stored_alerts(conn, ("retracted",)))
     expected = alert_oracle.expected_alerts(frame, rules)
     result.alerts = len(expected)
     result.alerts_missed = len(expected - set(stored))
-    result.alerts_duplicated = (len(stored) - len(set(stored))) + len(set(stored) - expected)
+    phantoms = len(set(stored) - expected) + len(retracted - expected)
+    result.alerts_duplicated = (len(stored) - len(set(stored))) + phantoms
+    result.extra["alerts_retracted"] = len(retracted)
     if result.alerts_missed or result.alerts_duplicated:
         return [AssertionError(f"alerts: {result.alerts_missed} missed, {result.alerts_duplicated} duplicated")]
     return []

@@ -126,6 +126,8 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(
             h += 1
     messages += [m[:2] for m in hostile[h:]]
 
+    rules = harness.add_alert_rules(s)  # a hostile record that got through could fire (or retract) one
+
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 5, "message.max.bytes": 2_000_000})
@@ -139,7 +141,8 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(
     drained_s = time.monotonic() - started
 
     result = harness.Result(f"hostile messages ({len(hostile)} kinds) in a steady series")
-    _frame, failures = harness.measure(s, script, result)
+    frame, failures = harness.measure(s, script, result)
+    failures += harness.measure_alerts(s, frame, rules, result)
     letters = kit.dead_letters(s, expected=len(hostile), timeout_s=60)
     result.dead_letters = len(letters)
     result.recover_s = None
@@ -148,6 +151,7 @@ def test_hostile_messages_go_to_the_dlq_and_nothing_else_changes(
     if failures:
         raise failures[0]
     assert result.lost == 0 and result.duplicated == 0 and result.extra["unexpected_rows"] == 0
+    assert result.alerts and result.alerts_missed == 0 and result.alerts_duplicated == 0
 
     assert len(letters) == len(hostile), [x["error"] for x in letters]
     by_raw: dict[bytes, list[dict]] = {}
