@@ -217,9 +217,10 @@ def assert_latest_values(frame: pd.DataFrame, expected: dict[tuple[str, datetime
     assert set(keys) == set(expected), (
         f"missing {sorted(set(expected) - set(keys))[:5]}, unexpected {sorted(set(keys) - set(expected))[:5]}"
     )
-    by_key = frame.set_index(["symbol", "ts"])
+    # a dict of plain rows: a pandas .loc per key costs ~0.2 ms, 10-20 s for the alerts test's 50,000 bars
+    by_key = {(row["symbol"], row["ts"]): row for row in frame.to_dict("records")}
     for (symbol, ts), bar in expected.items():
-        row = by_key.loc[(symbol, ts)]
+        row = by_key[(symbol, ts)]
         for name in ("open", "high", "low", "close", "volume", "vwap"):
             assert row[name] == bar[name], f"{symbol} {ts} {name}: {row[name]} != {bar[name]}"
         assert row["trades"] == bar["trades"] and row["source"] == bar["source"]

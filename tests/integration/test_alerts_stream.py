@@ -61,7 +61,10 @@ def phase(script: kit.Script, series: dict[str, list[dict]], lo: int, hi: int, r
 
 @pytest.mark.slow
 def test_alerts_equal_the_talib_oracle_with_late_and_corrected_bars(spark, stream_settings, pg_conn, redis_client):
-    settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 6000})
+    # 7,600 records a micro-batch: 3 + 2 + 2 full batches (phases of ~20,200 / 15,150 / 15,150 records;
+    # 6,000 made 4 + 3 + 3 with a small last one, each batch costing 2-5 s whatever its size); late
+    # bars and corrections still cross 4 batch boundaries besides the 2 restarts
+    settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 7600})
     rules = [store.add_rule(pg_conn, symbol, condition, cooldown) for symbol, condition, cooldown in RULES]
     disabled = store.add_rule(pg_conn, "*", "close crosses below sma_20")
     store.set_rule_enabled(pg_conn, disabled.id, False)
