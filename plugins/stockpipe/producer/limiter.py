@@ -45,11 +45,11 @@ BACKFILL_WAITING_KEY = "stockpipe:limiter:backfill-waiting:{scope}"
 KEEP_S = 71.0
 
 #: Check and grant in one step. KEYS[1]: the scope's grant times (unix seconds, newest first).
-#: ARGV: now, limit, window_s, keep_s, mode, then (mode "plan") the live plan's call times in
-#: [now, now + window_s), sorted. Modes: "live" (a slot if the window holds fewer than limit),
-#: "reserve" (the backfill without a live plan: only while more than ARGV[6] slots are free), "plan"
-#: (the backfill: only if every planned live call still finds its slot, as
-#: stockpipe.producer.schedule.backfill_may_call). Returns {granted (0/1), the time the fullness
+#: ARGV: now, limit, window_s, keep_s, mode, then (mode "plan") the slack and the live plan's call
+#: times in [now - slack, now + window_s), sorted. Modes: "live" (a slot if the window holds fewer
+#: than limit), "reserve" (the backfill without a live plan: only while more than ARGV[6] slots are
+#: free), "plan" (the backfill: only if every planned live call still finds its slot within the
+#: slack, as stockpipe.producer.schedule.backfill_may_call). Returns {granted (0/1), the time the fullness
 #: of the window eases (text: Lua numbers become integers), the grants in the window (text)}.
 ACQUIRE_SCRIPT = """
 local now = tonumber(ARGV[1])
@@ -73,12 +73,13 @@ local granted = #alive < limit
 if granted and mode == 'reserve' then
   granted = limit - #alive > tonumber(ARGV[6])
 elseif granted and mode == 'plan' then
+  local slack = tonumber(ARGV[6])
   alive[#alive + 1] = now
-  for i = 6, #ARGV do
+  for i = 7, #ARGV do
     local at = tonumber(ARGV[i])
-    local count = i - 5
+    local count = i - 6
     for _, t in ipairs(alive) do
-      if t > at - window then count = count + 1 end
+      if t > at + slack - window then count = count + 1 end
     end
     if count > limit then granted = false break end
   end
@@ -161,8 +162,9 @@ class SharedRateLimiter:
             if live is None:
                 args += ["reserve", self._reserve]
             else:
-                args.append("plan")
-                args += [repr(call.at) for call in live.calls_between(now, now + self.window_s)]
+                slack = schedule.live_slack(live)
+                args += ["plan", repr(slack)]
+                args += [repr(call.at) for call in live.calls_between(now - slack, now + self.window_s)]
         granted, eases_at, _ = self._acquire(keys=[self._calls_key], args=args)
         return bool(granted), float(eases_at)
 

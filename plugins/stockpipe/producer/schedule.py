@@ -51,6 +51,8 @@ SCHEDULE_KEY = "stockpipe:producer:schedule"
 #: Default share of the budget the live plan leaves a waiting backfill (STOCKPIPE_BACKFILL_SHARE):
 #: at 5 calls/min, 2 for the backfill and 3 live, which polls each of 5 symbols every ~100 s.
 BACKFILL_SHARE = 0.4
+#: Longest a planned live call may wait for a slot because of the backfill (see :func:`live_slack`).
+LIVE_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -199,19 +201,38 @@ def live_budget(calls_per_window: int, *, backfill_waiting: bool, share: float =
     return calls_per_window - (backfill_share(calls_per_window, share) if backfill_waiting else 0)
 
 
+def live_slack(plan: PollingPlan) -> float:
+    """Seconds a planned live call may wait for a slot the backfill took (:func:`backfill_may_call`):
+    :data:`LIVE_SLACK_S`, at most half the plan's spacing (a live call waits up to its spacing before
+    it is deferred, so the backfill never defers one)."""
+    return min(LIVE_SLACK_S, plan.spacing_s / 2)
+
+
 def backfill_may_call(
-    now: float, taken: Sequence[float], live_calls: Sequence[float], limit: int, window_s: float
+    now: float,
+    taken: Sequence[float],
+    live_calls: Sequence[float],
+    limit: int,
+    window_s: float,
+    slack_s: float = 0.0,
 ) -> bool:
     """Live before backfill: whether a backfill call at ``now`` leaves every live call planned
-    within the next window its slot. ``taken``: the times of the calls in the shared window (any
-    caller); ``live_calls``: the live plan's call times. Each live call at t must find the calls
-    alive at t (made before ``now``, still inside its window, plus this one) and the live calls
-    planned up to t within ``limit``."""
+    within the next window its slot, at the latest ``slack_s`` after its planned time. ``taken``:
+    the times of the calls in the shared window (any caller); ``live_calls``: the live plan's call
+    times (those planned up to ``slack_s`` before ``now`` included: they may be waiting). Each live
+    call at t must find the calls alive at t + ``slack_s`` (made before ``now``, still inside their
+    window, plus this one) and the live calls planned up to t within ``limit``.
+
+    The slack is what makes the backfill's share real on a busy machine: the live calls are granted
+    a little after their planned times (milliseconds; a few hundred under load), and one that came
+    late is still alive at the planned time of its successor one window on, so without it the
+    check took that late call's slot for the whole window from the backfill.
+    """
     entries = [t for t in taken if t > now - window_s] + [now]
     if len(entries) > limit:
         return False
-    upcoming = sorted(t for t in live_calls if now <= t < now + window_s)
-    return all(sum(1 for t in entries if t > at - window_s) + i + 1 <= limit for i, at in enumerate(upcoming))
+    upcoming = sorted(t for t in live_calls if now - slack_s <= t < now + window_s)
+    return all(sum(1 for t in entries if t > at + slack_s - window_s) + i + 1 <= limit for i, at in enumerate(upcoming))
 
 
 # -- published for the dashboard and `make status` -----------------------------------------------
