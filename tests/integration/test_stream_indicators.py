@@ -250,7 +250,9 @@ def test_checkpoint_reset_mid_stream_loses_nothing(spark, stream_settings, pg_co
     """README's recovery step: after ≥ 5 committed batches the checkpoint is moved aside (or the job
     pointed at a new directory under a new query name) while bars keep coming. Batch ids restart at
     0; every bar must still be stored once, indicators TA-Lib-exact, Redis at the newest bar."""
-    settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 60})
+    # 90 records a batch: 6 batches before the reset (the 500 records); the restarted query then reads
+    # the 301 new ones in 300s (2 batches: the reset's claim does not need more, each batch costs ~1-2 s)
+    settings = stream_settings.model_copy(update={"stream_max_offsets_per_trigger": 90})
     series = {s: kit.random_bars(s, kit.SESSION_OPEN, 160, seed=90 + n) for n, s in enumerate(kit.SYMBOLS)}
     script = kit.Script()
     for i in range(100):
@@ -265,11 +267,11 @@ def test_checkpoint_reset_mid_stream_loses_nothing(spark, stream_settings, pg_co
     if how == "checkpoint moved aside":
         checkpoint = Path(settings.stream_checkpoint)
         checkpoint.rename(checkpoint.with_name(checkpoint.name + ".moved"))
-        restarted = settings
+        restarted = stream_settings
     elif how == "new checkpoint directory":
-        restarted = settings.model_copy(update={"stream_checkpoint": str(tmp_path / "elsewhere")})
+        restarted = stream_settings.model_copy(update={"stream_checkpoint": str(tmp_path / "elsewhere")})
     else:
-        restarted = settings.model_copy(
+        restarted = stream_settings.model_copy(
             update={"stream_checkpoint": str(tmp_path / "elsewhere"), "stream_query_name": "stream_renamed"}
         )
     more = kit.Script(expected=dict(script.expected))
