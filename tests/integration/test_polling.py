@@ -239,3 +239,29 @@ def test_once_runs_one_minute_of_the_polling_plan(settings, redis_client):
         assert all(r["ts"] >= c.at - 0.05 for r, c in zip(calls, planned, strict=True))  # not before its time
         assert not redis_client.exists(schedule.SCHEDULE_KEY)  # the loop's plan is the one to give way to
         assert all(redis_client.hget(CHECKPOINT_KEY, c.symbol) for c in planned)
+
+
+def test_the_minutes_plan_is_decided_at_its_close(settings, redis_client):
+    # a backfill starts waiting while the producer waits for the next close: that minute's plan
+    # already leaves it its share (was: the plan was fixed when the cycle before ended, so the
+    # backfill waited a minute longer for it)
+    symbols = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
+    clock = ShiftedClock(seconds_before_close=5)
+    with start_in_thread(seed=11, clock="demo", now=clock.unix) as simulator:
+        s = on_simulator(settings, simulator, KEY, watchlist=symbols, rate_limit_per_minute=5, backfill_start_minutes=3)
+        for symbol in symbols:
+            redis_client.set(META_KEY.format(symbol=symbol), json.dumps({"name": symbol}))
+        waiting = f"stockpipe:limiter:backfill-waiting:{scope_of(s.market_data_key)}"
+
+        def sleep_while_a_backfill_starts_waiting(seconds: float) -> None:
+            redis_client.set(waiting, "1", px=30_000)
+            time.sleep(seconds)
+
+        producer = MarketProducer(s, clock=clock, sleep=sleep_while_a_backfill_starts_waiting)
+        minute = int(clock.unix() // 60) + 1
+        summary = producer.run_planned_minute(minute)
+        producer.close()
+    assert schedule.read(redis_client)["plan"]["budget"] == schedule.live_budget(5, backfill_waiting=True) == 3
+    shared = schedule.PollingPlan(tuple(symbols), 3, window_s=s.rate_limit_window_s + s.rate_limit_guard_s)
+    assert [r.symbol for r in summary.results] == [c.symbol for c in shared.calls(minute)]  # 3 (2 once a cycle)
+    assert not summary.failed

@@ -136,6 +136,7 @@ class MarketProducer:
         self._plan_key: tuple | None = None  # what the cached polling plan was made for
         self._plan: schedule.PollingPlan | None = None
         self._stale: dict[str, dict[str, float]] = {}
+        self._stale_of: dict[tuple, dict[str, dict[str, float]]] = {}  # a backfill comes and goes: keep both
         self._turn_at: dict[str, float] = {}  # unix time of each symbol's last turn (fetched or failed)
 
     # -- the plan ------------------------------------------------------------------------------
@@ -405,7 +406,9 @@ class MarketProducer:
         if self._plan_key != key:
             self._plan = schedule.PollingPlan(key[0], budget, window_s=window)
             self._plan_key = key
-            self._stale = self._plan.stale_by_design()
+            if key not in self._stale_of:
+                self._stale_of[key] = self._plan.stale_by_design()
+            self._stale = self._stale_of[key]
             worst = max(v["max_s"] for v in self._stale.values())
             log.info(
                 "polling plan: %d symbols, %d of %d calls/window live%s: %d calls a minute, %.1fs after the close "
@@ -442,7 +445,10 @@ class MarketProducer:
 
     def run_planned_minute(self, minute: int, *, publish: bool = True) -> CycleSummary:
         """One cycle of the polling plan: the calls planned after minute ``minute`` (unix time // 60)
-        closed, each at its time (``publish``: :meth:`polling_plan`)."""
+        closed, each at its time (``publish``: :meth:`polling_plan`). The plan is decided at that
+        close, not when the cycle before ended: a backfill that began waiting meanwhile gets its
+        share from this minute on, not from the next one."""
+        self.wait_until(minute * schedule.MINUTE_S)
         plan = self.polling_plan(publish=publish)
         # ticker details (every STOCKPIPE_METADATA_TTL_S) take slots the plan did not count: one a
         # cycle unless the budget has spare calls, so a refresh of the watchlist delays no minute long
