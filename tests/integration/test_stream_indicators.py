@@ -189,7 +189,9 @@ def test_new_checkpoint_continues_stored_series(spark, stream_settings, pg_conn,
     subscriber.subscribe("stockpipe:bars")
     query, writer = start_stream(spark, fresh)
     try:
+        deadline = time.monotonic() + 120
         while not query.recentProgress:  # "latest" is resolved by the first trigger
+            assert query.isActive and time.monotonic() < deadline, f"no first trigger: {query.exception()}"
             time.sleep(0.2)
         more = kit.Script()
         for bars in series.values():
@@ -204,12 +206,15 @@ def test_new_checkpoint_continues_stored_series(spark, stream_settings, pg_conn,
     script.expected.update(more.expected)
     frame = kit.assert_invariants(pg_conn, redis_client, script)
 
+    newest = {symbol: kit.iso(bars["ts"].iloc[-1].to_pydatetime()) for symbol, bars in frame.groupby("symbol")}
     published = []
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:  # None also stands for the (ignored) subscribe confirmation
         message = subscriber.get_message(timeout=0.5)
         if message is not None:
             published.append(json.loads(message["data"]))
+        elif {m["symbol"]: m["ts"] for m in published} == newest:  # all read (the batches are done)
+            break
     subscriber.close()
     last = {m["symbol"]: m for m in published}
     for symbol, bars in frame.groupby("symbol"):
