@@ -739,19 +739,26 @@ def producer_relaunch_rows(run: Run) -> list[Row]:
 
 
 def first_start_rows(run: Run) -> list[Row]:
-    """TODO(first_start): bench/first_start.py was being written when this report learnt the other
-    benchmarks; its JSON's schema was unknown. Until its figures are read here, a result is listed
-    but not judged (issue 13's first-start target stays "not measured")."""
-    run.notes.append("first_start.json is not read by this report yet (bench/report.py: first_start_rows)")
-    return [
+    """bench/first_start.py: every watchlist symbol's bars from the session's open, in PostgreSQL,
+    timed from the moment `make up` finished; the slowest symbol is judged."""
+    src = OPTIONAL["first_start"]
+    slowest, target = run.get("slowest_s"), run.get("target_s", FIRST_START_TODAY_S)
+    symbols = run.get("symbols", []) or []
+    complete = sum(1 for s in symbols if s.get("since_make_up_s") is not None)
+    session = run.get("session.day", "?")
+    rows = [
         Row(
-            "first start: today's bars from the open in PostgreSQL after `make up` (s)",
-            "not summarised",
-            target=f"≤ {FIRST_START_TODAY_S:.0f} s",
-            source=OPTIONAL["first_start"],
-            goal="first_start_today",  # met None: "not measured (a figure is missing)"
+            f"first start: today's bars from the open ({session}) in PostgreSQL after `make up`, slowest symbol (s)",
+            "not all complete" if slowest is None else num(slowest, 1),
+            f"{complete}/{len(symbols)} symbols complete",
+            target=f"≤ {float(target):.0f} s",
+            met=None if slowest is None and not symbols else (slowest is not None and slowest <= float(target)),
+            source=src,
+            numbers={"value": slowest, "complete": complete, "symbols": len(symbols)},
+            goal="first_start_today",
         )
     ]
+    return rows
 
 
 # --- issue 14: WebSocket feed and market scale ---------------------------------------------------
@@ -1031,6 +1038,8 @@ def run_loadavg(run: Run) -> tuple[float | None, float | None]:
     d = run.data
     if run.key in ("stream_throughput", "market_scale", "alerts_latency"):
         start, end = d.get("loadavg_start"), d.get("loadavg_end")
+    elif run.key == "first_start":
+        start, end = d.get("load_avg_start"), d.get("load_avg_end")
     elif run.key in ("live_freshness", "websocket_feed"):
         start, end = None, d.get("loadavg")  # recorded at the end only
     elif run.key in ("backfill", "producer_relaunch"):
@@ -1112,8 +1121,13 @@ def run_params(run: Run) -> str:
     d = run.data
     if run.key in OPTIONAL_PARAMS:
         return OPTIONAL_PARAMS[run.key](run)
-    if run.key == "first_start":  # TODO(first_start): its parameters, once its JSON is read
-        return json.dumps(d.get("params", {}))
+    if run.key == "first_start":
+        p = d.get("settings") or {}
+        return (
+            f"{len(p.get('symbols') or [])} symbols, {p.get('source')}, {p.get('calendar')} calendar, "
+            f"{p.get('rate_limit_per_minute')} calls/min, backfill share {p.get('backfill_share')}, "
+            f"make up finished {d.get('make_up_finished')} ({d.get('make_up_finished_from')})"
+        )
     if run.key == "stream_throughput":
         p = d.get("params") or {}
         rates = "/".join(f"{r:,.0f}" for r in p.get("rates", []))

@@ -712,3 +712,49 @@ def test_every_target_grouped_by_issue_in_the_markdown_block(tmp_path):
         "- issue 13",  # not measured
         "- issue 14",
     ]
+
+
+def first_start(*since_s: float | None) -> dict:
+    """bench/first_start.py's JSON: one row per symbol, ``None`` for a symbol not complete."""
+    rows = [
+        {"symbol": f"S{i}", "since_make_up_s": s, "met": s is not None and s <= 300.0} for i, s in enumerate(since_s)
+    ]
+    times = [s for s in since_s if s is not None]
+    return {
+        "benchmark": "first_start",
+        "when": "2026-12-02T02:30:00+00:00",
+        "machine": {"cpus": 2, "python": "3.11.7", "node": "vm"},
+        "load_avg_start": [1.2, 1.0, 0.9],
+        "load_avg_end": [1.8, 1.1, 0.9],
+        "make_up_finished": "2026-12-02T02:25:00+00:00",
+        "make_up_finished_from": ".local/up-finished",
+        "settings": {
+            "calendar": "demo",
+            "source": "simulator",
+            "rate_limit_per_minute": 5,
+            "backfill_share": 0.4,
+            "symbols": [r["symbol"] for r in rows],
+        },  # fmt: skip
+        "session": {"day": "2026-12-02"},
+        "target_s": 300.0,
+        "slowest_s": max(times) if len(times) == len(rows) else None,
+        "met": all(r["met"] for r in rows),
+        "symbols": rows,
+    }
+
+
+@pytest.mark.parametrize(
+    ("since", "status", "value"),
+    [
+        ((40.0, 95.5, 61.0), "met", "95.5"),
+        ((40.0, 301.0), "not met", "301"),
+        ((40.0, None), "not met", "not all complete"),
+    ],
+)
+def test_first_start_is_judged_on_its_slowest_symbol(tmp_path, since, status, value):
+    summary = report.build(later(tmp_path, first_start=first_start(*since)), now=NOW)
+    figure = row(summary, "first start: today's bars from the open (2026-12-02)")
+    assert figure["value"] == value and figure["baseline"].endswith(f"/{len(since)} symbols complete")
+    assert summary["goals"]["first_start_today"]["status"] == status
+    assert summary["runs"]["first_start"]["loadavg_1m"] == [1.2, 1.8]
+    assert "first_start" not in summary["not_run"]
