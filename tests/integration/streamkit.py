@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -144,16 +145,16 @@ def dead_letters(settings: Settings, expected: int, timeout_s: float = 30) -> li
     )
     consumer.subscribe([settings.kafka_dlq_topic])
     letters: list[dict] = []
-    deadline = datetime.now() + timedelta(seconds=timeout_s)
+    deadline = time.monotonic() + timeout_s
     try:
-        while datetime.now() < deadline and len(letters) < expected:
+        while time.monotonic() < deadline and len(letters) < expected:
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
             letters.append(json.loads(message.value()))
         # Anything beyond `expected` is a duplicate the test should see too.
-        extra_deadline = datetime.now() + timedelta(seconds=1)
-        while datetime.now() < extra_deadline:
+        extra_deadline = time.monotonic() + 1
+        while time.monotonic() < extra_deadline:
             message = consumer.poll(0.2)
             if message is not None and not message.error():
                 letters.append(json.loads(message.value()))
