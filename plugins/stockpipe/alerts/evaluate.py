@@ -1,7 +1,8 @@
 """Which rules fire on which bars (pure numpy over the stored values; no I/O).
 
 :func:`crossings` takes the stored series around a batch (see ``storage.alerts.series_around_batch``:
-per symbol the bars it recomputed plus the 20 stored before them, ts ascending) and returns every
+per symbol the bars it recomputed and the stored one before them, ts ascending, with the 20-bar volume
+average and the move rules' reference closes computed by the query) and returns every
 (rule, symbol, bar) whose condition became true there (``stockpipe.alerts.rules``). Each distinct
 condition is computed once over all rows; a rule then only picks its symbol's rows.
 :func:`apply_cooldown` drops the firings a rule's cool-down suppresses, given its last firing before
