@@ -48,7 +48,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from stockpipe.calendar import Session, trading_calendar  # noqa: E402
 from stockpipe.clients import pg_connect  # noqa: E402
@@ -62,8 +61,6 @@ RANGE_TARGET_S = 600.0  # 60 sessions x 5 symbols at 5 calls/min
 FIRST_START_TARGET_S = 900.0  # the first-start 5-session backfill
 LIVE_P95_TARGET_S = 120.0
 AGGS = re.compile(r"/v2/aggs/ticker/[^/]+/range/1/minute/(\d+)/(\d+)")
-INDICATORS = ["sma_5", "sma_20", "sma_50", "ema_12", "ema_26", "rsi_14", "macd", "macd_signal", "macd_hist",
-              "bb_upper", "bb_middle", "bb_lower", "vwap_session"]  # fmt: skip
 
 
 def log(message: str) -> None:
@@ -183,38 +180,9 @@ def checks(settings: Any, sessions: list[Session], since: datetime) -> dict[str,
 
 def talib_equal(settings: Any, sessions: list[Session]) -> dict[str, Any]:
     """TA-Lib over each symbol's stored series up to the range's end vs the stored indicators in it."""
-    from tests.integration.streamkit import talib_indicators
+    from bench.talib_check import compare
 
-    worst, compared, mismatches = 0.0, 0, []
-    end = sessions[-1].close
-    with pg_connect(settings, "writer") as conn:
-        for symbol in settings.watchlist:
-            rows = conn.execute(
-                "SELECT b.ts, b.close, b.vwap, b.volume, (i.symbol IS NOT NULL), "
-                + ", ".join("i." + c for c in INDICATORS)
-                + " FROM market.bars_1m b LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts"
-                " WHERE b.symbol = %s AND b.ts < %s ORDER BY b.ts",
-                (symbol, end),
-            ).fetchall()
-            frame = pd.DataFrame(rows, columns=["ts", "close", "vwap", "volume", "has", *INDICATORS])
-            for name in ["close", "vwap", "volume", *INDICATORS]:
-                frame[name] = pd.to_numeric(frame[name]).astype("float64")
-            inside = (frame["ts"] >= sessions[0].open).to_numpy()
-            if not frame.loc[inside, "has"].all():
-                mismatches.append(f"{symbol}: {int((~frame.loc[inside, 'has']).sum())} bars without indicators")
-            for name, expected in talib_indicators(frame).items():
-                actual = frame[name].to_numpy()[inside]
-                want = expected[inside]
-                if not np.array_equal(np.isnan(actual), np.isnan(want)):
-                    mismatches.append(f"{symbol} {name}: NULL where TA-Lib has a value or v.v.")
-                both = ~np.isnan(actual) & ~np.isnan(want)
-                if both.any():
-                    rel = np.abs(actual[both] - want[both]) / np.maximum(np.abs(want[both]), 1e-300)
-                    worst = max(worst, float(rel.max()))
-                    if rel.max() > 1e-9:
-                        mismatches.append(f"{symbol} {name}: relative difference {rel.max():.2e}")
-            compared += int(inside.sum())
-    return {"bars_compared": compared, "max_rel_diff": worst, "equal": not mismatches, "problems": mismatches[:10]}
+    return compare(settings, list(settings.watchlist), sessions[0].open, sessions[-1].close)
 
 
 # --- the cases -----------------------------------------------------------------------------------

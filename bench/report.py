@@ -8,7 +8,7 @@ Reads what the benchmarks wrote to ``--results``:
   newest ``dashboard-*.json`` per calendar and ``stack_memory.json`` — a missing one is MISSING;
 - issues 13-15's, run one at a time (long, and most of them need the running stack):
   ``live_freshness.json``, ``history.json``, ``producer_relaunch.json``, ``first_start.json``
-  (issue 13), ``websocket_feed.json``, ``market_scale.json`` (issue 14), ``alerts_latency.json``
+  (issue 13), ``websocket_feed.json``, ``market_scale.json``, ``market_live.json`` (issue 14), ``alerts_latency.json``
   (issue 15) — a missing one is "not run", which is no failure. Other names a benchmark may write
   with its ``--out``/``--results`` (``history-range2.json``, ``alerts_latency_250.json``, …) are
   not read.
@@ -68,6 +68,7 @@ MARKET_BACKLOG_BARS_PER_S = 25_000.0
 MARKET_RATIO_AIM = 0.5  # "the long-term aim": printed, not judged
 WS_SYMBOLS, WS_P95_S = 5, 2.0
 STORM_DROPS = 10  # "drop every 60 s for 10 minutes"
+MARKET_LIVE_P95_S, MARKET_PSS_GIB = 3.0, 6.0
 # Issue 15's target (user alerts).
 ALERT_P95_S, ALERT_RATE, ALERT_RULES = 2.0, 1000.0, 1000
 
@@ -125,6 +126,7 @@ OPTIONAL = {
     "first_start": "bench/first_start.py",
     "websocket_feed": "bench/websocket_feed.py",
     "market_scale": "bench/market_scale.py",
+    "market_live": "bench/market_live.py",
     "alerts_latency": "bench/alerts_latency.py",
 }
 GOALS_OF = {  # which of the issue's targets each result is judged on
@@ -139,6 +141,7 @@ GOALS_OF = {  # which of the issue's targets each result is judged on
     "first_start": ("first_start_today",),
     "websocket_feed": ("websocket_5", "storm"),
     "market_scale": ("market_backlog", "market_page"),
+    "market_live": ("market_live", "market_memory"),
     "alerts_latency": ("alerts",),
 }
 
@@ -939,6 +942,84 @@ def market_scale_rows(run: Run) -> list[Row]:
     return rows
 
 
+def market_live_rows(run: Run) -> list[Row]:
+    """The whole market live over the WebSocket on the stack: close → PostgreSQL / Redis, gaps and
+    duplicates, TA-Lib, the whole stack's PSS meanwhile."""
+    src = "bench/market_live.py"
+    symbols, minutes = run.get("params.symbols"), run.get("params.minutes")
+    size_ok = isinstance(symbols, int) and symbols >= MARKET_SYMBOLS and isinstance(minutes, int) and minutes >= 30
+    label = f"{num(symbols)} symbols × {minutes} min"
+    if not size_ok:
+        label += f" (the issue asks for {MARKET_SYMBOLS:,} × ≥ 30 min)"
+    goal = "market_live" if size_ok else ""
+    expected, missing = run.get("bars.expected"), run.get("bars.missing")
+    rows = []
+    for key, name in (("postgres", "PostgreSQL (row with indicators)"), ("redis", "Redis latest")):
+        p50, p95, top = (run.get(f"{key}.{p}_s") for p in ("p50", "p95", "max"))
+        n = run.get(f"{key}.n")
+        met = at_most(p95, MARKET_LIVE_P95_S)
+        if met is not None and n != expected:
+            met = False  # a bar that never got there
+        rows.append(
+            Row(
+                f"market live, WebSocket, {label}: minute close → {name} p50 / p95 / max (s; {num(n)} of "
+                f"{num(expected)} bars)",
+                slash(p50, p95, top),
+                target=f"p95 ≤ {MARKET_LIVE_P95_S:g} s, every bar",
+                met=met,
+                source=src,
+                numbers={"p50": p50, "p95": p95, "max": top, "n": n, "expected": expected},
+                goal=goal,
+            )
+        )
+    gaps, dups = run.get("verify.gaps"), run.get("verify.duplicates")
+    rows.append(
+        Row(
+            "market live: bars missing in PostgreSQL / gaps / duplicates (verify)",
+            slash(missing, gaps, dups, digits=0),
+            target="0 / 0 / 0",
+            met=None if None in (missing, gaps, dups) else missing == gaps == dups == 0,
+            source=src,
+            numbers={"missing": missing, "gaps": gaps, "duplicates": dups},
+            goal=goal,
+        )
+    )
+    equal, bars, sample = run.get("talib.equal"), run.get("talib.bars_compared"), run.get("talib.sample")
+    rows.append(
+        Row(
+            f"market live: indicators equal TA-Lib ({num(bars)} bars, {sample} symbols)",
+            "—" if equal is None else ("equal" if equal else "DIFFER"),
+            target="equal (1e-9)",
+            met=None if equal is None else bool(equal and bars),
+            source=src,
+            numbers={"bars": bars},
+            goal=goal,
+        )
+    )
+    pss, p95 = run.get("memory.pss_max_bytes"), run.get("memory.pss_p95_bytes")
+    rows.append(
+        Row(
+            f"market live: whole stack PSS max / p95 under {label} (GiB)",
+            slash(*(None if v is None else v / GIB for v in (pss, p95))),
+            target=f"≤ {MARKET_PSS_GIB:g} GiB",
+            met=at_most(None if pss is None else pss / GIB, MARKET_PSS_GIB),
+            source=src,
+            numbers={"max": pss, "p95": p95},
+            goal="market_memory" if size_ok else "",
+        )
+    )
+    batches = run.data.get("stream_batches") or {}
+    rows.append(
+        Row(
+            "market live: stream micro-batch processing p50 / p95 / max (s)",
+            slash(batches.get("processing_p50_s"), batches.get("processing_p95_s"), batches.get("processing_max_s")),
+            source=src,
+            numbers={k: batches.get(k) for k in ("processing_p50_s", "processing_p95_s", "processing_max_s")},
+        )
+    )
+    return rows
+
+
 # --- issue 15: user alerts -----------------------------------------------------------------------
 
 
@@ -1036,7 +1117,7 @@ def run_machine(run: Run) -> str:
 def run_loadavg(run: Run) -> tuple[float | None, float | None]:
     """1-minute load average at the start and at the end of the run (what it shared the box with)."""
     d = run.data
-    if run.key in ("stream_throughput", "market_scale", "alerts_latency"):
+    if run.key in ("stream_throughput", "market_scale", "market_live", "alerts_latency"):
         start, end = d.get("loadavg_start"), d.get("loadavg_end")
     elif run.key == "first_start":
         start, end = d.get("load_avg_start"), d.get("load_avg_end")
@@ -1099,6 +1180,16 @@ def _market_params(run: Run) -> str:
     )
 
 
+def _market_live_params(run: Run) -> str:
+    p = run.data.get("params") or {}
+    start = datetime.fromtimestamp(run.data.get("window_start") or 0, UTC)
+    return (
+        f"{num(p.get('symbols'))} symbols ({p.get('universe')}) × {p.get('minutes')} min from {start:%H:%M} UTC, "
+        f"{p.get('calendar')} calendar, feed {p.get('feed')}/{p.get('websocket_symbols')}, TA-Lib over "
+        f"{p.get('talib_symbols')} symbols, memory every {num(p.get('sample_s'), 0)} s; commit {run.data.get('commit')}"
+    )
+
+
 def _alerts_params(run: Run) -> str:
     p = run.data.get("params") or {}
     return (
@@ -1113,6 +1204,7 @@ OPTIONAL_PARAMS = {
     "producer_relaunch": _relaunch_params,
     "websocket_feed": _websocket_params,
     "market_scale": _market_params,
+    "market_live": _market_live_params,
     "alerts_latency": _alerts_params,
 }
 
@@ -1178,6 +1270,7 @@ def build(results: Path, now: datetime | None = None, since: datetime | None = N
         "first_start": first_start_rows,
         "websocket_feed": websocket_feed_rows,
         "market_scale": market_scale_rows,
+        "market_live": market_live_rows,
         "alerts_latency": alerts_latency_rows,
     }
     rows: list[Row] = []

@@ -36,6 +36,7 @@ expected_duration() {  # what each step takes on the 2-core dev box (docs/benchm
     "bench/dashboard.py --calendar demo"*) echo "~1 min, +4 min the first time (loads a year of 24/7 bars)" ;;
     bench/dashboard.py*) echo "~1 min, +1 min the first time (loads a year of bars)" ;;
     bench/stack_memory.py*) echo "~2 min, + the stack's start and up to 5 min for market_stream" ;;
+    bench/market_live.py*) echo "~40 min (30-min window + warm-up, drain, verify, TA-Lib); the stack in the market-wide mode" ;;
     *) echo "?" ;;
   esac
 }

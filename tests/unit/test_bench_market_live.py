@@ -1,0 +1,33 @@
+"""bench/market_live.py's pure parts: close → Redis per bar (a newer bar covers an older one) and
+bars expected vs stored per minute."""
+
+from __future__ import annotations
+
+from bench.market_live import close_delays, per_minute
+
+T = 1_800_000_000  # a minute start (multiple of 60)
+
+
+def test_a_bar_is_covered_by_its_own_or_a_newer_arrival_whichever_came_first() -> None:
+    expected = [("A", T), ("A", T + 60), ("A", T + 120), ("B", T), ("C", T)]
+    arrivals = {
+        ("A", T): T + 65.0,  # its own, 5 s after its close
+        ("A", T + 120): T + 182.0,  # A's T+60 never arrived: covered by T+120 (2 s after T+120's close)
+        ("B", T - 60): T + 1.0,  # an older bar does not cover B's T
+        ("Z", T): T + 61.0,
+    }
+    delays = close_delays(expected, arrivals)
+    assert delays == {("A", T): 5.0, ("A", T + 60): 62.0, ("A", T + 120): 2.0}
+
+
+def test_an_earlier_arrival_of_a_newer_bar_wins() -> None:
+    # a pub/sub message of T+60 seen before T's (out of order): T's latest state moved at the earlier time
+    arrivals = {("A", T): T + 130.0, ("A", T + 60): T + 121.0}
+    assert close_delays([("A", T)], arrivals) == {("A", T): 61.0}
+
+
+def test_per_minute_counts_expected_stored_and_unexpected_minutes() -> None:
+    expected = [(s, ts) for ts in (T, T + 60) for s in ("A", "B")]
+    stored = {("A", T), ("B", T), ("A", T + 60), ("A", T + 120)}
+    rows = per_minute(expected, stored)
+    assert [(r["expected"], r["stored"]) for r in rows] == [(2, 2), (2, 1), (0, 1)]
