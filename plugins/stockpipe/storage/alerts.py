@@ -149,18 +149,33 @@ _SERIES_COLUMNS = [
 _SERIES = f"""
 WITH s AS (
     SELECT symbol, min(ts) AS t0, max(ts) AS t1 FROM stage_rows WHERE kind = 'bar' {{symbols}} GROUP BY symbol
-), r AS MATERIALIZED (
-    SELECT s.symbol, s.t0, s.t1, coalesce(p.prev, s.t0) AS prev, coalesce(p.lo_v, '-infinity') AS lo_v,
-           CASE WHEN %(moves)s THEN coalesce(m.ts, '-infinity') ELSE 'infinity' END AS lo_m
-    FROM s
-    -- the 20 bars before t0, newest first: prev = the newest, lo_v = the 20th (if there are 20)
+), p AS MATERIALIZED (
+    -- the 20 bars before t0 within a week (a bounded scan: run-time partition pruning), newest
+    -- first: prev = the newest, lo_v = the 20th; NULL lo_v: fewer than 20 there
+    SELECT s.symbol, s.t0, s.t1, p.prev, p.lo_v FROM s
     LEFT JOIN LATERAL (SELECT max(b.ts) AS prev, CASE WHEN count(*) = 20 THEN min(b.ts) END AS lo_v FROM (
-        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts < s.t0 ORDER BY b.ts DESC LIMIT 20) b
+        SELECT b.ts FROM market.bars_1m b
+        WHERE b.symbol = s.symbol AND b.ts < s.t0 AND b.ts >= s.t0 - interval '7 days' ORDER BY b.ts DESC LIMIT 20) b
     ) p ON true
-    LEFT JOIN LATERAL (
-        SELECT b.ts FROM market.bars_1m b WHERE b.symbol = s.symbol AND b.ts <= p.prev - %(back)s * interval '1 minute'
-        ORDER BY b.ts DESC LIMIT 1
-    ) m ON %(moves)s
+), r AS MATERIALIZED (
+    SELECT p.symbol, p.t0, p.t1, coalesce(q.prev, p.t0) AS prev, coalesce(q.lo_v, '-infinity') AS lo_v,
+           CASE WHEN %(moves)s THEN coalesce(
+               (SELECT b.ts FROM market.bars_1m b WHERE b.symbol = p.symbol
+                AND b.ts <= q.prev - %(back)s * interval '1 minute'
+                AND b.ts >= q.prev - %(back)s * interval '1 minute' - interval '7 days' ORDER BY b.ts DESC LIMIT 1),
+               (SELECT b.ts FROM market.bars_1m b WHERE b.symbol = p.symbol
+                AND b.ts <= q.prev - %(back)s * interval '1 minute' ORDER BY b.ts DESC LIMIT 1),
+               '-infinity') ELSE 'infinity' END AS lo_m
+    FROM p
+    -- the same over the whole history, only where the week had fewer than 20 (an unbounded
+    -- backward scan opens every partition's index: ~60 %% of the query's time when run for all)
+    CROSS JOIN LATERAL (
+        SELECT coalesce(p.lo_v, u.lo_v) AS lo_v, CASE WHEN p.lo_v IS NULL THEN u.prev ELSE p.prev END AS prev FROM (
+            SELECT max(b.ts) AS prev, CASE WHEN count(*) = 20 THEN min(b.ts) END AS lo_v FROM (
+                SELECT b.ts FROM market.bars_1m b WHERE p.lo_v IS NULL AND b.symbol = p.symbol AND b.ts < p.t0
+                ORDER BY b.ts DESC LIMIT 20) b
+        ) u
+    ) q
 ), w AS (
     SELECT r.symbol, b.ts, b.close, b.volume, r.t0, r.prev,
            CASE WHEN count(*) OVER w = 20 THEN avg(b.volume) OVER w END AS volume_avg_20{{refs}}
