@@ -123,6 +123,23 @@ def _lock_rules(cur: psycopg.Cursor, ids: list[int]) -> set[int]:
     return {r[0] for r in cur.execute("SELECT id FROM market.alert_rules WHERE id = ANY(%s) FOR KEY SHARE", (ids,))}
 
 
+_EPOCH_2000_US = 946_684_800_000_000  # timestamptz_send: µs since 2000-01-01 UTC
+
+
+def _packed_dtype(*fields: tuple[str, str]) -> np.dtype:
+    """numpy dtype of one row packed by the query as ``xsend(a) || ysend(b) || …`` (big-endian)."""
+    return np.dtype([(name, kind if kind == "?" else ">" + kind) for name, kind in fields])
+
+
+def _packed_rows(cur: psycopg.Cursor, query: str, params: dict[str, Any], dtype: np.dtype) -> np.ndarray:
+    """The rows of ``query`` — one bytea, every row's values packed with the types' binary send
+    functions and concatenated by ``string_agg`` — as a numpy record array, with no Python object
+    per value (fetched as ~11,000 tuples, or as COPY messages, they cost ~10 ms a batch)."""
+    with cur.connection.cursor(binary=True) as binary:  # same transaction
+        (data,) = binary.execute(query, params).fetchone()
+    return np.frombuffer(bytes(data or b""), dtype=dtype)
+
+
 _IND = ", ".join(f"i.{c}" for c in (*LINES, "rsi_14", "macd", "macd_signal"))
 _SERIES_COLUMNS = [
     "symbol",
@@ -146,19 +163,20 @@ _SERIES_COLUMNS = [
 # scans bounded by its columns: flattened, the planner scanned every stored bar of each symbol up
 # to t1 (the lower bound became a join filter) and joined the indicators by a sort of the whole
 # indicators_1m table — ~0.3 s a batch on the bench's 110,000 rows, growing with the history.
-_SERIES = f"""
+_SERIES = """
 WITH s AS (
-    SELECT symbol, min(ts) AS t0, max(ts) AS t1 FROM stage_rows WHERE kind = 'bar' {{symbols}} GROUP BY symbol
+    SELECT symbol, min(ts) AS t0, max(ts) AS t1, (row_number() OVER (ORDER BY symbol) - 1)::int4 AS k
+    FROM stage_rows WHERE kind = 'bar' {symbols} GROUP BY symbol
 ), p AS MATERIALIZED (
     -- the 20 bars before t0 within a week (a bounded scan: run-time partition pruning), newest
     -- first: prev = the newest, lo_v = the 20th; NULL lo_v: fewer than 20 there
-    SELECT s.symbol, s.t0, s.t1, p.prev, p.lo_v FROM s
+    SELECT s.symbol, s.k, s.t0, s.t1, p.prev, p.lo_v FROM s
     LEFT JOIN LATERAL (SELECT max(b.ts) AS prev, CASE WHEN count(*) = 20 THEN min(b.ts) END AS lo_v FROM (
         SELECT b.ts FROM market.bars_1m b
         WHERE b.symbol = s.symbol AND b.ts < s.t0 AND b.ts >= s.t0 - interval '7 days' ORDER BY b.ts DESC LIMIT 20) b
     ) p ON true
 ), r AS MATERIALIZED (
-    SELECT p.symbol, p.t0, p.t1, coalesce(q.prev, p.t0) AS prev, coalesce(q.lo_v, '-infinity') AS lo_v,
+    SELECT p.symbol, p.k, p.t0, p.t1, coalesce(q.prev, p.t0) AS prev, coalesce(q.lo_v, '-infinity') AS lo_v,
            CASE WHEN %(moves)s THEN coalesce(
                (SELECT b.ts FROM market.bars_1m b WHERE b.symbol = p.symbol
                 AND b.ts <= q.prev - %(back)s * interval '1 minute'
@@ -176,61 +194,129 @@ WITH s AS (
                 ORDER BY b.ts DESC LIMIT 20) b
         ) u
     ) q
-), w AS (
-    SELECT r.symbol, b.ts, b.close, b.volume, r.t0, r.prev,
-           CASE WHEN count(*) OVER w = 20 THEN avg(b.volume) OVER w END AS volume_avg_20{{refs}}
+), b AS (
+    SELECT r.k, b.ts, b.close, b.volume, b.ts >= r.t0 AS evaluate, b.ts >= r.prev AS judged_or_prev
     FROM r CROSS JOIN LATERAL (
         SELECT b.ts, b.close, b.volume FROM market.bars_1m b
         WHERE b.symbol = r.symbol AND b.ts >= least(r.lo_v, r.lo_m) AND b.ts <= r.t1
     ) b
-    WINDOW w AS (PARTITION BY r.symbol ORDER BY b.ts ROWS BETWEEN 19 PRECEDING AND CURRENT ROW),
-           t AS (PARTITION BY r.symbol ORDER BY b.ts)
-), ind AS (
-    SELECT r.symbol, i.* FROM r CROSS JOIN LATERAL (
-        SELECT i.ts, {_IND} FROM market.indicators_1m i
-        WHERE i.symbol = r.symbol AND i.ts >= r.prev AND i.ts <= r.t1
-    ) i
 )
-SELECT w.symbol, (extract(epoch FROM w.ts) * 1000000)::int8, w.ts >= w.t0, w.close, w.volume, w.volume_avg_20,
-       {_IND}{{ref_names}}
-FROM w LEFT JOIN ind i ON i.symbol = w.symbol AND i.ts = w.ts
-WHERE w.ts >= w.prev
-ORDER BY w.symbol, w.ts
+SELECT string_agg(
+    int4send(k) || timestamptz_send(ts) || boolsend(evaluate) || boolsend(judged_or_prev) || float8send(close)
+    || float8send(volume), '' ORDER BY k, ts)
+FROM b
 """
-# ref_close_N: the close of the symbol's last bar at or before ts − N minutes (NULL when none)
-_REF = (
-    ",\n           last_value(b.close) OVER (t RANGE BETWEEN UNBOUNDED PRECEDING AND interval '{n} minutes' PRECEDING) "
-    "AS {name}"
+_SERIES_DTYPE = _packed_dtype(
+    ("k", "i4"), ("ts", "i8"), ("evaluate", "?"), ("keep", "?"), ("close", "f8"), ("volume", "f8")
 )
+# the staged symbols, numbered as the series query's k
+_SERIES_SYMBOLS = "SELECT symbol FROM stage_rows WHERE kind = 'bar' {symbols} GROUP BY symbol ORDER BY symbol"
+# The stored indicators of each judged symbol's rows from prev to t1 (µs since the epoch; NULL as NaN).
+_IND_NAN = " || ".join(f"float8send(coalesce(i.{c}, 'NaN'))" for c in _SERIES_COLUMNS[6:])
+_INDICATORS = f"""
+SELECT string_agg(int4send(s.k) || timestamptz_send(i.ts) || {_IND_NAN}, '')
+FROM unnest(%(k)s::int4[], %(symbol)s::text[], %(lo)s::int8[], %(hi)s::int8[]) AS s(k, symbol, lo, hi)
+CROSS JOIN LATERAL (
+    SELECT i.* FROM market.indicators_1m i
+    WHERE i.symbol = s.symbol AND i.ts >= 'epoch'::timestamptz + s.lo * interval '1 microsecond'
+      AND i.ts <= 'epoch'::timestamptz + s.hi * interval '1 microsecond'
+) i
+"""
+_INDICATORS_DTYPE = _packed_dtype(("k", "i4"), ("ts", "i8"), *((name, "f8") for name in _SERIES_COLUMNS[6:]))
+
+
+def _blocks(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[start, stop) of each run of equal values of ``symbols`` (grouped)."""
+    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]]) if len(symbols) else np.zeros(0, np.int64)
+    return starts, np.r_[starts[1:], len(symbols)].astype(np.int64)
 
 
 def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
     """The stored series the batch's alerts are judged on: per symbol of the staged ``bar`` rows,
     its stored bars from the first staged one to the last (``evaluate``) and the previous bar,
     with their stored indicators, the 20-bar volume average and, for each move rule's window, its
-    reference close (:func:`stockpipe.alerts.evaluate.ref_column`)."""
+    reference close (:func:`stockpipe.alerts.evaluate.ref_column`).
+
+    The query returns the bars the average and the reference closes need (per symbol from the
+    20th bar before the batch, or from the move windows' start) and numpy computes both — the
+    average as PostgreSQL's ``avg`` over 20 rows does (a sum in row order, then / 20: the same
+    bits) — instead of window functions in the query (~half its time); the indicators of the
+    rows kept (prev and the judged ones) come from a second query. Both packed (:func:`_packed_rows`)."""
     symbols = sorted({r.symbol for r in rules})
     only = "" if "*" in symbols else "AND symbol = ANY(%(symbols)s)"
     minutes = sorted({int(r.minutes) for r in rules if r.kind == "close_move"})
-    refs = [ref_column(n) for n in minutes]
-    sql = (
-        _SERIES.replace("{symbols}", only)
-        .replace("{refs}", "".join(_REF.format(n=n, name=name) for n, name in zip(minutes, refs, strict=True)))
-        .replace("{ref_names}", "".join(f", w.{name}" for name in refs))
-    )
     params = {"symbols": symbols, "back": max(minutes, default=0), "moves": bool(minutes)}
-    with cur.connection.cursor(binary=True) as binary:  # same transaction; floats without text parsing
-        records = binary.execute(sql, params).fetchall()
-    names = [*_SERIES_COLUMNS, *refs]
-    columns = list(zip(*records, strict=True)) if records else [()] * len(names)
+    names = np.array(
+        [r[0] for r in cur.execute(_SERIES_SYMBOLS.replace("{symbols}", only), {"symbols": symbols})], dtype=object
+    )
+    bars = _packed_rows(cur, _SERIES.replace("{symbols}", only), params, _SERIES_DTYPE)
+    k = bars["k"].astype(np.int64)
+    ts = bars["ts"].astype(np.int64) + _EPOCH_2000_US
+    close = bars["close"].astype(np.float64)
+    volume = bars["volume"].astype(np.float64)
+    starts, stops = _blocks(k)
+    block = np.repeat(np.arange(len(starts)), stops - starts)
+    position = np.arange(len(k)) - np.repeat(starts, stops - starts)  # row number within its symbol
+    kept = np.flatnonzero(bars["keep"])
     data: dict[str, Any] = {
-        "symbol": np.array(columns[0], dtype=object),
-        "ts": pd.to_datetime(np.array(columns[1], dtype=np.int64), unit="us", utc=True),
-        "evaluate": np.array(columns[2], dtype=bool),
+        "symbol": names[k[kept]] if len(names) else np.array([], dtype=object),
+        "ts": pd.to_datetime(ts[kept], unit="us", utc=True),
+        "evaluate": bars["evaluate"][kept].astype(bool),
+        "close": close[kept],
+        "volume": volume[kept],
+        "volume_avg_20": _avg_20(volume, position)[kept],
     }
-    for name, column in zip(names[3:], columns[3:], strict=True):
-        data[name] = np.array(column, dtype=np.float64)  # NULL → NaN
-    return pd.DataFrame(data)
+    seconds = block * 10**13 + ts // 1_000_000  # ordered like the rows (symbol, ts)
+    refs = {}
+    for n in minutes:  # the close of the last row at or before ts − N minutes, same symbol
+        at = np.searchsorted(seconds, seconds - 60 * n, side="right") - 1
+        ok = (at >= 0) & (block[np.maximum(at, 0)] == block)
+        refs[ref_column(n)] = np.where(ok, close[np.maximum(at, 0)], np.nan)[kept]
+    indicators = {name: np.full(len(kept), np.nan) for name in _SERIES_COLUMNS[6:]}
+    if len(kept):
+        k, ts = k[kept], ts[kept]
+        first, last = _blocks(k)
+        rows = _packed_rows(
+            cur,
+            _INDICATORS,
+            {
+                "k": k[first].tolist(),
+                "symbol": names[k[first]].tolist(),
+                "lo": ts[first].tolist(),
+                "hi": ts[last - 1].tolist(),
+            },
+            _INDICATORS_DTYPE,
+        )
+        # each indicator row's place among the kept rows (ordered by k, ts): by (k, ts) lookup
+        place = {key: i for i, key in enumerate(zip(k.tolist(), ts.tolist(), strict=True))}
+        index = np.array(
+            [
+                place.get(key, -1)
+                for key in zip(rows["k"].tolist(), (rows["ts"].astype(np.int64) + _EPOCH_2000_US).tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+        found = index >= 0
+        for name in _SERIES_COLUMNS[6:]:
+            indicators[name][index[found]] = rows[name][found].astype(np.float64)
+    return pd.DataFrame({**data, **indicators, **refs})
+
+
+def _avg_20(volume: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Per row: the mean of the 20 volumes ending with it within its symbol (``position`` = row
+    number within the symbol), NaN with fewer than 20 — summed one row at a time from the oldest
+    and divided by 20, as PostgreSQL's float8 ``avg`` over a ``ROWS 19 PRECEDING`` frame does
+    (float8_accum adds each value to the running sum; float8_avg divides by the count)."""
+    n = len(volume)
+    total = np.full(n, np.nan)
+    ok = position >= 19
+    rows = np.flatnonzero(ok)
+    if len(rows):
+        acc = volume[rows - 19].copy()
+        for lag in range(18, -1, -1):
+            acc = acc + volume[rows - lag]
+        total[rows] = acc / 20.0
+    return total
 
 
 # The stored alerts of the enabled rules (c) on each judged symbol's range [t0, t1] (s), and, of
