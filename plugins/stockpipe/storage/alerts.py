@@ -165,8 +165,9 @@ _SERIES_COLUMNS = [
 # indicators_1m table — ~0.3 s a batch on the bench's 110,000 rows, growing with the history.
 _SERIES = """
 WITH s AS (
-    SELECT symbol, min(ts) AS t0, max(ts) AS t1, (row_number() OVER (ORDER BY symbol) - 1)::int4 AS k
-    FROM stage_rows WHERE kind = 'bar' {symbols} GROUP BY symbol
+    SELECT t.symbol, n.k, min(t.ts) AS t0, max(t.ts) AS t1
+    FROM stage_rows t JOIN unnest(%(names)s::text[], %(k)s::int4[]) AS n(symbol, k) ON n.symbol = t.symbol
+    WHERE t.kind = 'bar' GROUP BY t.symbol, n.k
 ), p AS MATERIALIZED (
     -- the 20 bars before t0 within a week (a bounded scan: run-time partition pruning), newest
     -- first: prev = the newest, lo_v = the 20th; NULL lo_v: fewer than 20 there
@@ -209,8 +210,30 @@ FROM b
 _SERIES_DTYPE = _packed_dtype(
     ("k", "i4"), ("ts", "i8"), ("evaluate", "?"), ("keep", "?"), ("close", "f8"), ("volume", "f8")
 )
-# the staged symbols, numbered as the series query's k
+# the staged symbols (numbered k = their place here, as in the series queries)
 _SERIES_SYMBOLS = "SELECT symbol FROM stage_rows WHERE kind = 'bar' {symbols} GROUP BY symbol ORDER BY symbol"
+# The fast path of _SERIES: per symbol, its stored bars from ``%(minutes)s`` minutes before t0 to t1
+# (one bounded range scan each). It gives the same frame as _SERIES for a symbol when at least 20
+# of them precede t0 and, with move rules, the oldest is at or before prev − back (then the rows
+# _SERIES would read are among them, and the older ones change neither the 20-bar average of a
+# kept row nor its reference closes); the other symbols (a session's first bars, gaps, new
+# symbols) go through _SERIES.
+_RECENT = """
+WITH s AS (
+    SELECT t.symbol, n.k, min(t.ts) AS t0, max(t.ts) AS t1
+    FROM stage_rows t JOIN unnest(%(names)s::text[], %(k)s::int4[]) AS n(symbol, k) ON n.symbol = t.symbol
+    WHERE t.kind = 'bar' GROUP BY t.symbol, n.k
+), b AS (
+    SELECT s.k, b.ts, b.close, b.volume, b.ts >= s.t0 AS evaluate
+    FROM s CROSS JOIN LATERAL (
+        SELECT b.ts, b.close, b.volume FROM market.bars_1m b
+        WHERE b.symbol = s.symbol AND b.ts >= s.t0 - %(minutes)s * interval '1 minute' AND b.ts <= s.t1
+    ) b
+)
+SELECT string_agg(int4send(k) || timestamptz_send(ts) || boolsend(evaluate) || boolsend(false) || float8send(close)
+    || float8send(volume), '' ORDER BY k, ts)
+FROM b
+"""
 # The stored indicators of each judged symbol's rows from prev to t1 (µs since the epoch; NULL as NaN).
 _IND_NAN = " || ".join(f"float8send(coalesce(i.{c}, 'NaN'))" for c in _SERIES_COLUMNS[6:])
 _INDICATORS = f"""
@@ -237,31 +260,79 @@ def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
     with their stored indicators, the 20-bar volume average and, for each move rule's window, its
     reference close (:func:`stockpipe.alerts.evaluate.ref_column`).
 
-    The query returns the bars the average and the reference closes need (per symbol from the
-    20th bar before the batch, or from the move windows' start) and numpy computes both — the
-    average as PostgreSQL's ``avg`` over 20 rows does (a sum in row order, then / 20: the same
-    bits) — instead of window functions in the query (~half its time); the indicators of the
-    rows kept (prev and the judged ones) come from a second query. Both packed (:func:`_packed_rows`)."""
+    The queries return the bars the average and the reference closes need (per symbol from the
+    20th bar before the batch, or from the move windows' start: :data:`_RECENT` for most symbols,
+    :data:`_SERIES` for the rest) and numpy computes both — the average as PostgreSQL's ``avg``
+    over 20 rows does (a sum in row order, then / 20: the same bits) — instead of window functions
+    in the query (~half its time); the indicators of the rows kept (prev and the judged ones) come
+    from a second query. Rows are packed (:func:`_packed_rows`)."""
     symbols = sorted({r.symbol for r in rules})
     only = "" if "*" in symbols else "AND symbol = ANY(%(symbols)s)"
     minutes = sorted({int(r.minutes) for r in rules if r.kind == "close_move"})
-    params = {"symbols": symbols, "back": max(minutes, default=0), "moves": bool(minutes)}
+    back = max(minutes, default=0)
     names = np.array(
         [r[0] for r in cur.execute(_SERIES_SYMBOLS.replace("{symbols}", only), {"symbols": symbols})], dtype=object
     )
-    bars = _packed_rows(cur, _SERIES.replace("{symbols}", only), params, _SERIES_DTYPE)
-    k = bars["k"].astype(np.int64)
-    ts = bars["ts"].astype(np.int64) + _EPOCH_2000_US
-    close = bars["close"].astype(np.float64)
-    volume = bars["volume"].astype(np.float64)
+    numbers = list(range(len(names)))
+    recent = _packed_rows(
+        cur, _RECENT, {"names": names.tolist(), "k": numbers, "minutes": max(20, back + 1) + 5}, _SERIES_DTYPE
+    )
+    # per symbol of the fast path: enough rows before t0 (see _RECENT), else the full query
+    k = recent["k"].astype(np.int64)
+    ts = recent["ts"].astype(np.int64) + _EPOCH_2000_US
+    evaluate = recent["evaluate"].astype(bool)
+    starts, stops = _blocks(k)
+    # rows before t0 come first in each block
+    first_judged = starts + np.add.reduceat((~evaluate).astype(np.int64), starts) if len(k) else starts
+    good = (first_judged - starts >= 20) & (first_judged < stops)
+    if back:
+        prev_ts = ts[np.maximum(first_judged - 1, 0)]
+        good &= ts[starts] <= prev_ts - back * 60_000_000
+    keep = np.zeros(len(k), dtype=bool)
+    rows_kept = np.repeat(good, stops - starts)
+    keep[rows_kept] = (np.arange(len(k)) >= np.repeat(first_judged - 1, stops - starts))[rows_kept]
+    parts = [(k[rows_kept], ts[rows_kept], evaluate[rows_kept], keep[rows_kept], recent[rows_kept])]
+    slow = sorted(set(numbers) - set(k[starts][good].tolist()))
+    if slow:
+        rest = _packed_rows(
+            cur,
+            _SERIES,
+            {"names": names[slow].tolist(), "k": slow, "back": back, "moves": bool(minutes)},
+            _SERIES_DTYPE,
+        )
+        parts.append(
+            (
+                rest["k"].astype(np.int64),
+                rest["ts"].astype(np.int64) + _EPOCH_2000_US,
+                rest["evaluate"].astype(bool),
+                rest["keep"].astype(bool),
+                rest,
+            )
+        )
+    k = np.concatenate([p[0] for p in parts])
+    ts = np.concatenate([p[1] for p in parts])
+    evaluate = np.concatenate([p[2] for p in parts])
+    keep = np.concatenate([p[3] for p in parts])
+    close = np.concatenate([p[4]["close"] for p in parts]).astype(np.float64)
+    volume = np.concatenate([p[4]["volume"] for p in parts]).astype(np.float64)
+    if len(parts) > 1:
+        order = np.lexsort((ts, k))
+        k, ts, evaluate, keep, close, volume = (
+            k[order],
+            ts[order],
+            evaluate[order],
+            keep[order],
+            close[order],
+            volume[order],
+        )
     starts, stops = _blocks(k)
     block = np.repeat(np.arange(len(starts)), stops - starts)
     position = np.arange(len(k)) - np.repeat(starts, stops - starts)  # row number within its symbol
-    kept = np.flatnonzero(bars["keep"])
+    kept = np.flatnonzero(keep)
     data: dict[str, Any] = {
         "symbol": names[k[kept]] if len(names) else np.array([], dtype=object),
         "ts": pd.to_datetime(ts[kept], unit="us", utc=True),
-        "evaluate": bars["evaluate"][kept].astype(bool),
+        "evaluate": evaluate[kept],
         "close": close[kept],
         "volume": volume[kept],
         "volume_avg_20": _avg_20(volume, position)[kept],
