@@ -184,11 +184,11 @@ def crossings(frame: pd.DataFrame, rules: Iterable[Rule]) -> pd.DataFrame:
 
 
 def apply_cooldown(
-    candidates: pd.DataFrame, cooldowns: dict[int, int], last_before: dict[tuple[int, str], pd.Timestamp]
+    candidates: pd.DataFrame, cooldowns: dict[int, int], last_before: dict[tuple[int, str], pd.Timestamp | int]
 ) -> pd.DataFrame:
     """The candidates that fire: per (rule, symbol) in ts order, each at least its rule's cool-down
     (minutes of bar time) after the previous firing — the last one before the range
-    (``last_before``) or one kept here."""
+    (``last_before``: a timestamp, or an int of ns since the epoch) or one kept here."""
     if not len(candidates):
         return candidates
     candidates = candidates.sort_values(["rule_id", "symbol", "ts"], kind="stable").reset_index(drop=True)
@@ -204,7 +204,7 @@ def apply_cooldown(
         if key != previous_key:
             previous_key = key
             before = last_before.get(key)
-            last_ns = None if before is None else pd.Timestamp(before).value
+            last_ns = None if before is None else before if isinstance(before, int) else pd.Timestamp(before).value
         if cooldown_ns and last_ns is not None and ts_ns[i] - last_ns < cooldown_ns:
             keep[i] = False
             continue

@@ -390,21 +390,27 @@ def _avg_20(volume: np.ndarray, position: np.ndarray) -> np.ndarray:
     return total
 
 
-# The stored alerts of the enabled rules (c) on each judged symbol's range [t0, t1] (s), and, of
-# the active ones before t0, those within their rule's cool-down (older ones cannot suppress a
-# firing at t0 or later: apply_cooldown only looks at the last one). Per-symbol range scans of
+# The active stored alerts of the enabled rules (c) on each judged symbol's range [t0, t1] (s),
+# and per rule and symbol the last active one before t0 if within the rule's cool-down (older
+# ones cannot suppress a firing at t0 or later: apply_cooldown only looks at the last one). Per-symbol range scans of
 # alerts_symbol_ts; the arrays as unnest()ed parameters (``= ANY`` of 1,000 ids and 500 symbols
 # cost ~10 ms of planning a batch).
 _EXISTING = """
 WITH s AS (SELECT * FROM unnest(%(symbol)s::text[], %(t0)s::timestamptz[], %(t1)s::timestamptz[]) AS s(symbol, t0, t1)),
-c AS (SELECT * FROM unnest(%(rule)s::bigint[], %(cooldown)s::int[]) AS c(rule_id, cooldown))
-SELECT a.rule_id, a.symbol, a.ts, a.status, a.ts >= s.t0
-FROM s CROSS JOIN LATERAL (
-    SELECT a.rule_id, a.symbol, a.ts, a.status FROM market.alerts a
-    WHERE a.symbol = s.symbol AND a.ts >= s.t0 - %(longest)s * interval '1 minute' AND a.ts <= s.t1
-) a
-JOIN c ON c.rule_id = a.rule_id
-WHERE a.ts >= s.t0 OR (a.status <> 'retracted' AND a.ts >= s.t0 - c.cooldown * interval '1 minute')
+c AS (SELECT * FROM unnest(%(rule)s::bigint[], %(cooldown)s::int[]) AS c(rule_id, cooldown)),
+a AS (
+    SELECT a.rule_id, a.symbol, a.ts, a.status, a.ts >= s.t0 AS inside
+    FROM s CROSS JOIN LATERAL (
+        SELECT a.rule_id, a.symbol, a.ts, a.status FROM market.alerts a
+        WHERE a.symbol = s.symbol AND a.ts >= s.t0 - %(longest)s * interval '1 minute' AND a.ts <= s.t1
+    ) a
+    JOIN c ON c.rule_id = a.rule_id
+    WHERE a.ts >= s.t0 OR (a.status <> 'retracted' AND a.ts >= s.t0 - c.cooldown * interval '1 minute')
+)
+SELECT rule_id, symbol, ts, NULL::int8 FROM a WHERE inside AND status <> 'retracted'
+UNION ALL
+SELECT rule_id, symbol, NULL, (extract(epoch FROM max(ts)) * 1000000)::int8 FROM a WHERE NOT inside
+GROUP BY rule_id, symbol
 """
 
 _UPSERT_ALERTS = """
@@ -473,15 +479,13 @@ def evaluate_batch(
             "longest": max(cooldowns.values()),
         },
     ).fetchall()
-    last_before: dict[tuple[int, str], pd.Timestamp] = {}  # the last active alert before t0, within the cool-down
+    last_before: dict[tuple[int, str], int] = {}  # the last active alert before t0 within the cool-down (ns)
     in_range = []  # (rule, symbol, ts) of the active alerts of the judged range
-    for rule_id, symbol, ts, stored_status, inside in records:
-        ts = pd.Timestamp(ts)
-        if inside:
-            if stored_status != "retracted":
-                in_range.append((rule_id, symbol, ts))
-        elif (rule_id, symbol) not in last_before or ts > last_before[rule_id, symbol]:
-            last_before[rule_id, symbol] = ts
+    for rule_id, symbol, ts, before_us in records:
+        if before_us is None:
+            in_range.append((rule_id, symbol, pd.Timestamp(ts)))
+        else:
+            last_before[rule_id, symbol] = before_us * 1000
     wanted = apply_cooldown(candidates, cooldowns, last_before)
 
     # stored alerts of the judged range the series no longer gives: retracted
