@@ -85,3 +85,34 @@ def test_a_deleted_rule_keeps_its_alerts_and_fires_no_more(sink, pg_conn):
     sink.write(rows, offsets={("t", 0): (150, 299)}, query_name="t", batch_id=1)
     rows = pg_conn.execute("SELECT rule_id, description FROM market.alerts").fetchall()
     assert len(rows) == kept and {r for r in rows} == {(None, "close crosses above sma_20")}
+
+
+def test_the_cached_rules_follow_every_change(pg_conn):
+    """The sink reads the rules again only when their fingerprint changes: every kind of change
+    (new, disabled, enabled again, edited in SQL without updated_at, deleted and added in one
+    transaction, all deleted) gives the rules as read without the cache."""
+    cur = pg_conn.cursor()
+
+    def check(expected_ids: list[int]) -> list:
+        cached = store.enabled_rules_cached(cur)
+        assert [r.id for r in cached] == expected_ids
+        assert cached == store.enabled_rules(cur)
+        return cached
+
+    check([])
+    a = store.add_rule(pg_conn, "AAPL", "rsi_14 crosses below 30")
+    check([a.id])
+    b = store.add_rule(pg_conn, "*", "macd crosses above signal", 5)
+    check([a.id, b.id])
+    assert store.set_rule_enabled(pg_conn, a.id, False)
+    check([b.id])
+    assert store.set_rule_enabled(pg_conn, a.id, True)
+    check([a.id, b.id])
+    pg_conn.execute("UPDATE market.alert_rules SET level = 25 WHERE id = %s", (a.id,))
+    assert check([a.id, b.id])[0].level == 25
+    with pg_conn.transaction():
+        pg_conn.execute("DELETE FROM market.alert_rules WHERE id = %s", (b.id,))
+        c = store.add_rule(pg_conn, "*", "macd crosses above signal", 5)
+    check([a.id, c.id])
+    pg_conn.execute("DELETE FROM market.alert_rules")
+    check([])
