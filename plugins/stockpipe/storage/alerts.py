@@ -232,7 +232,7 @@ WITH s AS (
 )
 SELECT string_agg(
     int4send(k) || timestamptz_send(ts) || boolsend(evaluate) || boolsend(judged_or_prev) || float8send(close)
-    || float8send(volume), '' ORDER BY k, ts)
+    || float8send(volume), '')
 FROM b
 """
 _SERIES_DTYPE = _packed_dtype(
@@ -259,7 +259,7 @@ WITH s AS (
     ) b
 )
 SELECT string_agg(int4send(k) || timestamptz_send(ts) || boolsend(evaluate) || boolsend(false) || float8send(close)
-    || float8send(volume), '' ORDER BY k, ts)
+    || float8send(volume), '')
 FROM b
 """
 # The stored indicators of each judged symbol's rows from prev to t1 (µs since the epoch; NULL as NaN).
@@ -274,6 +274,11 @@ CROSS JOIN LATERAL (
 ) i
 """
 _INDICATORS_DTYPE = _packed_dtype(("k", "i4"), ("ts", "i8"), *((name, "f8") for name in _SERIES_COLUMNS[6:]))
+
+
+def _by_symbol_and_ts(rows: np.ndarray) -> np.ndarray:
+    """``rows`` ordered by (k, ts) (sorted here: cheaper than the query's sort of ~13,000 rows)."""
+    return rows[np.lexsort((rows["ts"], rows["k"]))]
 
 
 def _blocks(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,8 +307,10 @@ def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
         [r[0] for r in cur.execute(_SERIES_SYMBOLS.replace("{symbols}", only), {"symbols": symbols})], dtype=object
     )
     numbers = list(range(len(names)))
-    recent = _packed_rows(
-        cur, _RECENT, {"names": names.tolist(), "k": numbers, "minutes": max(20, back + 1) + 5}, _SERIES_DTYPE
+    recent = _by_symbol_and_ts(
+        _packed_rows(
+            cur, _RECENT, {"names": names.tolist(), "k": numbers, "minutes": max(20, back + 1) + 5}, _SERIES_DTYPE
+        )
     )
     # per symbol of the fast path: enough rows before t0 (see _RECENT), else the full query
     k = recent["k"].astype(np.int64)
@@ -322,11 +329,13 @@ def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
     parts = [(k[rows_kept], ts[rows_kept], evaluate[rows_kept], keep[rows_kept], recent[rows_kept])]
     slow = sorted(set(numbers) - set(k[starts][good].tolist()))
     if slow:
-        rest = _packed_rows(
-            cur,
-            _SERIES,
-            {"names": names[slow].tolist(), "k": slow, "back": back, "moves": bool(minutes)},
-            _SERIES_DTYPE,
+        rest = _by_symbol_and_ts(
+            _packed_rows(
+                cur,
+                _SERIES,
+                {"names": names[slow].tolist(), "k": slow, "back": back, "moves": bool(minutes)},
+                _SERIES_DTYPE,
+            )
         )
         parts.append(
             (
