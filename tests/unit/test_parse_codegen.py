@@ -40,3 +40,56 @@ def test_the_validation_code_is_the_same_at_another_clock_reading():
     second = generated_code(spark, frame, settings, policy)
     assert sum(len(code) for code in first) > 50_000  # the validation is in there
     assert first == second
+
+
+def test_a_running_stream_compiles_no_code_after_its_first_micro_batches(tmp_path):
+    """In a stream the clock is a new literal each micro-batch (Spark replaces current_timestamp()
+    after optimising the batch's plan); no generated class may contain it, or each micro-batch
+    compiles one anew (the projection beside from_json did, until session 6: one compilation of
+    ~25 kB of Java per batch, counted by Spark's CodegenMetrics)."""
+    from pyspark.sql import functions as F
+
+    from stockpipe import contract
+    from stockpipe.config import load_settings
+    from stockpipe.streaming.parse import PARSED_COLUMNS, parse_records
+    from stockpipe.streaming.spark import spark_session
+
+    settings = load_settings()
+    spark = spark_session(settings, app_name="stockpipe-tests")
+    policy = contract.Policy.from_settings(settings, ())
+    records = (
+        spark.readStream.format("rate")
+        .option("rowsPerSecond", 50)
+        .load()
+        .select(
+            F.lit(b"AAPL").alias("key"),
+            F.lit(json.dumps(GOOD).encode()).alias("value"),
+            F.lit("t").alias("topic"),
+            F.lit(0).alias("partition"),
+            F.col("value").alias("offset"),
+        )
+    )
+    plan = parse_records(records, ["~b0", "~b1"], settings, policy).select(*PARSED_COLUMNS)
+    metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics
+    compiled: list[tuple[int, int, int]] = []  # (batch, rows, compilations so far)
+
+    def count(batch, batch_id: int) -> None:
+        rows = batch.filter(F.col("error").isNull()).count()
+        compiled.append((batch_id, rows, metrics.METRIC_COMPILATION_TIME().getCount()))
+
+    query = (
+        plan.writeStream.trigger(processingTime="200 milliseconds")
+        .option("checkpointLocation", str(tmp_path / "checkpoint"))
+        .foreachBatch(count)
+        .start()
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while sum(1 for _, rows, _ in compiled if rows) < 8 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        query.stop()
+    with_rows = [entry for entry in compiled if entry[1]]
+    assert len(with_rows) >= 8, compiled
+    warm = with_rows[3:]  # the first micro-batches compile the stage's classes once
+    assert warm[-1][2] - warm[0][2] == 0, f"compilations after warm-up: {warm}"

@@ -83,16 +83,22 @@ def batch_clock_us(topic: Column) -> Column:
     """The validating clock (the micro-batch time, epoch µs) as a column whose generated code is the
     same in every micro-batch, so Spark's code cache serves the stream's first stage.
 
-    Spark folds ``current_timestamp()`` into a literal, and a ``long`` literal is written into the
-    generated Java source; the optimizer inlined it into the contract's validation even from an
-    earlier projection, so the stage's class (~125 kB of Java) was new, and compiled again, every
-    micro-batch (0.1-0.8 s of driver CPU a batch on the 2-core box). A *string* literal is passed
-    to the generated code by reference instead: the clock travels as its decimal text, and turns
-    into a number per record through ``concat`` with an empty string taken from ``topic`` (never
-    NULL in a Kafka record), which keeps the optimizer from folding it back into a literal. Same
-    value, same batch time (replays included), one string-to-long cast per record."""
-    text = contract.spark_now().cast("string")
-    return F.concat(text, F.substring(topic, 1, 0)).cast("long")
+    In a stream, Spark replaces ``current_timestamp()`` by the micro-batch time *after* optimising
+    each micro-batch's plan, as a timestamp literal, and a timestamp literal is written into the
+    generated Java source as a ``long`` (``value_9 = 1796182264516000L;``). So any generated code
+    that reads the clock is new every micro-batch, and Janino compiles it (and the JIT compiles it
+    again): the stage's ~125 kB class when the optimizer inlined the clock into the contract's
+    validation, and — until session 6 — the ~25 kB projection computing this column (it runs
+    outside whole-stage codegen, beside ``from_json``): 30-210 ms of compilation and a stream of
+    JIT work each micro-batch (``CodegenMetrics`` counted one compilation per batch).
+
+    Here the clock goes through ``transform`` (a higher-order function: Spark evaluates it
+    interpreted, from an object the generated code holds by reference), so no generated source
+    contains it; ``topic`` is unused (kept for the callers). It is not foldable before the
+    replacement (the clock is non-deterministic then) and costs well under a microsecond per record.
+    Same value, same batch time (replays included: the batch time is in the offset log)."""
+    del topic
+    return F.transform(F.array(contract.spark_now()), lambda micros: micros)[0]
 
 
 def contract_policy(settings: Settings | None = None) -> contract.Policy:
