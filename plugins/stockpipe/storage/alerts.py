@@ -181,16 +181,13 @@ _SERIES_COLUMNS = [
     "macd",
     "macd_signal",
 ]
-# Per symbol of the staged bars: its stored bars from the first staged one (t0) to the last (t1)
-# and the previous one (prev), with their indicators, 20-bar volume average and, with move rules
-# (``%(moves)s``), each window's reference close (``{refs}``: the close of the last bar at or
-# before ts − N minutes). The window functions read the bars from the 20th before t0 (lo_v) and,
-# with move rules, from the bar ``%(back)s`` minutes before prev (lo_m); only the rows from prev on
-# are returned (the older ones were ~80 % of the rows and of the frame-building time).
-# ``r`` is MATERIALIZED and the bars and indicators are read per symbol through LATERAL range
-# scans bounded by its columns: flattened, the planner scanned every stored bar of each symbol up
-# to t1 (the lower bound became a join filter) and joined the indicators by a sort of the whole
-# indicators_1m table — ~0.3 s a batch on the bench's 110,000 rows, growing with the history.
+# Per staged symbol (numbered k): its stored bars from the first staged one (t0) to the last (t1)
+# and the older ones the kept rows' 20-bar volume average and the move rules' reference closes
+# need — from the 20th bar before t0 (lo_v) or, with move rules (``%(moves)s``), from the last bar
+# ``%(back)s`` minutes before prev (lo_m), whichever is older — as (k, ts, evaluate = ts >= t0,
+# keep = ts >= prev, close, volume), packed. ``p`` and ``r`` are MATERIALIZED and the bars are
+# read per symbol through LATERAL range scans bounded by their columns: flattened, the planner
+# scanned every stored bar of each symbol up to t1 (the lower bound became a join filter).
 _SERIES = """
 WITH s AS (
     SELECT t.symbol, n.k, min(t.ts) AS t0, max(t.ts) AS t1
@@ -323,10 +320,9 @@ def series_around_batch(cur: psycopg.Cursor, rules: list[Rule]) -> pd.DataFrame:
     if back:
         prev_ts = ts[np.maximum(first_judged - 1, 0)]
         good &= ts[starts] <= prev_ts - back * 60_000_000
-    keep = np.zeros(len(k), dtype=bool)
-    rows_kept = np.repeat(good, stops - starts)
-    keep[rows_kept] = (np.arange(len(k)) >= np.repeat(first_judged - 1, stops - starts))[rows_kept]
-    parts = [(k[rows_kept], ts[rows_kept], evaluate[rows_kept], keep[rows_kept], recent[rows_kept])]
+    fast = np.repeat(good, stops - starts)  # the rows of the symbols the fast path serves
+    keep = np.arange(len(k)) >= np.repeat(first_judged - 1, stops - starts)  # from prev on
+    parts = [(k[fast], ts[fast], evaluate[fast], keep[fast], recent[fast])]
     slow = sorted(set(numbers) - set(k[starts][good].tolist()))
     if slow:
         rest = _by_symbol_and_ts(
@@ -429,9 +425,9 @@ def _avg_20(volume: np.ndarray, position: np.ndarray) -> np.ndarray:
 
 # The active stored alerts of the enabled rules (c) on each judged symbol's range [t0, t1] (s),
 # and per rule and symbol the last active one before t0 if within the rule's cool-down (older
-# ones cannot suppress a firing at t0 or later: apply_cooldown only looks at the last one). Per-symbol range scans of
-# alerts_symbol_ts; the arrays as unnest()ed parameters (``= ANY`` of 1,000 ids and 500 symbols
-# cost ~10 ms of planning a batch).
+# ones cannot suppress a firing at t0 or later: apply_cooldown only looks at the last one).
+# Per-symbol range scans of alerts_symbol_ts; the arrays as unnest()ed parameters (``= ANY`` of
+# 1,000 ids and 500 symbols cost ~10 ms of planning a batch).
 _EXISTING = """
 WITH s AS (SELECT * FROM unnest(%(symbol)s::text[], %(t0)s::timestamptz[], %(t1)s::timestamptz[]) AS s(symbol, t0, t1)),
 c AS (SELECT * FROM unnest(%(rule)s::bigint[], %(cooldown)s::int[]) AS c(rule_id, cooldown)),
