@@ -7,9 +7,13 @@ Every 3 minutes: the streaming query's last micro-batch age and Kafka lag, per-s
 rate (thresholds: `STOCKPIPE_HEALTH_*`). Results go to `ops.health_checks`.
 
 A breach fails the run with one message naming every breached check, and alerts through
-`AlertNotifier` (task log + `STOCKPIPE_ALERT_WEBHOOK_URL` if set). A stalled stream — no micro-batch
-for `STOCKPIPE_HEALTH_MAX_BATCH_AGE_S` while input waits — is restarted: its `market_stream` task is
-marked failed and the continuous schedule relaunches it from its checkpoint.
+`AlertNotifier` (task log + `STOCKPIPE_ALERT_WEBHOOK_URL` if set). A stalled stream is restarted: its
+`market_stream` task is marked failed and the continuous schedule relaunches it from its checkpoint.
+Stalled means, while input waits: the job's heartbeat (`ops.stream_heartbeats`, written by its driver)
+is older than `STOCKPIPE_HEALTH_HEARTBEAT_TIMEOUT_S` (driver gone or hung); or a live job has finished
+no micro-batch for `STOCKPIPE_HEALTH_MAX_BATCH_AGE_S` — or, before its first since it started (or was
+restarted), for `STOCKPIPE_HEALTH_FIRST_BATCH_GRACE_S`: a first batch seeds every symbol's state from
+PostgreSQL and can take minutes at 10,000 symbols.
 """
 
 from __future__ import annotations

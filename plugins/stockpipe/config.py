@@ -358,6 +358,12 @@ class Settings(BaseSettings):
         "on the worker side by side (STOCKPIPE_SPARK_WORKER_CORES >= 2 x this).",
     )
     stream_query_name: str = Field("stream_indicators", description="Name of the streaming query (ops.stream_batches).")
+    stream_heartbeat_s: float = Field(
+        15.0,
+        gt=0,
+        description="The streaming job's driver writes its heartbeat (ops.stream_heartbeats: batch in progress, "
+        "Spark's query status) this often and at each batch's start and end; stream_health judges the job by it.",
+    )
     stream_checkpoint: str = Field(
         str(ROOT / ".local" / "checkpoints" / "stream_indicators"),
         description="Checkpoint location of the streaming query (any Hadoop path).",
@@ -460,6 +466,19 @@ class Settings(BaseSettings):
     health_max_api_error_rate: float = Field(
         0.5, ge=0, le=1, description="Most failed share of symbol fetches over the last 15 minutes of ingest."
     )
+    health_first_batch_grace_s: float = Field(
+        900.0,
+        gt=0,
+        description="A streaming job that has finished no micro-batch since it started (or since stream_health "
+        "restarted it) is stalled only after this long: its first batch seeds every symbol's state from PostgreSQL "
+        "(minutes at 10,000 symbols). At least STOCKPIPE_HEALTH_MAX_BATCH_AGE_S is used.",
+    )
+    health_heartbeat_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="The streaming job is gone or hung when its heartbeat (STOCKPIPE_STREAM_HEARTBEAT_S) is older "
+        "than this while Kafka input waits; stream_health then restarts it.",
+    )
     health_restart_stalled_stream: bool = Field(
         True, description="stream_health restarts a stalled streaming job (marks its task failed; Airflow relaunches)."
     )
@@ -509,6 +528,17 @@ class Settings(BaseSettings):
     def market_wide(self) -> bool:
         """Streaming the whole market (AM.*), not a watchlist."""
         return self.feed == "websocket" and self.websocket_symbols == "all"
+
+    @field_validator("health_heartbeat_timeout_s")
+    @classmethod
+    def _heartbeat_timeout_spans_beats(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("stream_heartbeat_s")
+        if beat is not None and value < 2 * beat:
+            raise ValueError(
+                f"must be at least twice STOCKPIPE_STREAM_HEARTBEAT_S ({beat:g} s), "
+                "or a live job looks dead between beats"
+            )
+        return value
 
     @model_validator(mode="after")
     def _market_wide_retention(self) -> Settings:

@@ -86,4 +86,21 @@ def restart_if_stalled(report: dict) -> list:
     settings = task_settings()
     if not (report["stalled"] and settings.health_restart_stalled_stream):
         return []
-    return restart_stream(settings, report["message"])
+    restarted = restart_stream(settings, report["message"])
+    if restarted:
+        record_restart(settings, restarted, report["message"])
+    return restarted
+
+
+def record_restart(settings: Settings, runs: list[str], reason: str) -> None:
+    """Note the restart in ``ops.health_checks`` (``stream_restart``): the next checks give the new job
+    its first-batch grace from now, instead of judging the dying job's heartbeat."""
+    from datetime import UTC, datetime
+
+    from stockpipe.clients import pg_connect
+    from stockpipe.storage.heartbeat import RESTART_CHECK
+    from stockpipe.storage.queries import record_health_checks
+
+    detail = f"restarted {', '.join(runs)}: {reason}"[:1000]
+    with pg_connect(settings, "writer", connect_timeout=10, autocommit=True) as conn:
+        record_health_checks(conn, [(datetime.now(UTC), RESTART_CHECK, len(runs), None, True, detail)])

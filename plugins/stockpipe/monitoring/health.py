@@ -4,9 +4,13 @@ Checks (thresholds are ``STOCKPIPE_HEALTH_*`` settings):
 
 * ``kafka_lag`` — messages on the bars topic the streaming query has not yet planned (end offsets of
   its last checkpointed batch vs the topic's high watermarks).
-* ``stream_batch_age`` — seconds since the query last committed a micro-batch (``ops.stream_batches``);
-  a breach only while input waits (lag > 0): an idle stream with nothing to read is healthy. This
-  is the *stall* condition that gets the stream restarted.
+* ``stream_batch_age`` — is the streaming job making progress? Judged by the job's heartbeat
+  (``ops.stream_heartbeats``: alive, batch in progress since when, batches finished) and its commits
+  (``ops.stream_batches``), see :func:`stream_progress_check`: a live job busy with its first
+  micro-batch has ``STOCKPIPE_HEALTH_FIRST_BATCH_GRACE_S``, a job that has finished one
+  ``STOCKPIPE_HEALTH_MAX_BATCH_AGE_S`` since its last, a job whose heartbeat stopped
+  ``STOCKPIPE_HEALTH_HEARTBEAT_TIMEOUT_S``. A breach only while input waits (lag > 0): an idle
+  stream with nothing to read is healthy. This is the *stall* condition that gets the stream restarted.
 * ``bar_age:SYMBOL`` — during a trading session, seconds since the end of the symbol's newest stored bar.
 * ``dlq_growth`` — dead letters added since the previous health check.
 * ``producer_cycle_age`` — during a trading session, seconds since the producer last finished a cycle
@@ -29,6 +33,7 @@ from stockpipe import clients
 from stockpipe.calendar import CalendarMode, trading_calendar
 from stockpipe.config import Settings
 from stockpipe.storage import queries
+from stockpipe.storage.heartbeat import Heartbeat, last_stream_restart, stream_heartbeat
 
 log = logging.getLogger("stockpipe.monitoring.health")
 
@@ -106,6 +111,116 @@ def producer_cycle_check(last_cycle: datetime | None, now: datetime, limit: floa
     return Check("producer_cycle_age", age, limit, age <= limit, detail)
 
 
+def stream_liveness(conn, query_name: str) -> tuple[Heartbeat | None, datetime | None]:
+    """The job's heartbeat and stream_health's last restart of it (None, None before migration 015)."""
+    import psycopg
+
+    try:
+        return stream_heartbeat(conn, query_name), last_stream_restart(conn)
+    except psycopg.errors.UndefinedTable:
+        log.warning("ops.stream_heartbeats is missing (run the migrations): judging the stream by its commits only")
+        return None, None
+
+
+def _age(now: datetime, then: datetime) -> float:
+    return max((now - then).total_seconds(), 0.0)
+
+
+def stream_progress_check(
+    settings: Settings,
+    now: datetime,
+    last_commit: datetime | None,
+    heartbeat: Heartbeat | None,
+    restarted_at: datetime | None,
+    lag: int | None,
+) -> Check:
+    """``stream_batch_age``: is the streaming job making progress? (its breach restarts the job)
+
+    Judged by the job's own heartbeat (``ops.stream_heartbeats``) where there is one:
+
+    * no input waiting (lag 0): healthy, whatever the age of the last batch;
+    * stream_health restarted the job and no job has beaten since: the new one is still being
+      launched, stalled only ``health_first_batch_grace_s`` after the restart;
+    * heartbeat older than ``health_heartbeat_timeout_s``: the driver is gone or hung — stalled;
+      a job that stopped cleanly (``stopped_at``) gets the first-batch grace for its relaunch;
+    * a live job that has finished no micro-batch since it started: its first batch seeds every
+      symbol's state from PostgreSQL, stalled only ``health_first_batch_grace_s`` (at least
+      ``health_max_batch_age_s``) after the job started;
+    * a live job that has: stalled when its last finished batch (or commit) is older than
+      ``health_max_batch_age_s``.
+
+    Without a heartbeat (a job from before migration 015) only the last commit's age counts.
+    """
+    limit = settings.health_max_batch_age_s
+    grace = max(settings.health_first_batch_grace_s, limit)
+    waiting = lag is None or lag > 0
+    wait_text = f" while {lag if lag is not None else 'an unknown number of'} messages wait"
+
+    def verdict(value: float | None, threshold: float, ok: bool, detail: str) -> Check:
+        ok = ok or not waiting
+        if not ok:
+            detail += wait_text + ": stream stalled"
+        return Check("stream_batch_age", value, threshold, ok, detail)
+
+    if restarted_at is not None and (heartbeat is None or heartbeat.started_at < restarted_at):
+        since = _age(now, restarted_at)
+        if since <= grace:
+            return verdict(
+                since,
+                grace,
+                True,
+                f"stream_health restarted the job {since:.0f}s ago: the new job has not started yet "
+                f"(grace {grace:.0f}s)",
+            )
+        if heartbeat is None:
+            return verdict(since, grace, False, f"no job has started in the {since:.0f}s since the restart")
+
+    if heartbeat is None:
+        if last_commit is None:
+            return verdict(None, limit, False, "the streaming query has committed no batch yet")
+        age = _age(now, last_commit)
+        return verdict(age, limit, age <= limit, f"last micro-batch {age:.0f}s ago (limit {limit:.0f}s)")
+
+    if heartbeat.stopped_at is not None:
+        since = _age(now, heartbeat.stopped_at)
+        return verdict(
+            since,
+            grace,
+            since <= grace,
+            f"the streaming job stopped {since:.0f}s ago and no new one has started (grace {grace:.0f}s)",
+        )
+
+    beat_age = _age(now, heartbeat.beat_at)
+    timeout = settings.health_heartbeat_timeout_s
+    if beat_age > timeout:
+        return verdict(
+            beat_age,
+            timeout,
+            False,
+            f"the streaming job's last heartbeat is {beat_age:.0f}s old (limit {timeout:.0f}s): "
+            "its driver is gone or hung",
+        )
+
+    running = ""
+    if heartbeat.batch_id is not None and heartbeat.batch_started_at is not None:
+        running = f"; batch {heartbeat.batch_id} in progress for {_age(now, heartbeat.batch_started_at):.0f}s"
+    if heartbeat.status_message:
+        running += f" (Spark: {heartbeat.status_message})"
+    progress = [t for t in (heartbeat.last_done_at, last_commit) if t is not None and t >= heartbeat.started_at]
+    if not progress and heartbeat.batches_done == 0:
+        up = _age(now, heartbeat.started_at)
+        return verdict(
+            up,
+            grace,
+            up <= grace,
+            f"the streaming job started {up:.0f}s ago and has finished no micro-batch yet{running} "
+            f"(first-batch grace {grace:.0f}s)",
+        )
+    latest = max(progress) if progress else heartbeat.started_at
+    age = _age(now, latest)
+    return verdict(age, limit, age <= limit, f"last micro-batch {age:.0f}s ago (limit {limit:.0f}s){running}")
+
+
 def check_health(
     settings: Settings,
     *,
@@ -160,26 +275,8 @@ def check_health(
             conn, settings.stream_query_name, settings.watchlist, now=now, bars_since=now - timedelta(days=1)
         )
         last_batch = None if state.last_batch is None else state.last_batch["committed_at"]
-        waiting = lag is None or lag > 0
-        limit = settings.health_max_batch_age_s
-        if last_batch is None:
-            checks.append(
-                Check(
-                    "stream_batch_age",
-                    None,
-                    limit,
-                    not waiting,
-                    "the streaming query has committed no batch yet"
-                    + (f" while {lag} messages wait" if waiting and lag else ""),
-                )
-            )
-        else:
-            age = (now - last_batch).total_seconds()
-            ok = age <= limit or not waiting
-            detail = f"last micro-batch {age:.0f}s ago (limit {limit:.0f}s)"
-            if waiting and not ok:
-                detail += f" while {lag if lag is not None else 'unknown'} messages wait: stream stalled"
-            checks.append(Check("stream_batch_age", age, limit, ok, detail))
+        heartbeat, restarted_at = stream_liveness(conn, settings.stream_query_name)
+        checks.append(stream_progress_check(settings, now, last_batch, heartbeat, restarted_at, lag))
 
         session = trading_calendar(calendar).session_at(now)
         from stockpipe.producer.plan import freshness_allowance_s

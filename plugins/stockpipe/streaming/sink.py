@@ -38,6 +38,7 @@ from stockpipe.clients import kafka_producer
 from stockpipe.config import Settings
 from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay
 from stockpipe.storage.redis_latest import LatestWriter
+from stockpipe.streaming.heartbeat import StreamHeartbeat
 from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_DEAD_SENT, KIND_LATE, KIND_STATS
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class BatchWriter:
         self._previous_start: float | None = None
         # Symbols whose latest row Redis has not got yet; None = all of them (a new job: see step 5).
         self._redis_pending: set[str] | None = None
+        # The job's liveness signal for stream_health (ops.stream_heartbeats): the batch in progress.
+        self.heartbeat = StreamHeartbeat(settings)
 
     def write_latest(self, rows: list[dict[str, Any]]) -> bool:
         """Mirror ``rows`` (and any symbols a Redis outage left behind) to Redis; False if it is down."""
@@ -196,11 +199,13 @@ class BatchWriter:
         started = time.monotonic()
         since_previous = None if self._previous_start is None else started - self._previous_start
         self._previous_start = started
+        self.heartbeat.batch_started(batch_id)
         # Always run the plan, even for a batch committed before: that rewrites its state-store
         # version (deterministically the same), so the next batch finds it.
         frame = batch_df.toPandas()
         plan_ms = (time.monotonic() - started) * 1000
         self.write_frame(frame, batch_id, started=started, since_previous_s=since_previous, plan_ms=plan_ms)
+        self.heartbeat.batch_done(batch_id)
 
     def write_frame(
         self,
@@ -258,6 +263,7 @@ class BatchWriter:
         )
 
     def close(self) -> None:
+        self.heartbeat.close()
         self.postgres.close()
         self.latest.close()
         self.dead_letters.producer.flush(10)
