@@ -112,6 +112,9 @@ def test_exporter_reports_stream_freshness_lag_and_dlq(settings, pg_conn, tmp_pa
     assert value(found, "stockpipe_stream_last_batch_input_rows_per_second", query=query) == 2.5
     assert math.isclose(value(found, "stockpipe_stream_last_batch_processing_seconds", query=query), 0.8)
     assert math.isclose(value(found, "stockpipe_stream_last_batch_latency_p95_seconds", query=query), 1.4)
+    # no heartbeat in this database: stream_health's judgement is the last commit's age
+    assert value(found, "stockpipe_stream_progress_age_seconds", query=query) == 100
+    assert value(found, "stockpipe_stream_progress_limit_seconds", query=query) == settings.health_max_batch_age_s
 
     newest = minute - timedelta(minutes=3)
     assert value(found, "stockpipe_bar_newest_timestamp_seconds", symbol="AAPL") == newest.timestamp()
@@ -190,3 +193,32 @@ def test_alert_rules_only_use_metrics_that_exist(settings, pg_conn):
     rules = yaml.safe_load((ROOT / "infra" / "prometheus" / "rules" / "stockpipe.yml").read_text())
     used = {m for g in rules["groups"] for r in g["rules"] for m in re.findall(r"\bstockpipe_\w+", r["expr"])}
     assert used and used <= exported, sorted(used - exported)
+
+
+def test_a_job_in_its_first_batch_is_judged_by_its_heartbeat(settings, pg_conn):
+    """The stall alert's inputs: a live job 400 s into its first micro-batch (the previous job's last
+    commit an hour old) is measured against the first-batch grace, not the batch age limit."""
+    from stockpipe.storage.heartbeat import beat
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    query = f"test_exp_{now:%H%M%S%f}"
+    test_settings = settings.model_copy(update={"stream_query_name": query})
+    pg_conn.execute(
+        "INSERT INTO ops.stream_batches (query_name, batch_id, rows_in, bars_upserted, committed_at)"
+        " VALUES (%s, 9, 1, 1, %s)",
+        (query, now - timedelta(hours=1)),
+    )
+    started = now - timedelta(seconds=400)
+    beat(pg_conn, query, "h:1:j", started, beat_at=now - timedelta(seconds=5), batch_id=0,
+         batch_started_at=started, batches_done=0, last_done_at=None)  # fmt: skip
+    try:
+        registry, collector = build_registry(test_settings, now=lambda: now, airflow=False)
+        try:
+            found = samples(registry)
+        finally:
+            collector.close()
+    finally:
+        pg_conn.execute("DELETE FROM ops.stream_heartbeats WHERE query_name = %s", (query,))
+    assert value(found, "stockpipe_stream_last_batch_age_seconds", query=query) == 3600
+    assert value(found, "stockpipe_stream_progress_age_seconds", query=query) == 400
+    assert value(found, "stockpipe_stream_progress_limit_seconds", query=query) == settings.health_first_batch_grace_s

@@ -10,6 +10,9 @@ can't be reached sets ``stockpipe_service_up{service=...} 0`` while the rest is 
 ``stockpipe_stream_last_batch_age_seconds``         seconds since then (+Inf: no batch yet)
 ``stockpipe_stream_last_batch_id``                  its batch id (``rate()`` = batches per second)
 ``stockpipe_stream_last_batch_*``                   input rows/s, processing and latency of that batch
+``stockpipe_stream_progress_age_seconds``           stream_health's judgement of the job's progress
+``stockpipe_stream_progress_limit_seconds``         (health.stream_progress_check: heartbeat, first-batch
+                                                    grace, last batch) and the limit it applies now
 ``stockpipe_stream_lag_messages``                   bars-topic messages the stream has not processed
                                                     (end offsets vs its checkpoint's last commit)
 ``stockpipe_kafka_topic_messages_total{topic}``     sum of the topic's end offsets
@@ -44,7 +47,7 @@ from prometheus_client.registry import Collector
 from stockpipe.clients import end_offsets, kafka_admin, pg_pool
 from stockpipe.config import Settings, get_settings
 from stockpipe.logs import setup_logging
-from stockpipe.monitoring.health import checkpoint_offsets
+from stockpipe.monitoring.health import checkpoint_offsets, stream_liveness, stream_progress_check
 from stockpipe.storage import queries
 
 log = logging.getLogger("stockpipe.monitoring.exporter")
@@ -96,10 +99,17 @@ class StockpipeCollector(Collector):
                 conn.execute("SET statement_timeout = 5000")
                 # market_ingest (STOCKPIPE_PRODUCER_MODE=airflow) has no metrics endpoint: its cycles are in ops
                 state = queries.pipeline_state(conn, s.stream_query_name, s.watchlist, now=now)
+                heartbeat, restarted_at = stream_liveness(conn, s.stream_query_name)
         except psycopg.OperationalError:
             self._drop_pool()  # the server is gone: the next scrape asks it again (fast), not the pool
             raise
         query, batch, newest = [s.stream_query_name], state.last_batch, state.newest_bars
+        # the same judgement as stream_health's (as if input waited: the alert rule adds the lag)
+        progress = stream_progress_check(
+            s, now, None if batch is None else batch["committed_at"], heartbeat, restarted_at, lag=None
+        )
+        metrics["progress_age"].add_metric(query, math.inf if progress.value is None else float(progress.value))
+        metrics["progress_limit"].add_metric(query, float(progress.threshold))
         if batch is None:
             metrics["batch_age"].add_metric(query, math.inf)
         else:
@@ -184,6 +194,16 @@ class StockpipeCollector(Collector):
             "batch_age": g(
                 "stockpipe_stream_last_batch_age_seconds",
                 "Seconds since the newest micro-batch (+Inf: none)",
+                labels=query,
+            ),
+            "progress_age": g(
+                "stockpipe_stream_progress_age_seconds",
+                "Seconds the streaming job has made no progress, as stream_health judges it (+Inf: never)",
+                labels=query,
+            ),
+            "progress_limit": g(
+                "stockpipe_stream_progress_limit_seconds",
+                "The limit stream_health applies to that age now (batch age, first-batch grace or heartbeat)",
                 labels=query,
             ),
             "batch_id": g("stockpipe_stream_last_batch_id", "Batch id of the newest micro-batch", labels=query),
