@@ -451,7 +451,10 @@ class Settings(BaseSettings):
         None, description="Alerts (stream_health breaches, failed DAG runs) are also POSTed here as JSON."
     )
     health_max_batch_age_s: float = Field(
-        300.0, gt=0, description="Stream stalled: no micro-batch for this long while Kafka input waits."
+        300.0,
+        gt=0,
+        description="Stream stalled: no micro-batch finished for this long while Kafka input waits (a job that has "
+        "finished one since it started; before that STOCKPIPE_HEALTH_FIRST_BATCH_GRACE_S).",
     )
     health_max_lag_messages: int = Field(50_000, ge=0, description="Most unprocessed messages on the bars topic.")
     health_max_bar_age_s: float = Field(
