@@ -429,7 +429,11 @@ def _avg_20(volume: np.ndarray, position: np.ndarray) -> np.ndarray:
 # Per-symbol range scans of alerts_symbol_ts; the arrays as unnest()ed parameters (``= ANY`` of
 # 1,000 ids and 500 symbols cost ~10 ms of planning a batch).
 _EXISTING = """
-WITH s AS (SELECT * FROM unnest(%(symbol)s::text[], %(t0)s::timestamptz[], %(t1)s::timestamptz[]) AS s(symbol, t0, t1)),
+WITH s AS (
+    SELECT symbol, 'epoch'::timestamptz + t0 * interval '1 microsecond' AS t0,
+           'epoch'::timestamptz + t1 * interval '1 microsecond' AS t1
+    FROM unnest(%(symbol)s::text[], %(t0)s::int8[], %(t1)s::int8[]) AS s(symbol, t0, t1)
+),
 c AS (SELECT * FROM unnest(%(rule)s::bigint[], %(cooldown)s::int[]) AS c(rule_id, cooldown)),
 a AS (
     SELECT a.rule_id, a.symbol, a.ts, a.status, a.ts >= s.t0 AS inside
@@ -495,7 +499,7 @@ def evaluate_batch(
     # per judged symbol (the frame is ordered by symbol, ts): its first and last judged bar
     judged = frame["evaluate"].to_numpy(dtype=bool)
     judged_symbols = frame["symbol"].to_numpy(dtype=object)[judged]
-    judged_ts = pd.DatetimeIndex(frame["ts"])[judged]
+    judged_us = pd.DatetimeIndex(frame["ts"]).as_unit("us").asi8[judged]  # µs since the epoch
     starts = np.flatnonzero(np.r_[True, judged_symbols[1:] != judged_symbols[:-1]])
     stops = np.r_[starts[1:], len(judged_symbols)] - 1
     candidates = crossings(frame, rules)
@@ -505,8 +509,8 @@ def evaluate_batch(
         _EXISTING,
         {
             "symbol": judged_symbols[starts].tolist(),
-            "t0": list(judged_ts[starts].to_pydatetime()),
-            "t1": list(judged_ts[stops].to_pydatetime()),
+            "t0": judged_us[starts].tolist(),
+            "t1": judged_us[stops].tolist(),
             "rule": list(cooldowns),
             "cooldown": list(cooldowns.values()),
             "longest": max(cooldowns.values()),
