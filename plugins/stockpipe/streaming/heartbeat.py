@@ -56,7 +56,12 @@ class StreamHeartbeat:
     def batch_started(self, batch_id: int) -> None:
         with self._lock:
             self._batch_id, self._batch_started_at = int(batch_id), datetime.now(UTC)
-        self._wake.set()
+            first = self._batches_done == 0
+        # Only the job's first batch beats at once (stream_health's first-batch grace starts from
+        # it); later ones are in the next periodic beat: a beat asks Spark for the query's status
+        # (py4j calls) and writes PostgreSQL, work the 2-core box should not do twice per batch.
+        if first:
+            self._wake.set()
 
     def batch_done(self, batch_id: int) -> None:
         with self._lock:
@@ -64,7 +69,6 @@ class StreamHeartbeat:
                 self._batch_id = self._batch_started_at = None
             self._batches_done += 1
             self._last_done_at = datetime.now(UTC)
-        self._wake.set()
 
     # --- the beat --------------------------------------------------------------------------------
     def spark_status(self) -> dict[str, Any] | None:

@@ -138,42 +138,68 @@ def indicator_rows(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-_listening: set[int] = set()
+def _progress_line(progress: dict) -> str:
+    state = (progress.get("stateOperators") or [None])[0]
+    durations = progress.get("durationMs") or {}
+    return "progress %s batch %s: %s input rows; ms: %s%s" % (  # noqa: UP031 (one log line)
+        progress.get("name"),
+        progress.get("batchId"),
+        progress.get("numInputRows"),
+        ", ".join(f"{k} {v}" for k, v in sorted(durations.items())),
+        ""
+        if state is None
+        else f"; state: {state.get('numRowsTotal')} groups, {state.get('memoryUsedBytes', 0) / 1e6:.1f} MB, "
+        f"commit {state.get('commitTimeMs')} ms",
+    )
 
 
-def log_progress(spark: SparkSession) -> None:
-    """Log one line per micro-batch with Spark's own timings (where a batch's time goes)."""
-    if id(spark) in _listening:
-        return
-    from pyspark.sql.streaming import StreamingQueryListener
+class ProgressLog(threading.Thread):
+    """Logs one line per micro-batch with Spark's own timings (where a batch's time goes), read from
+    the query every ``interval_s`` on a daemon thread of the driver.
 
-    class ProgressLogger(StreamingQueryListener):
-        def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's API)
-            pass
+    Not a ``StreamingQueryListener``: PySpark hands a Python listener each progress event through
+    ``StreamingQueryProgress.fromJObject``, some 40 py4j round trips made on Spark's listener bus —
+    ~95 ms of the JVM's CPU per micro-batch (the ``spark-listener`` thread: 111 → 16 ms per batch
+    without it, 500 symbols at 1,000 bars/s on the 2-core box; docs/benchmarks.md, session 6), and as
+    much Python. Here an idle poll is two py4j calls (the last progress, its batch id) and a new
+    batch's line one JSON string; batches that ended between two polls come from
+    ``recentProgress`` (JSON too)."""
 
-        def onQueryProgress(self, event) -> None:  # noqa: N802
-            progress = event.progress
-            state = progress.stateOperators[0] if progress.stateOperators else None
-            log.info(
-                "progress %s batch %s: %s input rows; ms: %s%s",
-                progress.name,
-                progress.batchId,
-                progress.numInputRows,
-                ", ".join(f"{k} {v}" for k, v in sorted((progress.durationMs or {}).items())),
-                ""
-                if state is None
-                else f"; state: {state.numRowsTotal} groups, {state.memoryUsedBytes / 1e6:.1f} MB, "
-                f"commit {state.commitTimeMs} ms",
-            )
+    def __init__(self, query, interval_s: float = 0.25) -> None:
+        super().__init__(name=f"progress-log-{query.name}", daemon=True)
+        self.query, self.interval_s = query, interval_s
+        self.stopping = threading.Event()
+        self.last_batch = -1
 
-        def onQueryIdle(self, event) -> None:  # noqa: N802
-            pass
+    def poll(self) -> None:
+        import json
 
-        def onQueryTerminated(self, event) -> None:  # noqa: N802
-            pass
+        latest = self.query._jsq.lastProgress()  # noqa: SLF001 (the JSON, not PySpark's per-field copy)
+        if latest is None:
+            return
+        batch = int(latest.batchId())
+        if batch <= self.last_batch:
+            return
+        if batch == self.last_batch + 1 or self.last_batch < 0:
+            progresses = [json.loads(latest.json())]
+        else:
+            progresses = [p for p in self.query.recentProgress if self.last_batch < p["batchId"] <= batch]
+        for progress in progresses:
+            log.info(_progress_line(dict(progress)))
+        self.last_batch = batch
 
-    spark.streams.addListener(ProgressLogger())
-    _listening.add(id(spark))
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval_s):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 (the query or the JVM is going away: stop quietly)
+                if self.stopping.is_set():
+                    return
+                log.debug("progress log: the query no longer answers", exc_info=True)
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
 
 
 def start_stream(
@@ -181,7 +207,6 @@ def start_stream(
 ):
     """Start the query (checkpoint ``settings.stream_checkpoint``); return it and its writer."""
     writer = writer or BatchWriter(settings)
-    log_progress(spark)
     stream = (
         indicator_rows(spark, settings)
         .writeStream.queryName(settings.stream_query_name)
@@ -194,6 +219,7 @@ def start_stream(
     else:
         stream = stream.trigger(processingTime=f"{int(settings.stream_trigger_s * 1000)} milliseconds")
     query = stream.start()
+    ProgressLog(query).start()
     log.info(
         "streaming %s → PostgreSQL/Redis, checkpoint %s, trigger %.1f s",
         settings.kafka_topic,
