@@ -52,6 +52,7 @@ REDIS_DB = 10  # stream_throughput 12, backfill 13, dashboard 14, alerts_latency
 QUERY_NAME = "bench_market_scale"
 WORK = ROOT / ".local" / "bench" / "market_scale"
 RESULTS = ROOT / "bench" / "results" / "market_scale.json"
+AB_RESULTS = ROOT / "bench" / "results" / "market_scale_ab.json"
 TARGET_BARS_PER_S = 25_000
 RATIO_AIM = 0.5
 SESSION_MINUTES = 390
@@ -92,6 +93,37 @@ def storage(conn: psycopg.Connection, symbols: int) -> dict:
     out["gb_per_day"] = sum(t["gb_per_day"] or 0 for t in out.values() if isinstance(t, dict))
     out["database_bytes"] = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     return out
+
+
+def cpu_by_part(job: base.Job) -> dict[str, float]:
+    """CPU seconds so far of the job's parts: the Python driver (the job's own process), the JVM, and
+    the Python workers (the JVM's Python children: PySpark's daemon and the workers it forked)."""
+    parts = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
+
+    def cpu(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    try:
+        root = psutil.Process(job.process.pid)
+        parts["driver"] = root.cpu_times().user + root.cpu_times().system
+        for proc in root.children(recursive=True):
+            try:
+                if proc.name() == "java":
+                    parts["jvm"] += proc.cpu_times().user + proc.cpu_times().system
+                elif "python" in proc.name():
+                    # only the daemon's own tree: its reaped workers count in children_*
+                    parent = proc.parent()
+                    if parent is not None and parent.name() == "java":
+                        parts["workers"] += cpu(proc)
+                    elif parent is not None and "python" in parent.name() and parent.pid != root.pid:
+                        t = proc.cpu_times()
+                        parts["workers"] += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return parts
 
 
 def python_processes(job: base.Job) -> list[psutil.Process]:
@@ -252,6 +284,14 @@ def table(result: dict) -> str:
             "",
         ),
         (
+            "CPU per bar after the first batch: job / PostgreSQL (µs)",
+            f"{stream['job_cpu_us_per_bar'] or 0:.1f} / {stream['postgres_cpu_us_per_bar'] or 0:.1f} "
+            "(driver / JVM / workers: "
+            + " / ".join(f"{v or 0:.1f}" for v in stream["cpu_us_per_bar_by_part"].values())
+            + ")",
+        )
+        + ("",) * 4,
+        (
             "first batch: rows, processing (ms)",
             f"{stream['first_batch_rows']}, {stream['first_batch_processing_ms']:.0f}",
         )
@@ -292,6 +332,36 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def append_ab(run: str, result: dict) -> None:
+    """One line of the A/B record (bench/results/market_scale_ab.json): before and after runs
+    measured back to back, CPU per bar beside the wall-clock figures."""
+    stream, raw = result["stream"], result["raw_baseline"]
+    empty = {"benchmark": "market_scale A/B", "runs": []}
+    record = json.loads(AB_RESULTS.read_text()) if AB_RESULTS.exists() else empty
+    record["runs"].append(
+        {
+            "run": run,
+            "when": result["when"],
+            "note": result["note"],
+            "commit": result["commit"],
+            "params": result["params"],
+            "stream_sustained_bars_per_s": round(stream["sustained_bars_per_s"] or 0),
+            "raw_sustained_bars_per_s": round(raw["sustained_bars_per_s"] or 0),
+            "ratio": None if result["throughput_ratio"] is None else round(result["throughput_ratio"], 3),
+            "job_cpu_us_per_bar": round(stream["job_cpu_us_per_bar"] or 0, 1),
+            "cpu_us_per_bar_by_part": {k: round(v, 1) for k, v in stream["cpu_us_per_bar_by_part"].items() if v},
+            "postgres_cpu_us_per_bar": None
+            if stream["postgres_cpu_us_per_bar"] is None
+            else round(stream["postgres_cpu_us_per_bar"], 1),
+            "batch_processing_ms": stream["batch_processing_ms"],
+            "loadavg_before": stream["loadavg_before"],
+            "loadavg_after": stream["loadavg_after"],
+            "loadavg_1m_max_during": stream["loadavg_1m_max_during"],
+        }
+    )
+    AB_RESULTS.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=10_000)
@@ -305,6 +375,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="Market page renders (median)")
     parser.add_argument("--skip-dashboard", action="store_true", help="no Market page render (code before it)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument(
+        "--ab",
+        metavar="RUN",
+        default=None,
+        help="also append this run's summary as RUN (e.g. before-1 / after-1) to bench/results/market_scale_ab.json",
+    )
     args = parser.parse_args()
 
     settings = base.bench_settings()
@@ -355,7 +431,7 @@ def main() -> None:
         job = base.Job(settings, args.batch, args.trigger, WORK / "job.log")
         first = base.wait_for_rows(conn, job, 1, timeout_s=600)
         first_commit_s = time.monotonic() - job.started
-        cpu_job0 = job.cpu_s()
+        cpu_job0, parts0 = job.cpu_s(), cpu_by_part(job)
         profiler = None
         if args.profile:
             remaining = n - first[0][1]
@@ -371,9 +447,10 @@ def main() -> None:
                 raise SystemExit(f"the stream applied {sum(b[1] for b in batches)} of {n} bars in {args.timeout:.0f} s")
             load_samples.append(os.getloadavg()[0])
             time.sleep(1)
-        cpu_job1, cpu_pg1 = job.cpu_s(), base.postgres_cpu_s()
+        cpu_job1, cpu_pg1, parts1 = job.cpu_s(), base.postgres_cpu_s(), cpu_by_part(job)
         commits = [(b[3], b[1]) for b in batches]
         span = commits[-1][0] - commits[0][0]
+        after_first = sum(b[1] for b in batches[1:])
         processing = sorted(b[2] for b in batches[1:]) or [batches[0][2]]
         result["stream"] = {
             "bars": sum(b[1] for b in batches),
@@ -392,6 +469,14 @@ def main() -> None:
             else 100 * (cpu_pg1 - cpu_pg0) / span
             if span
             else None,
+            # CPU per bar after the first batch: the robust figure on a loaded box (wall clock moves 2-3x)
+            "job_cpu_us_per_bar": 1e6 * (cpu_job1 - cpu_job0) / after_first if after_first else None,
+            "postgres_cpu_us_per_bar": None
+            if cpu_pg0 is None or cpu_pg1 is None or not after_first
+            else 1e6 * (cpu_pg1 - cpu_pg0) / after_first,
+            "cpu_us_per_bar_by_part": {
+                part: 1e6 * (parts1[part] - parts0[part]) / after_first if after_first else None for part in parts1
+            },
             "loadavg_before": load0,
             "loadavg_after": base.loadavg(),
             "loadavg_1m_max_during": max(load_samples, default=None),
@@ -428,6 +513,8 @@ def main() -> None:
     result["targets"] = {"sustained_bars_per_s": TARGET_BARS_PER_S, "ratio_aim": RATIO_AIM}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.ab:
+        append_ab(args.ab, result)
     print(table(result))
     for pid, prof in (result.get("profile") or {}).items():
         print(f"\npy-spy, pid {pid} ({prof['samples']} samples), top self time:")

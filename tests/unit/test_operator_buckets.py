@@ -92,3 +92,80 @@ def test_a_changed_bucket_count_names_the_setting():
         list(
             make_update_function(60, None, None, buckets=8)(("~b3",), iter([records(["AAPL"], range(3, 4), 0)]), state)
         )
+
+
+def _entries(state: BucketState) -> dict[str, tuple]:
+    import pickle
+
+    return pickle.loads(state.row[0])
+
+
+def test_the_bucket_fast_path_equals_the_per_symbol_path_bit_for_bit():
+    """state.advance_bucket (every symbol whose bars follow its window, at once) against
+    advance_columns symbol by symbol: the same output rows, column for column, and the same state
+    bytes — across duplicates within a batch, corrections, a new symbol, a missing VWAP, trimming
+    past the horizon and a retried batch (the worker's cache of live indicators must not leak)."""
+    horizon = 20
+    symbols = [f"S{i:03d}" for i in range(12)]
+    update = make_update_function(horizon, None, None, buckets=16)
+    bucket, single = BucketState(), {}
+    plan = [range(0, 30), range(30, 31), range(31, 45), range(45, 47), range(47, 60), range(40, 42), range(60, 75)]
+    for step, minutes in enumerate(plan):
+        names = symbols if step < 3 else [*symbols, "NEW"]
+        batch = records(names, minutes, seed=step)
+        if step == 2:  # the same bars again from another partition, one of them with a newer fetched_at
+            again = batch.copy().assign(kpartition=1, koffset=batch["koffset"] + 10_000)
+            again.loc[again.index[::3], "fetched_us"] += 7
+            again.loc[again.index[::3], "close"] += 0.5
+            batch = pd.concat([batch, again])
+        if step == 3:
+            batch.loc[batch["symbol"] == "S001", "vwap"] = np.nan
+        if step == 5:  # corrections inside the horizon for half the symbols: the general path
+            batch = batch[batch["symbol"].isin(symbols[::2])].assign(fetched_us=lambda f: f["fetched_us"] + 1_000_000)
+        before = bucket.row
+        (out,) = update(("~b3",), iter([batch]), bucket)
+        if step == 4:  # a retry of this batch from the state before it gives the same rows and state
+            after = bucket.row
+            bucket.row = before
+            (again_out,) = update(("~b3",), iter([batch]), bucket)
+            assert bucket.row == after
+            pd.testing.assert_frame_equal(
+                again_out.sort_values(["symbol", "ts_ms", "kind"], na_position="last").reset_index(drop=True),
+                out.sort_values(["symbol", "ts_ms", "kind"], na_position="last").reset_index(drop=True),
+            )
+        entries = _entries(bucket)
+        for symbol in sorted(set(batch["symbol"])):
+            rows = batch[batch["symbol"] == symbol]
+            single[symbol], want = st.advance(single.get(symbol, st.SymbolState()), rows, horizon)
+            assert entries[symbol][:4] == single[symbol].to_row(), (step, symbol)
+            got = out[out["symbol"] == symbol].reset_index(drop=True)
+            assert len(got) == len(want) > 0
+            for name in st.OUTPUT_COLUMNS:
+                if name in ("kind", "source", "bar_changed"):
+                    assert got[name].tolist() == want[name].tolist(), (step, symbol, name)
+                else:
+                    np.testing.assert_array_equal(
+                        got[name].to_numpy(dtype=float, na_value=np.nan), want[name].to_numpy(dtype=float), err_msg=name
+                    )
+    assert len(single["S000"].window) <= horizon + horizon // 10 and single["S000"].trimmed
+
+
+def test_the_live_indicators_cache_survives_spark_shipping_the_function():
+    """Spark ships ``update`` to its workers with cloudpickle; the worker's cache of live indicators
+    must be the worker module's, filled by one task and found by the next — not a copy made when the
+    function was unpickled (which never hits: every batch restored every symbol's state)."""
+    from pyspark import cloudpickle
+
+    from stockpipe.streaming import operator
+
+    operator.live_indicators().clear()
+    shipped = cloudpickle.dumps(make_update_function(60, None, None, buckets=16))
+    bucket = BucketState()
+    for step, minutes in enumerate([range(0, 30), range(30, 32), range(32, 34)]):
+        task = cloudpickle.loads(shipped)  # a new copy per task, as a worker gets it
+        list(task(("~b3",), iter([records(["AAPL", "MSFT"], minutes, seed=step)]), bucket))
+        if step:  # from the second batch on, the symbols' indicators stay live in this process
+            entries = _entries(bucket)
+            live = operator.live_indicators()
+            assert sorted(live) == ["AAPL", "MSFT"]
+            assert all(live[symbol][0] == entries[symbol][2] for symbol in live)

@@ -129,9 +129,11 @@ def offset_stats(rows: pd.DataFrame) -> st.Columns:
     }
 
 
-def _frame(parts: list[tuple[str, st.Columns]], rows: pd.DataFrame, dead: pd.DataFrame | None = None) -> pd.DataFrame:
+def _frame(
+    parts: list[tuple[str | np.ndarray, st.Columns]], rows: pd.DataFrame, dead: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Every symbol's rows (then ``dead``'s) plus the stats rows of ``rows`` (the group's input), in
-    :data:`OUTPUT_COLUMNS` (absent = NULL)."""
+    :data:`OUTPUT_COLUMNS` (absent = NULL). A part's symbol is one name, or one per row."""
     pieces = [(len(part["ts_ms"]), part) for _, part in parts]
     if dead is not None:
         pieces.append((len(dead), {name: dead[name].to_numpy() for name in dead.columns}))
@@ -167,7 +169,10 @@ def _frame(parts: list[tuple[str, st.Columns]], rows: pd.DataFrame, dead: pd.Dat
                 [np.asarray(p[name], dtype=object) if name in p else np.full(n, None, dtype=object) for n, p in pieces]
             )
     data["symbol"] = np.concatenate(
-        [np.full(n, symbol, dtype=object) for (symbol, _), (n, _) in zip(parts, pieces, strict=False)]
+        [
+            symbol if isinstance(symbol, np.ndarray) else np.full(n, symbol, dtype=object)
+            for (symbol, _), (n, _) in zip(parts, pieces, strict=False)
+        ]
         + [np.full(sum(n for n, _ in pieces[len(parts) :]), None, dtype=object)]
     )
     return pd.DataFrame(data)
@@ -209,6 +214,25 @@ def _dead_letter_group(batches: Iterator[pd.DataFrame], send: DeadLetterSender |
 
 
 _heap_frozen: list[bool] = []  # once per Python worker process
+
+# The live indicators of the symbols this worker process advanced last (state.LiveIndicators): a
+# symbol's next batch usually lands on the same worker with the state it left, and then skips
+# restoring it (~25 µs a symbol). Bounded: cleared when it outgrows the symbols of the whole market.
+_live_indicators: dict = {}
+_LIVE_MAX = 50_000
+
+
+def live_indicators() -> dict:
+    """This worker process's cache of live indicators (see :data:`_live_indicators`).
+
+    ``update`` reaches the cache through this module-level function, never as a global of its own:
+    Spark ships ``update`` (a closure) to the workers with cloudpickle, which copies the globals a
+    shipped function names into each task's unpickled copy — a cache named directly would be a new,
+    empty dict in every task and never hit; a module-level function is shipped by reference and
+    reads the worker's module."""
+    if len(_live_indicators) > _LIVE_MAX:
+        _live_indicators.clear()
+    return _live_indicators
 
 
 def freeze_worker_heap() -> None:
@@ -254,8 +278,13 @@ def make_update_function(
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OUTPUT_COLUMNS)
         entries = _bucket_state(state, buckets)
         columns = _columns(rows)
-        by_symbol = rows.groupby("symbol", sort=True).indices
-        symbols = list(by_symbol)
+        symbol_column = rows["symbol"].to_numpy(dtype=object)
+        # each symbol's row positions, ascending (numpy: pandas' groupby over Arrow strings cost more)
+        codes, names = pd.factorize(symbol_column, sort=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1)).tolist()
+        symbols = [str(name) for name in names]
+        by_symbol = {symbol: order[bounds[i] : bounds[i + 1]] for i, symbol in enumerate(symbols)}
         with_epochs = epochs is not None and seeder is not None
         current_epoch = {symbol: epochs(symbol) if with_epochs else 0 for symbol in symbols}
         reseed = [
@@ -267,7 +296,19 @@ def make_update_function(
         seeds = seeder(reseed) if reseed else {}
         parts: list[tuple[str, st.Columns]] = []
         changed = not state.exists
+        fast = st.advance_bucket(columns, symbol_column, entries, horizon, skip=set(seeds), live=live_indicators())
+        if fast is not None:
+            advanced, fast_rows = fast
+            for symbol, row in advanced.items():
+                entries[symbol] = (*row, current_epoch[symbol])
+            changed = changed or bool(advanced)
+            if len(fast_rows["ts_ms"]):
+                parts.append((fast_rows.pop("symbol"), fast_rows))
+        else:
+            advanced = {}
         for symbol in symbols:
+            if symbol in advanced:
+                continue
             if symbol in seeds:
                 current = st.seed(seeds[symbol], horizon)
             elif symbol in entries:

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Container, MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -295,6 +296,116 @@ def advance_columns(
 
     new_state = SymbolState(merged, state.base, dump_indicators(indicators), state.trimmed)
     return trim(new_state, horizon), _finish(parts)
+
+
+_INT64 = struct.Struct("=q")  # the window's header and ts: native int64, as numpy's tobytes() writes them
+
+LiveIndicators = MutableMapping[str, tuple[bytes, SymbolIndicators]]
+"""symbol → (serialised ``last``, the live indicators it deserialises to): a worker-side cache that
+saves :func:`load_indicators` when the next batch of a symbol comes with the state this worker
+left it in (compared by the exact bytes, so any other state — a retried batch, another checkpoint —
+misses and is loaded)."""
+
+
+def advance_bucket(
+    columns: Columns,
+    symbols: np.ndarray,
+    entries: dict[str, tuple],
+    horizon: int,
+    skip: Container[str] = (),
+    live: LiveIndicators | None = None,
+) -> tuple[dict[str, tuple], Columns] | None:
+    """:func:`advance_columns` for every symbol of a bucket whose bars all come after its window —
+    the common case — at once: one sort and dedupe of the whole bucket instead of ~60 small numpy
+    operations per symbol, the window appended as bytes, the rows gathered in one set of columns.
+
+    ``columns``: the bucket's parsed rows (numpy columns, as :func:`advance_columns` takes them);
+    ``symbols``: their symbol per row; ``entries``: symbol → its state row (``SymbolState.to_row()``,
+    possibly with more fields after it). Symbols not in ``entries``, in ``skip``, or with a bar at or
+    before their window's last one are left out (the caller runs :func:`advance_columns` for them).
+
+    Returns ``None`` (nothing to do) or the state rows of the symbols it advanced (``to_row()``
+    tuples, bit-identical to what :func:`advance_columns` gives) and their output rows (the columns
+    of :data:`OUTPUT_COLUMNS` plus ``symbol``).
+    """
+    if not len(symbols) or not entries:
+        return None
+    codes, names = pd.factorize(symbols, sort=True)
+    ts = np.asarray(columns["ts_ms"], dtype=np.int64)
+    fetched = np.asarray(columns["fetched_us"], dtype=np.int64)
+    # latest_per_ts of every symbol at once: per (symbol, ts) the highest fetched_at, then the
+    # lowest (partition, offset).
+    order = np.lexsort(
+        (
+            np.asarray(columns["koffset"], dtype=np.int64),
+            np.asarray(columns["kpartition"], dtype=np.int64),
+            -fetched,
+            ts,
+            codes,
+        )
+    )
+    codes_sorted, ts_sorted = codes[order], ts[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (ts_sorted[1:] != ts_sorted[:-1]) | (codes_sorted[1:] != codes_sorted[:-1])
+    pick = order[first]
+    pick_codes, pick_ts = codes[pick], ts[pick]
+    bounds = np.searchsorted(pick_codes, np.arange(len(names) + 1)).tolist()
+    pick_ts_list = pick_ts.tolist()
+    ints = np.column_stack([pick_ts, fetched[pick]])
+    values = np.column_stack([np.asarray(columns[name], dtype=np.float64)[pick] for name in WINDOW_VALUE_COLUMNS])
+    epochs = (pick_ts / 1000.0).tolist()  # the same double as ts_ms / 1000.0 per bar (see _step)
+    closes, volumes = values[:, 0].tolist(), values[:, 1].tolist()
+    vwaps = [None if v != v else v for v in values[:, 2].tolist()]
+    unpack, pack = _INT64.unpack_from, _INT64.pack
+    advanced: dict[str, tuple] = {}
+    taken: list[np.ndarray] = []
+    results: list[tuple[float | None, ...]] = []
+    cache = live if live is not None else {}
+    for code, symbol in enumerate(names.tolist()):
+        entry = entries.get(symbol)
+        if entry is None or symbol in skip or entry[2] is None:
+            continue
+        start, stop = bounds[code], bounds[code + 1]
+        blob = entry[0]
+        (n,) = unpack(blob, 0)
+        if n and pick_ts_list[start] <= unpack(blob, 8 + 16 * (n - 1))[0]:
+            continue  # a late or corrected bar: the general path
+        last = entry[2]
+        cached = cache.pop(symbol, None)  # out while it is being stepped: a failure leaves no stale entry
+        indicators = cached[1] if cached is not None and cached[0] == last else load_indicators(last)
+        step = indicators.step
+        for i in range(start, stop):
+            results.append(step(epochs[i], closes[i], vwaps[i], volumes[i]))
+        last = dump_indicators(indicators)
+        window = b"".join(
+            (
+                pack(n + stop - start),
+                blob[8 : 8 + 16 * n],
+                ints[start:stop].tobytes(),
+                blob[8 + 16 * n : 8 + 40 * n],
+                values[start:stop].tobytes(),
+            )
+        )
+        row = (window, entry[1], last, bool(entry[3]))
+        if n + stop - start > horizon + horizon // 10:
+            row = trim(SymbolState.from_row(row), horizon).to_row()
+        cache[symbol] = (last, indicators)
+        advanced[symbol] = row
+        taken.append(np.arange(start, stop))
+    if not advanced:
+        return None
+    at = np.concatenate(taken)
+    rows = pick[at]
+    out: Columns = {"kind": np.full(len(at), KIND_BAR, dtype=object), "symbol": symbols[rows]}
+    for name in ("ts_ms", "fetched_us", *BAR_VALUE_COLUMNS):
+        out[name] = np.asarray(columns[name])[rows]
+    out["trades"] = _floats(columns["trades"])[rows]
+    out["source"] = np.asarray(columns["source"], dtype=object)[rows]
+    out["bar_changed"] = np.ones(len(at), dtype=bool)
+    indicator_values = np.array(results, dtype=np.float64).reshape(-1, len(INDICATOR_COLUMNS))
+    for j, name in enumerate(INDICATOR_COLUMNS):
+        out[name] = indicator_values[:, j]
+    return advanced, out
 
 
 def trim(state: SymbolState, horizon: int) -> SymbolState:
