@@ -753,7 +753,9 @@ def _describe(error: ValidationError) -> str:
     value = first.get("input")
     if isinstance(value, str):  # a URL's password (redis://:secret@host) is not echoed either
         value = re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", value)
-    shown = "" if "password" in field or "key" in field else f" (got {value!r})"
+    # A cross-field (model) check has no field: its input is every setting, secrets included.
+    secret = not first["loc"] or "password" in field or "key" in field or "secret" in field or "token" in field
+    shown = "" if secret else f" (got {value!r})"
     return f"Invalid setting {env_name}{shown}: {first['msg']}."
 
 

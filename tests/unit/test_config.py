@@ -153,3 +153,23 @@ def test_configuration_doc_is_generated_from_settings():
         assert handle.read().endswith(markdown_table()), (
             "regenerate docs/configuration.md (see its first lines): python -m stockpipe.config --markdown"
         )
+
+
+def test_a_failed_cross_field_check_does_not_echo_every_setting(monkeypatch):
+    """A model-level check has no field: pydantic's error input is then every setting, secrets
+    included; the one-sentence error must not print it."""
+    from pydantic import ValidationError, model_validator
+
+    from stockpipe.config import Settings, _describe
+
+    class Checked(Settings):
+        @model_validator(mode="after")
+        def _never(self) -> Settings:
+            raise ValueError("these two settings disagree")
+
+    monkeypatch.setenv("STOCKPIPE_PG_WRITER_PASSWORD", "s3cret-value")
+    with pytest.raises(ValidationError) as raised:
+        Checked()
+    sentence = _describe(raised.value)
+    assert "these two settings disagree" in sentence
+    assert "s3cret-value" not in sentence
