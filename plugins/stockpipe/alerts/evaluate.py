@@ -176,7 +176,7 @@ def crossings(frame: pd.DataFrame, rules: Iterable[Rule]) -> pd.DataFrame:
         {
             "rule_id": ids[pair_rule[hit]],
             "symbol": judged_symbols[rows],
-            "ts": frame["ts"].to_numpy()[judged][rows],
+            "ts": frame["ts"].iloc[judged[rows]].to_numpy(),  # converts only the hits' timestamps
             "close": now["close"][rows],
             "value": value[hit],
         }
