@@ -45,3 +45,49 @@ def test_one_line_per_micro_batch_none_skipped(tmp_path, caplog):
     assert len(batches) >= 12, lines
     assert batches == list(range(batches[0], batches[0] + len(batches))), batches
     assert all("triggerExecution" in line for line in lines)
+
+
+def test_the_batch_after_an_idle_spell_is_logged(tmp_path, caplog):
+    """While a query idles Spark reports a progress with the id of the next batch; the next batch
+    with data reports that id again and must still get its line."""
+    from stockpipe.config import load_settings
+    from stockpipe.streaming.query import ProgressLog
+    from stockpipe.streaming.spark import spark_session
+
+    spark = spark_session(load_settings(), app_name="stockpipe-tests")
+    source = tmp_path / "in"
+    source.mkdir()
+    spark.conf.set("spark.sql.streaming.noDataProgressEventInterval", "200ms")
+    try:
+        query = (
+            spark.readStream.text(str(source))
+            .writeStream.queryName("test_progress_idle")
+            .trigger(processingTime="100 milliseconds")
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .foreachBatch(lambda batch, batch_id: batch.count())  # rows are counted when read
+            .start()
+        )
+    finally:
+        spark.conf.unset("spark.sql.streaming.noDataProgressEventInterval")
+    progress = ProgressLog(query, interval_s=0.05)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress test_progress_idle")]
+
+    with caplog.at_level(logging.INFO, logger="stockpipe.streaming.query"):
+        progress.start()
+        try:
+            for i in range(3):
+                staged = tmp_path / f"part-{i}.txt"
+                staged.write_text("a\nb\n")
+                staged.rename(source / staged.name)  # whole files only
+                deadline = time.monotonic() + 30
+                while sum(" 2 input rows" in line for line in lines()) <= i and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1.0)  # idle: Spark reports no-data progress every 200 ms
+        finally:
+            progress.stop()
+            query.stop()
+    logged = lines()
+    assert sum(" 2 input rows" in line for line in logged) == 3, logged
+    assert any(" 0 input rows" in line for line in logged), logged

@@ -161,14 +161,17 @@ class ProgressLog(threading.Thread):
     ``StreamingQueryProgress.fromJObject``, some 40 py4j round trips made on Spark's listener bus —
     ~95 ms of the JVM's CPU per micro-batch (the ``spark-listener`` thread: 111 → 16 ms per batch
     without it, 500 symbols at 1,000 bars/s on the 2-core box; docs/benchmarks.md, session 6), and as
-    much Python. Here an idle poll is two py4j calls (the last progress, its batch id) and a new
-    batch's line one JSON string; batches that ended between two polls come from
-    ``recentProgress`` (JSON too)."""
+    much Python. Here an idle poll is two py4j calls (the last progress, its timestamp) and a new
+    progress one JSON string; progresses that came between two polls are read from
+    ``recentProgress`` (JSON too). A progress is told from the previous one by its timestamp, not its
+    batch id: while the query idles, Spark reports (every 10 s) a progress with the id of the *next*
+    batch, which the next batch with data then reports again."""
 
     def __init__(self, query, interval_s: float = 0.25) -> None:
         super().__init__(name=f"progress-log-{query.name}", daemon=True)
         self.query, self.interval_s = query, interval_s
         self.stopping = threading.Event()
+        self.last_timestamp: str | None = None
         self.last_batch = -1
 
     def poll(self) -> None:
@@ -177,16 +180,17 @@ class ProgressLog(threading.Thread):
         latest = self.query._jsq.lastProgress()  # noqa: SLF001 (the JSON, not PySpark's per-field copy)
         if latest is None:
             return
-        batch = int(latest.batchId())
-        if batch <= self.last_batch:
+        timestamp = str(latest.timestamp())  # ISO 8601 UTC, fixed width: ordered as text
+        if timestamp == self.last_timestamp:
             return
-        if batch == self.last_batch + 1 or self.last_batch < 0:
-            progresses = [json.loads(latest.json())]
-        else:
-            progresses = [p for p in self.query.recentProgress if self.last_batch < p["batchId"] <= batch]
-        for progress in progresses:
-            log.info(_progress_line(dict(progress)))
-        self.last_batch = batch
+        progress = json.loads(latest.json())
+        if self.last_timestamp is None or progress["batchId"] <= self.last_batch + 1:
+            progresses = [progress]
+        else:  # more than one progress since the last poll
+            progresses = [dict(p) for p in self.query.recentProgress if p["timestamp"] > self.last_timestamp]
+        for each in progresses:
+            log.info(_progress_line(dict(each)))
+        self.last_timestamp, self.last_batch = timestamp, progress["batchId"]
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval_s):
