@@ -53,7 +53,7 @@ def pg_conn(base_settings: Settings, pg_database: str):
         conn.execute(
             "TRUNCATE market.bars_1m, market.indicators_1m, market.symbols, ops.stream_batches, "
             "ops.repair_queue, ops.backfill_runs, ops.data_quality, ops.symbol_epochs, ops.stream_offsets, "
-            "market.alerts, market.alert_rules"
+            "market.alerts, market.alert_rules, ops.stream_heartbeats"
         )
         yield conn
 
