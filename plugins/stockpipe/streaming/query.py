@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 _seed_connections: dict[str, Any] = {}
 
+#: the stream's Kafka consumers answer an empty partition's fetch after this long (see kafka_records)
+KAFKA_FETCH_MAX_WAIT_MS = 10
+
 
 def make_seeder(dsn: str):
     """symbols → their stored bars (one query); runs in the Python workers, one connection per worker."""
@@ -122,6 +125,12 @@ def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
         .option("subscribe", settings.kafka_topic)
         .option("startingOffsets", starting)
         .option("maxOffsetsPerTrigger", str(settings.stream_max_offsets_per_trigger))
+        # Spark keeps each task's Kafka consumer for the next micro-batch; a consumer that read its
+        # partition to the end has a fetch in flight, which the broker holds for fetch.max.wait.ms
+        # (500 ms by default) when no new record comes, and the next task's poll on that consumer
+        # waits for it: ~0.55 s per Kafka task of a small micro-batch (two waves of tasks on two
+        # cores: ~1.1 s of a 5-bar batch; Spark's event log, docs/benchmarks.md session 6).
+        .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
         .load()
     )
 
