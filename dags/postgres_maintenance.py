@@ -14,6 +14,11 @@ Daily, in order:
    rollups (`market.bars_5m`, `market.bars_1h`, `market.bars_1d`).
 5. `data_quality` — per symbol and recent session: completeness against the session's minutes,
    OHLC sanity, indicator coverage, rows outside the monthly partitions → `ops.data_quality`.
+
+Every task works "as of" the run's `run_after` — 06:30 UTC for a scheduled run, the moment of the
+click for a manual one — not the end of its data interval: a manual run between the New York
+midnight and 06:30 UTC would otherwise check the sessions before the one that just closed (a manual
+run's data interval is the last *complete* daily interval, which ends at yesterday's 06:30).
 """
 
 from __future__ import annotations
@@ -35,18 +40,18 @@ from stockpipe.airflow.defaults import dag_defaults
 )
 def postgres_maintenance():
     @task
-    def ensure_partitions(data_interval_end=None) -> int:
+    def ensure_partitions(dag_run=None) -> int:
         from stockpipe.airflow.connections import task_settings
         from stockpipe.airflow.maintenance import ensure_partitions as ensure
 
-        return ensure(task_settings(), data_interval_end)
+        return ensure(task_settings(), dag_run.run_after)
 
     @task
-    def apply_retention(data_interval_end=None) -> list:
+    def apply_retention(dag_run=None) -> list:
         from stockpipe.airflow.connections import task_settings
         from stockpipe.airflow.maintenance import apply_retention as retention
 
-        return retention(task_settings(), data_interval_end)
+        return retention(task_settings(), dag_run.run_after)
 
     @task
     def vacuum_analyze() -> list:
@@ -63,11 +68,11 @@ def postgres_maintenance():
         return refresh(task_settings())
 
     @task(outlets=[DATA_QUALITY])
-    def data_quality(data_interval_end=None) -> dict:
+    def data_quality(dag_run=None) -> dict:
         from stockpipe.airflow.connections import task_settings
         from stockpipe.airflow.maintenance import check_recent_sessions
 
-        return check_recent_sessions(task_settings(), data_interval_end)
+        return check_recent_sessions(task_settings(), dag_run.run_after)
 
     ensure_partitions() >> apply_retention() >> vacuum_analyze() >> refresh_rollups() >> data_quality()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pendulum
 import pytest
@@ -15,9 +15,12 @@ from confluent_kafka import Consumer, Producer
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
 
-def run_dag(dagbag, dag_id: str, logical_date: datetime):
+def run_dag(dagbag, dag_id: str, logical_date: datetime, run_after: datetime | None = None):
     dag = dagbag.get_dag(dag_id)
-    return dag.test(logical_date=pendulum.instance(logical_date))
+    return dag.test(
+        logical_date=pendulum.instance(logical_date),
+        run_after=pendulum.instance(run_after) if run_after else None,
+    )
 
 
 def task_states(dag_run) -> dict[str, str]:
@@ -78,11 +81,26 @@ def own_symbols(monkeypatch: pytest.MonkeyPatch, dag_env):
     return get_settings()
 
 
+def _between_new_york_midnight_and_the_schedule() -> datetime:
+    """The latest past instant after New York's midnight and before the daily 06:30 UTC run: a
+    manual run there has a data interval ending at the previous day's 06:30 (CI failed there)."""
+    from stockpipe.calendar import NEW_YORK
+
+    now = datetime.now(UTC)
+    day = now.date() if now.time() >= time(6, 20) else now.date() - timedelta(days=1)
+    instant = datetime.combine(day, time(6, 20), UTC)
+    assert instant.astimezone(NEW_YORK).hour < 6  # after midnight in New York (EST and EDT)
+    return instant
+
+
 def test_postgres_maintenance(dagbag, own_symbols, af_conn):
     from stockpipe.calendar import trading_calendar
 
     symbol = own_symbols.watchlist[0]
-    session = trading_calendar("demo").last_sessions(1, datetime.now(UTC))[0]
+    # a manual run at an instant when the newest session (the New York day that just ended) closed
+    # before the schedule's 06:30 UTC: the checks must cover that session
+    run_at = _between_new_york_midnight_and_the_schedule()
+    session = trading_calendar("demo").last_sessions(1, run_at)[0]
     # three complete bars and one broken (high below close) for AAPL in the last session
     af_conn.execute(
         "INSERT INTO market.bars_1m (symbol, ts, open, high, low, close, volume, vwap, trades, source, fetched_at)"
@@ -95,10 +113,10 @@ def test_postgres_maintenance(dagbag, own_symbols, af_conn):
         " VALUES (%s, %s, 10, 10.1, 9, 10.5, 100, 10.2, 5, 'simulator', now())",
         (symbol, session.open + timedelta(minutes=3)),
     )
-    dag_run = run_dag(dagbag, "postgres_maintenance", datetime.now(UTC))
+    dag_run = run_dag(dagbag, "postgres_maintenance", run_at, run_after=run_at)
     assert dag_run.state == "success", task_states(dag_run)
 
-    in_two_months = (datetime.now(UTC).replace(day=1) + timedelta(days=62)).strftime("%Y%m")
+    in_two_months = (run_at.replace(day=1) + timedelta(days=62)).strftime("%Y%m")
     assert af_conn.execute("SELECT to_regclass(%s)", (f"market.bars_1m_{in_two_months}",)).fetchone()[0]
     assert af_conn.execute("SELECT bars, volume FROM market.bars_1d WHERE symbol = %s", (symbol,)).fetchone() == (
         4,
