@@ -25,6 +25,17 @@ Messages say where they came from: ``source`` is ``<source>-websocket`` (``simul
 ``polygon-websocket``); a refilled bar carries the REST feed's. ``AM`` events carry no trade count
 (``trades`` stays empty; a REST refill of the minute brings it). Each minute yields one summary
 (bars sent, dead letters) for ``ops.ingest_cycles``, like a REST cycle.
+
+A whole-market burst (``AM.*``: ~10,000 events at each minute close, in frames of many events)
+goes to Kafka at tens of thousands of events a second: frames are parsed with ``msgspec`` (the
+standard ``json`` module when ``msgspec`` refuses one, e.g. ``NaN``), each event becomes its
+contract message without intermediate objects (:func:`am_message`'s result, ``ts`` and
+``fetched_at`` formatted once per minute and frame), is checked by the contract's compiled Python
+engine (:mod:`stockpipe.contract_compiled`, the same rules and reasons) and sent at once; Kafka's
+confirmation of a frame is awaited by a separate thread (:meth:`WebSocketFeed._confirm_loop`), so
+the next frame is read while the previous ones are still in flight. The producer reports only
+failed deliveries (``delivery.report.only.error``): a frame is confirmed once a flush after it left
+nothing unsent and none of its messages failed; otherwise its symbols are refilled.
 """
 
 from __future__ import annotations
@@ -39,12 +50,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from confluent_kafka import KafkaError
 from massive.exceptions import AuthError
 
 from stockpipe import clients, contract
 from stockpipe.config import Settings
 from stockpipe.contract import SYMBOL_RE
+from stockpipe.contract_compiled import compiled_check
 from stockpipe.producer import metrics, plan
 from stockpipe.producer.core import (
     CHECKPOINT_KEY,
@@ -54,7 +67,7 @@ from stockpipe.producer.core import (
     Stopping,
     SymbolResult,
 )
-from stockpipe.sources.polygon import Bar, NotEntitled
+from stockpipe.sources.polygon import NotEntitled
 
 log = logging.getLogger("stockpipe.producer.websocket")
 
@@ -66,6 +79,11 @@ ACK_TIMEOUT_S = 10.0
 #: Largest frame accepted (AM.* bursts are batched by the server; the client's default is 1 MiB).
 MAX_FRAME_BYTES = 64 * 2**20
 DELAYED_S = 15 * 60
+#: Messages awaiting Kafka's confirmation beyond which the next frame waits (librdkafka's queue
+#: holds 100,000 by default: a longer Kafka outage must slow the reading, not fail the produce).
+MAX_UNCONFIRMED = 50_000
+_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
 
 # Checkpoints only move forward (a refill that finished after a newer pushed bar must not pull one back).
 _ADVANCE_LUA = """
@@ -78,24 +96,60 @@ return 0
 ALL = None  # a refill of every symbol
 
 
-def am_message(event: dict[str, Any], source: str, fetched_at: datetime) -> dict[str, Any]:
-    """The contract message of one ``AM`` event (``sym o h l c v vw s``); ValueError when ``s`` (the
-    minute's start, ms) is not an integer: without it the bar has no identity."""
+def am_message(
+    event: dict[str, Any], source: str, fetched_at: datetime | str, ts_texts: dict[int, str] | None = None
+) -> dict[str, Any]:
+    """The contract message of one ``AM`` event (``sym o h l c v vw s``), as
+    :meth:`~stockpipe.sources.polygon.Bar.to_message` makes it; ValueError when ``s`` (the minute's
+    start, ms) is not an integer: without it the bar has no identity. ``fetched_at`` may be given
+    already formatted and ``ts_texts`` caches the formatted starts (a burst shares one minute)."""
     start_ms = event.get("s")
-    if isinstance(start_ms, bool) or not isinstance(start_ms, int):
+    if start_ms.__class__ is not int:  # bool is not int here
         raise ValueError("AM event without an integer 's' (the minute's start in ms)")
-    bar = Bar(
-        symbol=event.get("sym"),  # type: ignore[arg-type]  # validated by the contract
-        ts=datetime.fromtimestamp(start_ms / 1000, UTC),
-        open=event.get("o"),  # type: ignore[arg-type]
-        high=event.get("h"),  # type: ignore[arg-type]
-        low=event.get("l"),  # type: ignore[arg-type]
-        close=event.get("c"),  # type: ignore[arg-type]
-        volume=event.get("v"),  # type: ignore[arg-type]
-        vwap=event.get("vw"),
-        trades=None,  # AM has the average trade size (z), not the count
-    )
-    return bar.to_message(source, fetched_at)
+    ts = ts_texts.get(start_ms) if ts_texts is not None else None
+    if ts is None:
+        ts = contract.format_ts(datetime.fromtimestamp(start_ms / 1000, UTC))
+        if ts_texts is not None:
+            if len(ts_texts) > 1024:
+                ts_texts.clear()
+            ts_texts[start_ms] = ts
+    return {
+        "v": contract.VERSION,
+        "symbol": event.get("sym"),
+        "ts": ts,
+        "open": event.get("o"),
+        "high": event.get("h"),
+        "low": event.get("l"),
+        "close": event.get("c"),
+        "volume": event.get("v"),
+        "vwap": event.get("vw"),
+        "trades": None,  # AM has the average trade size (z), not the count
+        "source": source,
+        "fetched_at": fetched_at if isinstance(fetched_at, str) else contract.format_fetched_at(fetched_at),
+    }
+
+
+def decode_frame(frame: str | bytes) -> Any:
+    """A frame's JSON value: ``msgspec`` (fast), else the ``json`` module (``NaN``, ``1e400``, a lone
+    surrogate: what msgspec refuses and ``json`` reads); ValueError when it is not JSON."""
+    try:
+        return _DECODER.decode(frame)
+    except msgspec.MsgspecError:
+        return json.loads(frame)
+
+
+class _Frame:
+    """One frame's messages on their way: (symbol, ts) to checkpoint, and whether any failed."""
+
+    __slots__ = ("errors", "sent")
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+
+    def delivered(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:  # with delivery.report.only.error, only failures come here
+            self.errors.append(str(error))
 
 
 class WebSocketFeed:
@@ -118,10 +172,18 @@ class WebSocketFeed:
         self.clock = clock
         self.delivery_timeout_s = delivery_timeout_s
         self.backoff_max_s = backoff_max_s
+        # only failed deliveries are reported: a frame is confirmed by a flush (see _confirm_loop)
         self.kafka = kafka_producer or clients.kafka_producer(
-            settings, "producer", **{"message.timeout.ms": int(delivery_timeout_s * 1000)}
+            settings,
+            "producer",
+            **{"message.timeout.ms": int(delivery_timeout_s * 1000), "delivery.report.only.error": True},
         )
         self.source = f"{settings.source_name}-websocket"
+        self._check = compiled_check(contract.Policy.from_settings(settings))
+        self._ts_texts: dict[int, str] = {}
+        self._unconfirmed: queue.Queue[_Frame] = queue.Queue()
+        self._produced_metric: dict[str, Any] = {}
+        self._success_metric: dict[str, Any] = {}
         self.delay = timedelta(seconds=DELAYED_S if settings.websocket_cluster == "delayed" else 0)
         self._advance_script = self.redis.register_script(_ADVANCE_LUA)
         self.stats = {"connections": 0, "frames": 0, "sent": 0, "dead_letters": 0, "refills": 0, "refilled_bars": 0}
@@ -147,10 +209,13 @@ class WebSocketFeed:
         self._stop = stop
         refiller = threading.Thread(target=self._refill_loop, name="websocket-refill", daemon=True)
         refiller.start()
+        confirmer = threading.Thread(target=self._confirm_loop, name="websocket-confirm", daemon=True)
+        confirmer.start()
         try:
             asyncio.run(self._connections())
         finally:
             stop.set()
+            confirmer.join(self.delivery_timeout_s + 10)
             refiller.join(10)
             self._report_minute()
             self.kafka.flush(5)
@@ -236,31 +301,54 @@ class WebSocketFeed:
     async def _on_frame(self, frame: str | bytes) -> None:
         self._last_frame = time.monotonic()
         self.stats["frames"] += 1
-        fetched_at = self.clock()
-        self._errors: list[str] = []
+        while len(self.kafka) > MAX_UNCONFIRMED and not self._stop.is_set():
+            await asyncio.to_thread(self.kafka.poll, 0.1)  # Kafka is slow or away: read no further
+        fetched_at = contract.format_fetched_at(self.clock())
+        now_us = contract.to_micros(datetime.now(UTC))  # the contract's clock (invalid_reason's)
+        pending = _Frame()
         produced_before = self.stats["sent"] + self.stats["dead_letters"]
         try:
-            events = json.loads(frame)
+            events = decode_frame(frame)
         except ValueError as error:
-            self._dead_letter(frame, f"WebSocket frame is not JSON ({error})", {"source": self.source})
+            self._dead_letter(frame, f"WebSocket frame is not JSON ({error})", {"source": self.source}, pending)
             self.request_refill(ALL)  # whose bars it carried is unknown
             events = []
         if not isinstance(events, list):
             events = [events]
-        sent: list[tuple[str, str]] = []
+        sent_symbols: list[str] = []
+        produce, topic, check, source = self.kafka.produce, self.settings.kafka_topic, self._check, self.source
         for event in events:
             if not isinstance(event, dict):
-                self._dead_letter(json.dumps(event), "WebSocket event is not a JSON object", {"source": self.source})
+                self._dead_letter(
+                    json.dumps(event), "WebSocket event is not a JSON object", {"source": self.source}, pending
+                )
                 continue
             kind = event.get("ev")
-            if kind == "status":
+            if kind == "AM":
+                try:
+                    message = am_message(event, source, fetched_at, self._ts_texts)
+                except ValueError as error:
+                    symbol = event.get("sym")
+                    origin = {"source": source, "symbol": symbol}
+                    self._dead_letter(json.dumps(event), str(error), origin, pending)
+                    self.request_refill({symbol} if isinstance(symbol, str) else ALL)
+                    continue
+                reason = check(message, now_us)
+                symbol = message["symbol"]
+                if reason is None:  # a valid message has a ticker as its symbol
+                    produce(topic, key=symbol.encode(), value=_ENCODER.encode(message), on_delivery=pending.delivered)
+                    sent_symbols.append(symbol)
+                    pending.sent.append((symbol, message["ts"]))
+                else:
+                    self._invalid(message, reason, pending)
+            elif kind == "status":
                 self._status(event)
-            elif kind == "AM":
-                handled = self._produce(event, fetched_at)
-                if handled:
-                    sent.append(handled)
+        self.kafka.poll(0)
+        if sent_symbols:
+            self.stats["sent"] += len(sent_symbols)
+            self._count_sent(sent_symbols)
         if self.stats["sent"] + self.stats["dead_letters"] > produced_before:
-            await asyncio.to_thread(self._confirm, sent)
+            self._unconfirmed.put(pending)
 
     def _status(self, event: dict[str, Any]) -> None:
         status, message = event.get("status"), event.get("message")
@@ -271,65 +359,100 @@ class WebSocketFeed:
         else:
             log.warning("WebSocket: server says %s: %s", status, message)
 
-    def _produce(self, event: dict[str, Any], fetched_at: datetime) -> tuple[str, str] | None:
-        """Send one AM event (or its dead letter); (symbol, ts) to checkpoint once confirmed."""
-        symbol = event.get("sym")
+    def _invalid(self, message: dict[str, Any], reason: str, pending: _Frame) -> None:
+        """A bar the contract refuses: its dead letter with the reason; its minute refilled over REST."""
+        symbol = message["symbol"]
         key = symbol.encode() if isinstance(symbol, str) else None
-        try:
-            message = am_message(event, self.source, fetched_at)
-        except ValueError as error:
-            self._dead_letter(json.dumps(event), str(error), {"source": self.source, "symbol": symbol})
-            self.request_refill({symbol} if isinstance(symbol, str) else ALL)
-            return None
-        reason = contract.invalid_reason(message, self.settings)
-        if reason:
-            origin = {"source": self.source, "symbol": symbol, "ts": message["ts"]}
-            self._dead_letter(contract.encode(message), reason, origin, key=key)
-            log.warning("bar %s %s sent to the dead-letter topic: %s", symbol, message["ts"], reason)
-            if isinstance(symbol, str) and SYMBOL_RE.fullmatch(symbol):
-                self.request_refill({symbol})  # the REST aggregate of the minute may be sound
-        else:
-            self.kafka.produce(
-                self.settings.kafka_topic, key=key, value=contract.encode(message), on_delivery=self._delivered
-            )
-            self.stats["sent"] += 1
-            self._count(str(symbol), sent=1)
-        self.kafka.poll(0)
-        return (str(symbol), message["ts"]) if isinstance(symbol, str) else None
+        origin = {"source": self.source, "symbol": symbol, "ts": message["ts"]}
+        self._dead_letter(contract.encode(message), reason, origin, pending, key=key)
+        log.warning("bar %s %s sent to the dead-letter topic: %s", symbol, message["ts"], reason)
+        if isinstance(symbol, str) and SYMBOL_RE.fullmatch(symbol):
+            self.request_refill({symbol})  # the REST aggregate of the minute may be sound
+        if isinstance(symbol, str):
+            pending.sent.append((symbol, message["ts"]))
 
-    def _dead_letter(self, raw: str | bytes, reason: str, origin: dict, *, key: bytes | None = None) -> None:
+    def _dead_letter(
+        self, raw: str | bytes, reason: str, origin: dict, pending: _Frame, *, key: bytes | None = None
+    ) -> None:
         value = contract.dead_letter(raw, reason, origin)
-        self.kafka.produce(self.settings.kafka_dlq_topic, key=key, value=value, on_delivery=self._delivered)
+        self.kafka.produce(self.settings.kafka_dlq_topic, key=key, value=value, on_delivery=pending.delivered)
         self.stats["dead_letters"] += 1
         metrics.DEAD_LETTERS.inc()
         self._count(str(origin.get("symbol") or "?"), dead_letters=1)
 
-    def _delivered(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None:
-            self._errors.append(str(error))
+    # -- Kafka's confirmation -----------------------------------------------------------------
+    def _confirm_loop(self) -> None:
+        """Confirm the frames in order, many at a time, until the feed stops and none is left."""
+        while True:
+            try:
+                frames = [self._unconfirmed.get(timeout=0.05)]
+            except queue.Empty:
+                if self._stop.is_set() and self._unconfirmed.empty():
+                    return
+                continue
+            while True:
+                try:
+                    frames.append(self._unconfirmed.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._confirm(frames)
+            except Exception as error:  # e.g. Redis away: the checkpoints stay, the next refill covers it
+                log.exception("confirming %d frame(s) failed: %s", len(frames), error)
+                self.request_refill({symbol for frame in frames for symbol, _ in frame.sent})
 
-    def _confirm(self, sent: list[tuple[str, str]]) -> None:
-        """Wait for Kafka's acknowledgement of the frame, then move the checkpoints (or refill)."""
+    def _confirm(self, frames: list[_Frame]) -> None:
+        """Wait until Kafka confirmed ``frames`` (every message produced before them too), then move
+        their checkpoints; a frame with a failed message, or all of them after a timeout, is
+        refilled instead."""
         remaining = self.kafka.flush(self.delivery_timeout_s)
-        if remaining or self._errors:
+        if remaining:
             self.kafka.purge()
             self.kafka.flush(1)
+        failed = frames if remaining else [frame for frame in frames if frame.errors]
+        if failed:
+            errors = [error for frame in failed for error in frame.errors]
             log.error(
                 "Kafka at %s did not confirm %d message(s) (%s); checkpoints kept, the symbols are refilled over REST",
                 self.settings.kafka_bootstrap,
-                remaining or len(self._errors),
-                self._errors[0] if self._errors else "timeout",
+                remaining or len(errors),
+                errors[0] if errors else "timeout",
             )
-            self.request_refill({symbol for symbol, _ in sent})
-            return
+            self.request_refill({symbol for frame in failed for symbol, _ in frame.sent})
         newest: dict[str, str] = {}
-        for symbol, ts in sent:
-            newest[symbol] = max(ts, newest.get(symbol, ts))
+        for frame in frames:
+            if remaining or frame.errors:
+                continue
+            for symbol, ts in frame.sent:
+                current = newest.get(symbol)
+                if current is None or ts > current:
+                    newest[symbol] = ts
         if newest:
             self._advance_script(keys=[CHECKPOINT_KEY], args=[x for pair in newest.items() for x in pair])
             stamp = time.time()
+            gauges = self._success_metric
             for symbol in newest:
-                metrics.LAST_SUCCESS.labels(symbol).set(stamp)
+                gauge = gauges.get(symbol)
+                if gauge is None:
+                    gauge = gauges[symbol] = metrics.LAST_SUCCESS.labels(symbol)
+                gauge.set(stamp)
+
+    def _count_sent(self, symbols: list[str]) -> None:
+        """Bars of ``symbols`` sent (one each): the minute's summary and the produced-bars metric."""
+        with self._lock:
+            results = self._minute_results
+            for symbol in symbols:
+                result = results.get(symbol)
+                if result is None:
+                    result = results[symbol] = SymbolResult(symbol)
+                result.fetched += 1
+                result.sent += 1
+        counters = self._produced_metric
+        for symbol in symbols:
+            counter = counters.get(symbol)
+            if counter is None:
+                counter = counters[symbol] = metrics.BARS_PRODUCED.labels(symbol)
+            counter.inc()
 
     def _count(self, symbol: str, *, sent: int = 0, dead_letters: int = 0, metric: bool = True) -> None:
         with self._lock:

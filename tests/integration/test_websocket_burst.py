@@ -1,0 +1,109 @@
+"""The WebSocket feed's burst path into real Kafka and Redis: frames of many ``AM`` events, good and
+bad mixed, confirmed by the separate confirmation thread (no simulator needed: the frames are
+handed to the feed as the ``massive`` client hands them over)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stockpipe import clients, contract, verify
+from stockpipe.producer.core import CHECKPOINT_KEY, MarketProducer
+from stockpipe.producer.websocket import ALL, WebSocketFeed, am_message
+
+pytestmark = pytest.mark.integration
+
+MINUTE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+
+
+def am(symbol, minute: datetime = MINUTE, **changes) -> dict:
+    event = {"ev": "AM", "sym": symbol, "v": 1200, "av": 99000, "op": 10.0, "vw": 10.2, "o": 10.1, "c": 10.3,
+             "h": 10.4, "l": 10.0, "a": 10.05, "z": 12, "s": int(minute.timestamp() * 1000),
+             "e": int(minute.timestamp() * 1000) + 60_000}  # fmt: skip
+    return {**event, **changes}
+
+
+def burst_settings(settings, **changes):
+    values = {"feed": "websocket", "websocket_symbols": "all", "accept_any_symbol": True, "watchlist": ["AAPL"]}
+    return settings.model_copy(update={**values, **changes})
+
+
+def handle(feed: WebSocketFeed, *frames: str) -> None:
+    """The frames as the client hands them over, back to back; then the confirmation thread's work."""
+
+    async def main():
+        for frame in frames:
+            await feed._on_frame(frame)
+
+    asyncio.run(main())
+    feed._stop.set()
+    feed._confirm_loop()  # returns once every frame handed over is confirmed (or refilled)
+
+
+def test_a_frame_delivers_its_good_events_and_dead_letters_each_bad_one_with_its_reason(settings, redis_client):
+    s = burst_settings(settings)
+    feed = WebSocketFeed(s, rest=MarketProducer(s))
+    good = [am("AAPL"), am("MSFT", o=10, h=11, l=9, c=10, vw=None), am("NVDA")]
+    bad = {
+        "HILO": (am("HILO", h=9.0), "high is below max(open, close)"),
+        "NOS": ({k: v for k, v in am("NOS").items() if k != "s"}, "AM event without an integer 's'"),
+        "ZNAN": (am("ZNAN", o=float("nan")), "open is not a finite number"),
+        "lower": (am("lower"), "symbol is not a ticker"),
+        None: (42, "WebSocket event is not a JSON object"),
+    }
+    events = [good[0], bad["HILO"][0], good[1], bad["NOS"][0], bad["ZNAN"][0], bad[None][0], bad["lower"][0]]
+    events += [{"ev": "status", "status": "success", "message": "authenticated"}, good[2]]
+    handle(feed, json.dumps(events))  # NaN as the literal Massive never sends: the json module reads it
+
+    sent = verify.read_topic(s, s.kafka_topic, None, timeout_s=20)
+    expected = [am_message(event, "simulator-websocket", datetime.now(UTC)) for event in good]
+    strip = lambda messages: sorted((dict(m, fetched_at=None) for m in messages), key=lambda m: m["symbol"])  # noqa: E731
+    assert strip(sent) == strip(expected)
+    assert all(contract.invalid_reason(m, s) is None for m in sent)
+    letters = verify.read_topic(s, s.kafka_dlq_topic, None, timeout_s=20)
+    by_symbol = {letter["origin"].get("symbol"): letter["error"] for letter in letters}
+    assert len(letters) == len(bad) and set(by_symbol) == set(bad)
+    for symbol, (_event, reason) in bad.items():
+        assert by_symbol[symbol].startswith(reason), (symbol, by_symbol[symbol])
+    assert feed.stats["sent"] == 3 and feed.stats["dead_letters"] == 5
+    for event in good:  # confirmed by Kafka: the checkpoint moved
+        assert redis_client.hget(CHECKPOINT_KEY, event["sym"]) == contract.format_ts(MINUTE)
+    assert feed._refill_symbols is ALL or {"HILO", "NOS", "ZNAN"} <= feed._refill_symbols
+    summary = {r.symbol: (r.sent, r.dead_letters) for r in feed._minute_results.values()}
+    assert summary["AAPL"] == (1, 0) and summary["HILO"] == (0, 1) and summary["?"] == (0, 1)
+
+
+def test_frames_read_before_kafka_confirmed_the_previous_ones_are_all_confirmed_in_order(settings, redis_client):
+    s = burst_settings(settings)
+    feed = WebSocketFeed(s, rest=MarketProducer(s))
+    symbols = [f"S{i:03d}" for i in range(300)]
+    minutes = [MINUTE + timedelta(minutes=i) for i in range(3)]
+    frames = [json.dumps([am(symbol, minute) for symbol in symbols[part::2]]) for minute in minutes for part in (0, 1)]
+    handle(feed, *frames)
+    sent = verify.read_topic(s, s.kafka_topic, None, timeout_s=30)
+    assert len(sent) == len(symbols) * len(minutes) and feed.stats["dead_letters"] == 0
+    per_symbol: dict[str, list[str]] = {}
+    for message in sent:  # the topic in partition order: per symbol (key), the minutes in order
+        per_symbol.setdefault(message["symbol"], []).append(message["ts"])
+    assert all(ts == [contract.format_ts(m) for m in minutes] for ts in per_symbol.values())
+    checkpoints = redis_client.hgetall(CHECKPOINT_KEY)
+    assert {symbol: checkpoints.get(symbol) for symbol in symbols} == dict.fromkeys(
+        symbols, contract.format_ts(minutes[-1])
+    )
+
+
+def test_frames_kafka_never_confirmed_keep_their_checkpoints_and_are_refilled(settings, redis_client):
+    s = burst_settings(settings)
+    away = s.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})  # nothing listens there
+    kafka = clients.kafka_producer(
+        away, "producer", **{"message.timeout.ms": 1500, "delivery.report.only.error": True, "log_level": 0}
+    )
+    feed = WebSocketFeed(s, rest=MarketProducer(s), kafka_producer=kafka, delivery_timeout_s=5)
+    before = contract.format_ts(MINUTE - timedelta(minutes=3))
+    redis_client.hset(CHECKPOINT_KEY, "AAPL", before)
+    handle(feed, json.dumps([am("AAPL"), am("MSFT")]), json.dumps([am("AAPL", MINUTE + timedelta(minutes=1))]))
+    assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == before and redis_client.hget(CHECKPOINT_KEY, "MSFT") is None
+    assert feed._refill_symbols is ALL or {"AAPL", "MSFT"} <= feed._refill_symbols
