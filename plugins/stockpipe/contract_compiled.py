@@ -58,6 +58,10 @@ def _time_value(raw: str) -> int | None:
 _TIME_SPEC = next(spec for spec in FIELDS.values() if spec.kind == "time")
 
 
+def _never_null(term: Term) -> bool:
+    return isinstance(term, NowPlus | OldestTs) or (isinstance(term, Lit) and term.value is not None)
+
+
 class _Compiler:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -99,6 +103,8 @@ class _Compiler:
         if isinstance(term, Cmp):
             a, b = self.temp(), self.temp()
             left, right = self.src(term.left), self.src(term.right)
+            if _never_null(term.right):  # a literal or the clock: no NULL to test for
+                return f"(None if ({a} := {left}) is None else {a} {term.op} {right})"
             return f"(None if ({a} := {left}) is None or ({b} := {right}) is None else {a} {term.op} {b})"
         if isinstance(term, Both):
             x, y = self.temp(), self.temp()
