@@ -31,18 +31,48 @@ _seed_connections: dict[str, Any] = {}
 KAFKA_FETCH_MAX_WAIT_MS = 10
 
 
+def _worker_connection(dsn: str):
+    """This worker process's PostgreSQL connection to ``dsn`` (made once, remade when closed)."""
+    from stockpipe.clients import pg_connect_dsn
+
+    conn = _seed_connections.get(dsn)
+    if conn is None or conn.closed:
+        conn = pg_connect_dsn(dsn, autocommit=True, connect_timeout=10)
+        _seed_connections[dsn] = conn
+    return conn
+
+
+def stored_bars_of(dsn: str, symbols: list[str]) -> dict[str, pd.DataFrame]:
+    """symbols → their stored bars (one query), over this worker process's connection."""
+    from stockpipe.storage.postgres import stored_bars_many
+
+    return stored_bars_many(_worker_connection(dsn), symbols)
+
+
+def epoch_of(dsn: str, max_age_s: float, symbol: str) -> int:
+    """``symbol``'s ops.symbol_epochs epoch, from this worker process's copy of the table (re-read
+    when older than ``max_age_s``)."""
+    # Called once per symbol and micro-batch (10,000 times a batch for the whole market): the
+    # imports stay in the refresh branch.
+    cached = _epoch_cache.get(dsn)
+    if cached is None or time.monotonic() - cached[0] > max_age_s:
+        epochs = dict(_worker_connection(dsn).execute("SELECT symbol, epoch FROM ops.symbol_epochs").fetchall())
+        cached = _epoch_cache[dsn] = (time.monotonic(), epochs)
+    return cached[1].get(symbol, 0)
+
+
+# The closures below are shipped to the Python workers with cloudpickle, which copies the globals a
+# shipped closure names into each task's unpickled copy: a closure that used _seed_connections or
+# _epoch_cache directly got new, empty ones in every task — a new PostgreSQL connection and an
+# epoch query per task and micro-batch (two per batch, never reused). They call the module-level
+# functions above instead, which cloudpickle ships by reference: the worker module's state.
+
+
 def make_seeder(dsn: str):
     """symbols → their stored bars (one query); runs in the Python workers, one connection per worker."""
 
     def seeder(symbols: list[str]) -> dict[str, pd.DataFrame]:
-        from stockpipe.clients import pg_connect_dsn
-        from stockpipe.storage.postgres import stored_bars_many
-
-        conn = _seed_connections.get(dsn)
-        if conn is None or conn.closed:
-            conn = pg_connect_dsn(dsn, autocommit=True, connect_timeout=10)
-            _seed_connections[dsn] = conn
-        return stored_bars_many(conn, symbols)
+        return stored_bars_of(dsn, symbols)
 
     return seeder
 
@@ -54,19 +84,7 @@ def make_epoch_reader(dsn: str, max_age_s: float = 1.0):
     """symbol → its ops.symbol_epochs epoch; one query a second per worker process, not per symbol."""
 
     def epoch(symbol: str) -> int:
-        # Called once per symbol and micro-batch (10,000 times a batch for the whole market): the
-        # imports stay in the refresh branch.
-        cached = _epoch_cache.get(dsn)
-        if cached is None or time.monotonic() - cached[0] > max_age_s:
-            from stockpipe.clients import pg_connect_dsn
-
-            conn = _seed_connections.get(dsn)
-            if conn is None or conn.closed:
-                conn = pg_connect_dsn(dsn, autocommit=True, connect_timeout=10)
-                _seed_connections[dsn] = conn
-            epochs = dict(conn.execute("SELECT symbol, epoch FROM ops.symbol_epochs").fetchall())
-            cached = _epoch_cache[dsn] = (time.monotonic(), epochs)
-        return cached[1].get(symbol, 0)
+        return epoch_of(dsn, max_age_s, symbol)
 
     return epoch
 
