@@ -9,6 +9,8 @@
 it is a dead letter). Nothing else decides validity. Both engines are generated from the tables:
 
 - Python (:func:`invalid_reason`, :func:`value_reason`): the producer, the backfill, ``verify``;
+  compiled into one function per policy (:mod:`stockpipe.contract_compiled`, the same rules and
+  reasons) where bars come by the ten thousand a second (the WebSocket feed's bursts);
 - Spark (:func:`spark_reason`): the stream (``stockpipe.streaming.parse``), as one CASE expression
   over a typed ``from_json`` parse of the value (plus a text parse only for records with a field of
   the wrong type), no Python UDF.
