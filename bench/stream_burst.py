@@ -376,6 +376,7 @@ def child(args: argparse.Namespace) -> None:
         stream_starting_offsets="earliest",
         stream_trigger_s=args.trigger,
         accept_any_symbol=True,
+        **({"stream_recompute_horizon_bars": args.horizon} if args.horizon else {}),
     )
     with psycopg.connect(settings.pg_dsn("admin", "postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
@@ -551,6 +552,7 @@ def main() -> None:
     parser.add_argument("--variants", default="baseline,current")
     parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     parser.add_argument("--event-log", action="store_true")
+    parser.add_argument("--horizon", type=int, default=0, help="STOCKPIPE_STREAM_RECOMPUTE_HORIZON_BARS (0: default)")
     parser.add_argument("--history", type=int, default=0, help="stored bars per symbol before the first burst")
     parser.add_argument("--profile-operator", action="store_true", help="cProfile the operator in the workers")
     parser.add_argument("--keep", action="store_true", help="keep the bench database and checkpoint")
@@ -590,7 +592,7 @@ def main() -> None:
         command += ["--symbols", str(args.symbols), "--bursts", str(args.bursts), "--trigger", str(args.trigger)]
         command += ["--redis-db", str(args.redis_db)] + (["--event-log"] if args.event_log else [])
         command += ["--profile-operator"] if args.profile_operator else []
-        command += ["--history", str(args.history)]
+        command += ["--history", str(args.history), "--horizon", str(args.horizon)]
         command += ["--keep"] if args.keep else []
         subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(code)})
         runs[variant] = json.loads(out.read_text())
@@ -609,6 +611,7 @@ def main() -> None:
                 "bursts": args.bursts,
                 "warmup_bursts": WARMUP_BURSTS,
                 "history_bars_per_symbol": args.history,
+                "horizon_bars": args.horizon or "default",
                 "baseline_commit": baseline_commit,
                 "current_commit": current_commit + ("+dirty" if dirty else ""),
                 "nproc": os.cpu_count(),
