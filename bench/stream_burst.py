@@ -426,6 +426,11 @@ def child(args: argparse.Namespace) -> None:
         while not done.wait(1.0):
             if query.exception() is not None:
                 raise SystemExit(f"query failed: {query.exception()}")
+        deadline = time.monotonic() + 10  # the last batch's progress comes after its foreachBatch
+        while time.monotonic() < deadline and not any(
+            p.batchId == batches[-1]["batch_id"] for p in query.recentProgress
+        ):
+            time.sleep(0.2)
         progresses = {p["batchId"]: p for p in (json.loads(p.json) for p in query.recentProgress)}
     finally:
         query.stop()
@@ -459,8 +464,8 @@ def child(args: argparse.Namespace) -> None:
 # --- parent: the variants and the report -----------------------------------------------------------
 
 
-def summarise(run: dict, symbols: int) -> dict:
-    steady = [b for b in run["batches"] if b.get("rows") == symbols][WARMUP_BURSTS:]
+def summarise(run: dict, symbols: int, warmup: int = WARMUP_BURSTS) -> dict:
+    steady = [b for b in run["batches"] if b.get("rows") == symbols][warmup:]
     out: dict = {"batches": len(steady)}
     if not steady:
         return out
@@ -546,7 +551,10 @@ def table(summaries: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbols", type=int, default=10_000)
-    parser.add_argument("--bursts", type=int, default=8, help="bursts after the seed (the first 2 are warm-up)")
+    parser.add_argument("--bursts", type=int, default=8, help="bursts after the seed (the first --warmup left out)")
+    parser.add_argument(
+        "--warmup", type=int, default=WARMUP_BURSTS, help="batches left out (the JVM's JIT warms up for minutes)"
+    )
     parser.add_argument("--trigger", type=float, default=0.5)
     parser.add_argument("--baseline", default="HEAD", help="the commit whose plugins/ the baseline variant runs")
     parser.add_argument("--variants", default="baseline,current")
@@ -598,7 +606,7 @@ def main() -> None:
         runs[variant] = json.loads(out.read_text())
         runs[variant]["load_before"] = [round(x, 2) for x in load_before]
         runs[variant]["load_after"] = [round(x, 2) for x in os.getloadavg()]
-        summaries[variant] = summarise(runs[variant], args.symbols)
+        summaries[variant] = summarise(runs[variant], args.symbols, args.warmup)
     print(table(summaries))
     for variant, run in runs.items():
         print(f"{variant}: load average before {run['load_before']}, after {run['load_after']}")
@@ -609,7 +617,7 @@ def main() -> None:
                 "when": datetime.now(UTC).isoformat(timespec="seconds"),
                 "symbols": args.symbols,
                 "bursts": args.bursts,
-                "warmup_bursts": WARMUP_BURSTS,
+                "warmup_bursts": args.warmup,
                 "history_bars_per_symbol": args.history,
                 "horizon_bars": args.horizon or "default",
                 "baseline_commit": baseline_commit,
