@@ -107,3 +107,24 @@ def test_frames_kafka_never_confirmed_keep_their_checkpoints_and_are_refilled(se
     handle(feed, json.dumps([am("AAPL"), am("MSFT")]), json.dumps([am("AAPL", MINUTE + timedelta(minutes=1))]))
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == before and redis_client.hget(CHECKPOINT_KEY, "MSFT") is None
     assert feed._refill_symbols is ALL or {"AAPL", "MSFT"} <= feed._refill_symbols
+
+
+def test_a_dead_lettered_bar_moves_no_checkpoint_and_an_invalid_symbol_gets_none(settings, redis_client):
+    """A bar the contract refused is not checkpointed: an AM event years ahead must not pin its
+    symbol's checkpoint in the future (every later refill would fetch nothing), and a symbol that
+    fails the symbol rules never becomes a checkpoint key (a refill of all would spend REST calls on it)."""
+    s = burst_settings(settings, accept_any_symbol=False, websocket_symbols="watchlist", watchlist=["AAPL", "MSFT"])
+    feed = WebSocketFeed(s, rest=MarketProducer(s))
+    before = contract.format_ts(MINUTE - timedelta(minutes=3))
+    redis_client.hset(CHECKPOINT_KEY, "AAPL", before)
+    future = MINUTE.replace(year=MINUTE.year + 5)
+    older = MINUTE - timedelta(minutes=1)
+    events = [am("AAPL", future), am("MSFT", h=1.0), am("lower"), am("UNLISTED"), am("MSFT", older)]
+    handle(feed, json.dumps(events))
+    letters = verify.read_topic(s, s.kafka_dlq_topic, None, timeout_s=20)
+    assert len(letters) == 4 and feed.stats["sent"] == 1
+    assert redis_client.hgetall(CHECKPOINT_KEY) == {
+        "AAPL": before,  # not the bar 5 years ahead
+        "MSFT": contract.format_ts(older),  # the valid bar, not the refused newer one
+    }
+    assert feed._refill_symbols == {"AAPL", "MSFT"}  # the refused bars' minutes come over REST

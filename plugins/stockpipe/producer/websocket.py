@@ -182,7 +182,8 @@ class WebSocketFeed:
             **{"message.timeout.ms": int(delivery_timeout_s * 1000), "delivery.report.only.error": True},
         )
         self.source = f"{settings.source_name}-websocket"
-        self._check = compiled_check(contract.Policy.from_settings(settings))
+        self._policy = contract.Policy.from_settings(settings)
+        self._check = compiled_check(self._policy)
         self._ts_texts: dict[int, str] = {}
         self._unconfirmed: queue.Queue[_Frame] = queue.Queue()
         self._produced_metric: dict[str, Any] = {}
@@ -334,7 +335,10 @@ class WebSocketFeed:
                     symbol = event.get("sym")
                     origin = {"source": source, "symbol": symbol}
                     self._dead_letter(json.dumps(event), str(error), origin, pending)
-                    self.request_refill({symbol} if isinstance(symbol, str) else ALL)
+                    if self._refillable(symbol):
+                        self.request_refill({symbol})
+                    elif not isinstance(symbol, str):
+                        self.request_refill(ALL)  # whose bar it was is unknown
                     continue
                 reason = check(message, now_us)
                 symbol = message["symbol"]
@@ -369,10 +373,17 @@ class WebSocketFeed:
         origin = {"source": self.source, "symbol": symbol, "ts": message["ts"]}
         self._dead_letter(contract.encode(message), reason, origin, pending, key=key)
         log.warning("bar %s %s sent to the dead-letter topic: %s", symbol, message["ts"], reason)
-        if isinstance(symbol, str) and SYMBOL_RE.fullmatch(symbol):
-            self.request_refill({symbol})  # the REST aggregate of the minute may be sound
-        if isinstance(symbol, str):
-            pending.sent.append((symbol, message["ts"]))
+        # Not checkpointed: the refill from the checkpoint covers its minute (the REST aggregate
+        # may be sound); a bar years ahead must not pin its checkpoint in the future.
+        if self._refillable(symbol):
+            self.request_refill({symbol})
+
+    def _refillable(self, symbol: Any) -> bool:
+        """A symbol the contract's symbol rules accept: only those are refilled (and so get a
+        checkpoint); an invalid or unlisted one would cost REST calls at every refill of all."""
+        if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
+            return False
+        return self._policy.symbols is None or symbol in self._policy.symbols
 
     def _dead_letter(
         self, raw: str | bytes, reason: str, origin: dict, pending: _Frame, *, key: bytes | None = None
