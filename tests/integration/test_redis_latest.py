@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 
 from stockpipe.storage import redis_latest
 from stockpipe.storage.redis_latest import BARS_CHANNEL, LatestWriter, _text, latest_message
@@ -113,5 +114,18 @@ def test_rows_of_different_shapes_in_one_write(base_settings, redis_client):
         assert writer.write([plain, short, with_ts_ms]) == 3
         for r in (plain, short, with_ts_ms):
             assert redis_client.hgetall(base_settings.redis_latest_key(r["symbol"])) == expected_hash(r)
+    finally:
+        writer.close()
+
+
+def test_an_unreachable_redis_fails_the_write_once_and_leaves_nothing_queued(base_settings):
+    down = base_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    writer = LatestWriter(down)
+    try:
+        rows = [row(i) for i in range(3 * redis_latest.SYMBOLS_PER_CALL)]
+        with pytest.raises(redis.exceptions.ConnectionError):
+            writer.write(rows)
+        # the calls queued behind the failed one were cancelled: the sender is idle at once
+        assert writer._sender.submit(lambda: "idle").result(timeout=5) == "idle"
     finally:
         writer.close()

@@ -184,11 +184,14 @@ class LatestWriter:
         arguments, then Redis' ~200 ms after it). Raises the first call's error (e.g. Redis down)."""
         if not rows:
             return 0
-        calls = [
-            self._sender.submit(self._call, encode_rows(rows[start : start + SYMBOLS_PER_CALL]))
-            for start in range(0, len(rows), SYMBOLS_PER_CALL)
-        ]
-        return sum(call.result() for call in calls)
+        calls = []
+        try:
+            for start in range(0, len(rows), SYMBOLS_PER_CALL):
+                calls.append(self._sender.submit(self._call, encode_rows(rows[start : start + SYMBOLS_PER_CALL])))
+            return sum(call.result() for call in calls)
+        finally:
+            for call in calls:  # after a failure (Redis down or hung): no more calls queued behind it
+                call.cancel()
 
     def close(self) -> None:
         self._sender.shutdown(wait=True)
