@@ -128,3 +128,28 @@ def test_a_dead_lettered_bar_moves_no_checkpoint_and_an_invalid_symbol_gets_none
         "MSFT": contract.format_ts(older),  # the valid bar, not the refused newer one
     }
     assert feed._refill_symbols == {"AAPL", "MSFT"}  # the refused bars' minutes come over REST
+
+
+def test_hostile_events_are_dead_letters_and_the_rest_of_the_frame_is_delivered(settings, redis_client):
+    """Values the conversions refuse (a start time beyond any calendar: OSError, OverflowError; a lone
+    surrogate as the symbol: UnicodeEncodeError on the key) and a frame nested too deeply to read
+    (RecursionError) are dead letters with their reasons; they never end the connection."""
+    s = burst_settings(settings)
+    feed = WebSocketFeed(s, rest=MarketProducer(s))
+    hostile = [am("BIG", s=10**20), am("HUGE", s=10**400), am("NEG", s=-(10**15)), am("\ud800")]
+    deep = "[" * 100_000 + "]" * 100_000
+    later = MINUTE + timedelta(minutes=1)
+    handle(feed, json.dumps([am("AAPL"), *hostile, am("MSFT")]), deep, json.dumps([am("AAPL", later)]))
+    sent = verify.read_topic(s, s.kafka_topic, None, timeout_s=20)
+    assert sorted((m["symbol"], m["ts"]) for m in sent) == [
+        ("AAPL", contract.format_ts(MINUTE)),
+        ("AAPL", contract.format_ts(later)),
+        ("MSFT", contract.format_ts(MINUTE)),
+    ]
+    letters = verify.read_topic(s, s.kafka_dlq_topic, None, timeout_s=20)
+    reasons = sorted(letter["error"] for letter in letters)
+    assert len(letters) == 5 and feed.stats["dead_letters"] == 5, reasons
+    assert sum(r.startswith("AM event's 's' (the minute's start in ms) is not a time") for r in reasons) == 3
+    assert "WebSocket frame is not JSON (nested too deeply to read)" in reasons
+    assert sum(r.startswith("symbol is not a ticker") for r in reasons) == 1
+    assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == contract.format_ts(later)

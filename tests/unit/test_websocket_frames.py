@@ -71,3 +71,17 @@ def test_a_valid_message_is_encoded_to_the_same_values(price):
     assert fast == reference == message
     assert [type(v) for v in fast.values()] == [type(v) for v in reference.values()]
     assert not any(isinstance(v, float) and not math.isfinite(v) for v in fast.values())
+
+
+@pytest.mark.parametrize(
+    "start_ms", [10**20, 10**400, -(10**15), -1, 253402300800000], ids=["1e20", "1e400", "-1e15", "-1", "year-10000"]
+)
+def test_a_start_time_beyond_the_calendar_is_a_value_error(start_ms):
+    with pytest.raises(ValueError, match="is not a time from 1970 to 9999"):
+        am_message({**AM, "s": start_ms}, "simulator-websocket", FETCHED_AT)
+
+
+@pytest.mark.parametrize("frame", ["[" * 100_000 + "]" * 100_000, '{"a":' * 5000 + "1" + "}" * 5000])
+def test_a_frame_nested_too_deeply_is_a_value_error(frame):
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode_frame(frame)

@@ -85,6 +85,9 @@ DELAYED_S = 15 * 60
 #: Messages awaiting Kafka's confirmation beyond which the next frame waits (librdkafka's queue
 #: holds 100,000 by default: a longer Kafka outage must slow the reading, not fail the produce).
 MAX_UNCONFIRMED = 50_000
+#: The range of an AM event's ``s`` (ms) taken for a time, 1970 to 9999 (the contract refuses any
+#: bar before 1970 anyway); beyond it the conversion raises (OSError, OverflowError, ValueError).
+MIN_START_MS, MAX_START_MS = 0, 253402300740000
 _DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 
@@ -109,6 +112,8 @@ def am_message(
     start_ms = event.get("s")
     if start_ms.__class__ is not int:  # bool is not int here
         raise ValueError("AM event without an integer 's' (the minute's start in ms)")
+    if not MIN_START_MS <= start_ms <= MAX_START_MS:
+        raise ValueError("AM event's 's' (the minute's start in ms) is not a time from 1970 to 9999")
     ts = ts_texts.get(start_ms) if ts_texts is not None else None
     if ts is None:
         ts = contract.format_ts(datetime.fromtimestamp(start_ms / 1000, UTC))
@@ -134,11 +139,15 @@ def am_message(
 
 def decode_frame(frame: str | bytes) -> Any:
     """A frame's JSON value: ``msgspec`` (fast), else the ``json`` module (``NaN``, ``1e400``, a lone
-    surrogate: what msgspec refuses and ``json`` reads); ValueError when it is not JSON."""
+    surrogate: what msgspec refuses and ``json`` reads); ValueError when it is not JSON or nested
+    too deeply to read (both readers raise RecursionError)."""
     try:
-        return _DECODER.decode(frame)
-    except msgspec.MsgspecError:
-        return json.loads(frame)
+        try:
+            return _DECODER.decode(frame)
+        except msgspec.MsgspecError:
+            return json.loads(frame)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
 
 
 class _Frame:
@@ -322,34 +331,38 @@ class WebSocketFeed:
         sent_symbols: list[str] = []
         produce, topic, check, source = self.kafka.produce, self.settings.kafka_topic, self._check, self.source
         for event in events:
-            if not isinstance(event, dict):
-                self._dead_letter(
-                    json.dumps(event), "WebSocket event is not a JSON object", {"source": self.source}, pending
-                )
-                continue
-            kind = event.get("ev")
-            if kind == "AM":
-                try:
-                    message = am_message(event, source, fetched_at, self._ts_texts)
-                except ValueError as error:
-                    symbol = event.get("sym")
-                    origin = {"source": source, "symbol": symbol}
-                    self._dead_letter(json.dumps(event), str(error), origin, pending)
-                    if self._refillable(symbol):
-                        self.request_refill({symbol})
-                    elif not isinstance(symbol, str):
-                        self.request_refill(ALL)  # whose bar it was is unknown
+            try:
+                if not isinstance(event, dict):
+                    self._dead_letter(
+                        json.dumps(event), "WebSocket event is not a JSON object", {"source": self.source}, pending
+                    )
                     continue
-                reason = check(message, now_us)
-                symbol = message["symbol"]
-                if reason is None:  # a valid message has a ticker as its symbol
-                    produce(topic, key=symbol.encode(), value=_ENCODER.encode(message), on_delivery=pending.delivered)
-                    sent_symbols.append(symbol)
-                    pending.sent.append((symbol, message["ts"]))
-                else:
-                    self._invalid(message, reason, pending)
-            elif kind == "status":
-                self._status(event)
+                kind = event.get("ev")
+                if kind == "AM":
+                    try:
+                        message = am_message(event, source, fetched_at, self._ts_texts)
+                    except ValueError as error:
+                        symbol = event.get("sym")
+                        origin = {"source": source, "symbol": symbol}
+                        self._dead_letter(json.dumps(event), str(error), origin, pending)
+                        if self._refillable(symbol):
+                            self.request_refill({symbol})
+                        elif not isinstance(symbol, str):
+                            self.request_refill(ALL)  # whose bar it was is unknown
+                        continue
+                    reason = check(message, now_us)
+                    symbol = message["symbol"]
+                    if reason is None:  # a valid message has a ticker as its symbol
+                        value = _ENCODER.encode(message)
+                        produce(topic, key=symbol.encode(), value=value, on_delivery=pending.delivered)
+                        sent_symbols.append(symbol)
+                        pending.sent.append((symbol, message["ts"]))
+                    else:
+                        self._invalid(message, reason, pending)
+                elif kind == "status":
+                    self._status(event)
+            except Exception as error:  # a hostile event (e.g. too deep to encode): its dead letter, then the next
+                self._unreadable(event, error, pending)
         self.kafka.poll(0)
         if sent_symbols:
             self.stats["sent"] += len(sent_symbols)
@@ -369,7 +382,7 @@ class WebSocketFeed:
     def _invalid(self, message: dict[str, Any], reason: str, pending: _Frame) -> None:
         """A bar the contract refuses: its dead letter with the reason; its minute refilled over REST."""
         symbol = message["symbol"]
-        key = symbol.encode() if isinstance(symbol, str) else None
+        key = symbol.encode(errors="replace") if isinstance(symbol, str) else None  # a lone surrogate: '?'
         origin = {"source": self.source, "symbol": symbol, "ts": message["ts"]}
         self._dead_letter(contract.encode(message), reason, origin, pending, key=key)
         log.warning("bar %s %s sent to the dead-letter topic: %s", symbol, message["ts"], reason)
@@ -384,6 +397,18 @@ class WebSocketFeed:
         if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
             return False
         return self._policy.symbols is None or symbol in self._policy.symbols
+
+    def _unreadable(self, event: Any, error: Exception, pending: _Frame) -> None:
+        """An event that broke its own handling: its dead letter with the reason (what of it can be
+        written out), the rest of the frame goes on; whose bar it was is unsure, so all are refilled."""
+        try:
+            raw = json.dumps(event)
+        except Exception:  # too deep, or not encodable at all
+            raw = ""
+        reason = f"WebSocket event could not be handled ({type(error).__name__}: {error})"
+        log.warning("%s", reason)
+        self._dead_letter(raw, reason, {"source": self.source}, pending)
+        self.request_refill(ALL)
 
     def _dead_letter(
         self, raw: str | bytes, reason: str, origin: dict, pending: _Frame, *, key: bytes | None = None
