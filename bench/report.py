@@ -8,10 +8,10 @@ Reads what the benchmarks wrote to ``--results``:
   newest ``dashboard-*.json`` per calendar and ``stack_memory.json`` — a missing one is MISSING;
 - issues 13-15's, run one at a time (long, and most of them need the running stack):
   ``live_freshness.json``, ``history.json``, ``producer_relaunch.json``, ``first_start.json``
-  (issue 13), ``websocket_feed.json``, ``market_scale.json``, ``market_live.json`` (issue 14), ``alerts_latency.json``
-  (issue 15) — a missing one is "not run", which is no failure. Other names a benchmark may write
-  with its ``--out``/``--results`` (``history-range2.json``, ``alerts_latency_250.json``, …) are
-  not read.
+  (issue 13), ``websocket_feed.json``, ``market_scale.json``, ``market_live.json``,
+  ``websocket_burst.json`` (issue 14), ``alerts_latency.json`` (issue 15) — a missing one is "not
+  run", which is no failure. Other names a benchmark may write with its ``--out``/``--results``
+  (``history-range2.json``, ``alerts_latency_250.json``, …) are not read.
 
 It prints a list of the runs — when each ran, how old it is, the machine, the load average and the
 parameters (a missing file or field is named, never skipped silently) — then one table (figure |
@@ -127,6 +127,7 @@ OPTIONAL = {
     "websocket_feed": "bench/websocket_feed.py",
     "market_scale": "bench/market_scale.py",
     "market_live": "bench/market_live.py",
+    "websocket_burst": "bench/websocket_burst.py",
     "alerts_latency": "bench/alerts_latency.py",
 }
 GOALS_OF = {  # which of the issue's targets each result is judged on
@@ -1020,6 +1021,43 @@ def market_live_rows(run: Run) -> list[Row]:
     return rows
 
 
+def websocket_burst_rows(run: Run) -> list[Row]:
+    """The producer's share of a whole-market burst: the WebSocket feed before (the baseline commit,
+    loaded from git in the same run) and after, per 10,000-event burst."""
+    src = "bench/websocket_burst.py"
+    universe, rev = run.get("args.universe"), run.get("args.baseline_rev")
+    rows = []
+    for key, name, digits in (
+        ("push_to_last_in_kafka_s", "push start → whole burst in Kafka (s)", 2),
+        ("close_to_last_fetched_s", "minute close → last fetched_at (s)", 2),
+        ("cpu_us_per_event", "producer CPU per event (µs)", 1),
+        ("events_per_s", "events/s through the producer", 0),
+    ):
+        new, old = run.get(f"summary.new.{key}"), run.get(f"summary.baseline.{key}")
+        rows.append(
+            Row(
+                f"WebSocket burst of {num(universe)} AM events (median of bursts): {name}",
+                num(new, digits),
+                baseline=f"{num(old, digits)} (feed at {rev})",
+                ratio=times(ratio_of(new, old)),
+                source=src,
+                numbers={"new": new, "baseline": old},
+            )
+        )
+    lost = [run.get(f"summary.{impl}.lost") for impl in ("baseline", "new")]
+    rows.append(
+        Row(
+            "WebSocket burst: events lost (baseline / new)",
+            slash(*lost, digits=0),
+            target="0",
+            met=None if None in lost else lost == [0, 0],
+            source=src,
+            numbers={"baseline": lost[0], "new": lost[1]},
+        )
+    )
+    return rows
+
+
 # --- issue 15: user alerts -----------------------------------------------------------------------
 
 
@@ -1104,7 +1142,7 @@ def _mem_total(free: str | None, unit: str) -> str:
 
 
 def run_machine(run: Run) -> str:
-    machine = run.data.get("machine")
+    machine = run.data.get("machine") or run.data.get("host")
     if isinstance(machine, str):
         return machine
     machine = machine or {}
@@ -1121,6 +1159,9 @@ def run_loadavg(run: Run) -> tuple[float | None, float | None]:
         start, end = d.get("loadavg_start"), d.get("loadavg_end")
     elif run.key == "first_start":
         start, end = d.get("load_avg_start"), d.get("load_avg_end")
+    elif run.key == "websocket_burst":
+        loads = d.get("load_1m_at_phase_starts") or []
+        return (loads[0] if loads else None, loads[-1] if loads else None)
     elif run.key in ("live_freshness", "websocket_feed"):
         start, end = None, d.get("loadavg")  # recorded at the end only
     elif run.key in ("backfill", "producer_relaunch"):
@@ -1198,6 +1239,14 @@ def _alerts_params(run: Run) -> str:
     )
 
 
+def _websocket_burst_params(run: Run) -> str:
+    a = run.data.get("args") or {}
+    return (
+        f"{num(a.get('universe'))} symbols, {a.get('bursts')} bursts × {a.get('rounds')} rounds per feed, "
+        f"feeds {a.get('impls')} (baseline {a.get('baseline_rev')}), simulator clock ×{a.get('speed')}"
+    )
+
+
 OPTIONAL_PARAMS = {
     "live_freshness": _live_params,
     "history": _history_params,
@@ -1205,6 +1254,7 @@ OPTIONAL_PARAMS = {
     "websocket_feed": _websocket_params,
     "market_scale": _market_params,
     "market_live": _market_live_params,
+    "websocket_burst": _websocket_burst_params,
     "alerts_latency": _alerts_params,
 }
 
@@ -1271,6 +1321,7 @@ def build(results: Path, now: datetime | None = None, since: datetime | None = N
         "websocket_feed": websocket_feed_rows,
         "market_scale": market_scale_rows,
         "market_live": market_live_rows,
+        "websocket_burst": websocket_burst_rows,
         "alerts_latency": alerts_latency_rows,
     }
     rows: list[Row] = []

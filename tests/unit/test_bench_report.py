@@ -539,6 +539,28 @@ def market_live(
     }  # fmt: skip
 
 
+def websocket_burst(lost: int = 0) -> dict:
+    def feed(push: float, cpu: float) -> dict:
+        return {
+            "cpu_us_per_event": cpu,
+            "events_per_s": 10_000 / push,
+            "push_to_last_in_kafka_s": push,
+            "close_to_last_fetched_s": push + 0.05,
+            "bursts": 12,
+            "lost": lost,
+        }
+
+    return {
+        "benchmark": "websocket_burst",
+        "when": "2026-11-25T15:20:00+00:00",
+        "host": {"cpus": 2, "python": "3.11.2"},
+        "load_1m_at_phase_starts": [2.0, 2.5, 3.0],
+        "args": {"universe": 10_000, "bursts": 4, "rounds": 3, "speed": 6.0, "impls": "baseline,new",
+                 "baseline_rev": "abc1234"},
+        "summary": {"baseline": feed(0.75, 60.0), "new": feed(0.25, 15.0)},
+    }  # fmt: skip
+
+
 def later(tmp_path: Path, **overrides: dict) -> Path:
     """issue 7's five and issues 13-15's six, all met unless ``overrides`` say otherwise."""
     files = {
@@ -548,6 +570,7 @@ def later(tmp_path: Path, **overrides: dict) -> Path:
         "websocket_feed": websocket_feed(),
         "market_scale": market_scale(),
         "market_live": market_live(),
+        "websocket_burst": websocket_burst(),
         "alerts_latency": alerts_latency(),
     }
     return full(tmp_path, **{**files, **overrides})
@@ -594,6 +617,10 @@ def test_later_benchmarks_rows_baselines_and_targets(tmp_path):
         True,
     )
     assert row(summary, "dashboard Market page over 10,000 symbols")["met"] is True
+    burst = row(summary, "WebSocket burst of 10,000 AM events (median of bursts): push start → whole burst in Kafka")
+    assert (burst["value"], burst["baseline"], burst["ratio"]) == ("0.25", "0.75 (feed at abc1234)", "0.333×")
+    assert row(summary, "WebSocket burst: events lost (baseline / new)")["met"] is True
+    assert summary["runs"]["websocket_burst"]["loadavg_1m"] == [2.0, 3.0]
 
     alert = row(summary, "alerts, 1,000 bars/s, 1,000 rules: bar → alert on pub/sub")
     assert (alert["value"], alert["baseline"], alert["met"]) == (
