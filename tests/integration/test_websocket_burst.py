@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from stockpipe import clients, contract, verify
-from stockpipe.producer.core import CHECKPOINT_KEY, MarketProducer
+from stockpipe.producer.core import CHECKPOINT_KEY, HOLE_KEY, MarketProducer
 from stockpipe.producer.websocket import ALL, WebSocketFeed, am_message
 
 pytestmark = pytest.mark.integration
@@ -153,3 +154,57 @@ def test_hostile_events_are_dead_letters_and_the_rest_of_the_frame_is_delivered(
     assert "WebSocket frame is not JSON (nested too deeply to read)" in reasons
     assert sum(r.startswith("symbol is not a ticker") for r in reasons) == 1
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == contract.format_ts(later)
+
+
+def test_a_bar_kafka_never_confirmed_is_refilled_though_newer_frames_were_confirmed(settings, redis_client):
+    """The 10:00 frame times out, the 10:01 … 10:06 frames are confirmed, then the (rate-limited)
+    refill reaches the symbol: it must resend 10:00. The checkpoint stays before the hole and the
+    refill starts at it (else: checkpoint 10:06, refill from 10:02, 10:00 lost for good)."""
+    from stockpipe.sources.simulator import start_in_thread
+    from tests.integration.simkit import on_simulator
+
+    now = MINUTE + timedelta(minutes=10)
+    with start_in_thread(seed=5, clock="demo", now=lambda: now.timestamp(), universe_size=10) as sim:
+        s = on_simulator(burst_settings(settings), sim, "test-key-hole", watchlist=["AAPL"])
+        away = s.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})  # nothing listens there
+        options = {"message.timeout.ms": 1500, "delivery.report.only.error": True}
+        dead = clients.kafka_producer(away, "producer", **options, log_level=0)
+        live = clients.kafka_producer(s, "producer", **options)
+        feed = WebSocketFeed(s, rest=MarketProducer(s, clock=lambda: now), kafka_producer=dead, delivery_timeout_s=5)
+        before = contract.format_ts(MINUTE - timedelta(minutes=1))
+        redis_client.hset(CHECKPOINT_KEY, "AAPL", before)
+        handle(feed, json.dumps([am("AAPL")]))  # 10:00: Kafka never confirms it
+        assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == before and "AAPL" in feed._refill_symbols
+        feed.kafka, feed._stop = live, threading.Event()
+        handle(feed, *(json.dumps([am("AAPL", MINUTE + timedelta(minutes=i))]) for i in range(1, 7)))
+        checkpoint, hole = redis_client.hget(CHECKPOINT_KEY, "AAPL"), redis_client.hget(HOLE_KEY, "AAPL")
+        feed._stop = threading.Event()
+        feed._refill(["AAPL"])  # the refill reaches the symbol now
+        sent = verify.read_topic(s, s.kafka_topic, None, timeout_s=20)
+        assert (contract.format_ts(MINUTE), "simulator") in {(m["ts"], m["source"]) for m in sent}  # not lost
+        assert checkpoint == before  # the confirmed 10:01 … 10:06 did not carry it past the hole
+        assert hole == f"{contract.format_ts(MINUTE)}|{contract.format_ts(MINUTE)}"
+        newest = contract.format_ts(now - timedelta(minutes=1))
+        assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == newest and redis_client.hget(HOLE_KEY, "AAPL") is None
+        feed._stop = threading.Event()
+        handle(feed, json.dumps([am("AAPL", now)]))  # the hole refilled: pushes move the checkpoint again
+        assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == contract.format_ts(now)
+
+
+@pytest.mark.parametrize(
+    ("hole", "window", "left"),
+    [
+        (("10:00", "10:00"), ("09:56", "10:07"), None),  # covered: cleared
+        (("10:00", "10:06"), ("09:56", "10:06"), ("10:06", "10:06")),  # 10:06 not fetched yet: it stays
+        (("10:00", "10:02"), ("10:01", "10:07"), ("10:00", "10:02")),  # recorded after the window began
+    ],
+    ids=["covered", "partly", "older-than-the-window"],
+)
+def test_a_delivered_fetch_clears_only_the_part_of_a_hole_it_covered(settings, redis_client, hole, window, left):
+    at = lambda hhmm: contract.format_ts(MINUTE.replace(hour=int(hhmm[:2]), minute=int(hhmm[3:])))  # noqa: E731
+    producer = MarketProducer(settings)
+    redis_client.hset(HOLE_KEY, "AAPL", f"{at(hole[0])}|{at(hole[1])}")
+    start, end = (MINUTE.replace(hour=int(t[:2]), minute=int(t[3:])) for t in window)
+    assert producer.hole("AAPL") == contract.parse_ts(at(hole[0]))
+    producer._covered("AAPL", start, end)
+    assert redis_client.hget(HOLE_KEY, "AAPL") == (left and f"{at(left[0])}|{at(left[1])}")

@@ -44,6 +44,22 @@ from stockpipe.sources.polygon import Bar, NotEntitled, RetryableSourceError
 log = logging.getLogger("stockpipe.producer")
 
 CHECKPOINT_KEY = "stockpipe:producer:checkpoint"
+#: Per symbol, the bars a push feed sent that Kafka never confirmed: ``"<oldest ts>|<newest ts>"``
+#: (:mod:`stockpipe.producer.websocket`). While a symbol has a hole its checkpoint does not move to
+#: or past it, and a fetch starts at the hole at the latest; a delivered fetch that covered it clears it.
+HOLE_KEY = "stockpipe:producer:hole"
+# The hole of KEYS[1] field ARGV[1] after the delivered fetch of [ARGV[2], ARGV[3]): cleared when
+# the fetch covered it, else it starts at the fetch's end (the rest is still unconfirmed).
+_CLEAR_HOLE_LUA = """
+local hole = redis.call('HGET', KEYS[1], ARGV[1])
+if not hole then return 0 end
+local bar = string.find(hole, '|', 1, true)
+local oldest, newest = string.sub(hole, 1, bar - 1), string.sub(hole, bar + 1)
+if oldest < ARGV[2] then return 0 end
+if newest < ARGV[3] then redis.call('HDEL', KEYS[1], ARGV[1]) return 1 end
+if oldest < ARGV[3] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|' .. newest) end
+return 0
+"""
 SENT_KEY = "stockpipe:producer:sent:{symbol}"
 
 
@@ -138,6 +154,7 @@ class MarketProducer:
         self._stale: dict[str, dict[str, float]] = {}
         self._stale_of: dict[tuple, dict[str, dict[str, float]]] = {}  # a backfill comes and goes: keep both
         self._turn_at: dict[str, float] = {}  # unix time of each symbol's last turn (fetched or failed)
+        self._clear_hole = self.redis.register_script(_CLEAR_HOLE_LUA)
 
     # -- the plan ------------------------------------------------------------------------------
     def _learn_plan(self, which: plan.Plan) -> None:
@@ -173,6 +190,11 @@ class MarketProducer:
         value = self.redis.hget(CHECKPOINT_KEY, symbol)
         return contract.parse_ts(value) if value else None
 
+    def hole(self, symbol: str) -> datetime | None:
+        """The oldest bar of ``symbol`` a push feed sent and Kafka never confirmed (:data:`HOLE_KEY`)."""
+        value = self.redis.hget(HOLE_KEY, symbol)
+        return contract.parse_ts(value.split("|", 1)[0]) if value else None
+
     def _advance(self, symbol: str, last_ts: datetime, digests: dict[str, str]) -> None:
         sent_key = SENT_KEY.format(symbol=symbol)
         horizon = contract.format_ts(last_ts - self.overlap - timedelta(minutes=1))
@@ -189,7 +211,13 @@ class MarketProducer:
     def window_start(self, symbol: str, end: datetime) -> datetime:
         """Where the fetch of ``symbol``'s closed bars before ``end`` starts: an overlap before the bar
         after its checkpoint; without a checkpoint, the open of the session trading at ``end`` (or of
-        the last one before it), or ``STOCKPIPE_BACKFILL_START_MINUTES`` back when that is set."""
+        the last one before it), or ``STOCKPIPE_BACKFILL_START_MINUTES`` back when that is set; at
+        the latest at the symbol's hole (a bar Kafka never confirmed: :data:`HOLE_KEY`)."""
+        start = self._checkpoint_start(symbol, end)
+        hole = self.hole(symbol)
+        return start if hole is None else min(start, hole)
+
+    def _checkpoint_start(self, symbol: str, end: datetime) -> datetime:
         last = self.checkpoint(symbol)
         if last is not None:
             return min(last + timedelta(minutes=1) - self.overlap, end)
@@ -197,6 +225,11 @@ class MarketProducer:
             return end - timedelta(minutes=self.settings.backfill_start_minutes)
         session = self.calendar.session_at(end - timedelta(minutes=1)) or self.calendar.previous_session(end)
         return min(session.open, end) if session is not None else end
+
+    def _covered(self, symbol: str, start: datetime, end: datetime) -> None:
+        """The fetch of [start, end) is delivered: a hole it covered is cleared (atomically: a hole
+        recorded meanwhile outside the window stays)."""
+        self._clear_hole(keys=[HOLE_KEY], args=[symbol, contract.format_ts(start), contract.format_ts(end)])
 
     def _fetch(
         self, symbol: str, max_wait_s: float | None = None
@@ -247,6 +280,7 @@ class MarketProducer:
             result.dead_letters += 1
         if not bars:
             self._flush_or_raise(symbol, errors)
+            self._covered(symbol, start, end)
             return result
         fetched_at = self.clock()
         sent = self.redis.hgetall(SENT_KEY.format(symbol=symbol))
@@ -280,6 +314,7 @@ class MarketProducer:
             self.kafka.poll(0)
         self._flush_or_raise(symbol, errors)
         self._advance(symbol, max(b.ts for b in bars), digests)
+        self._covered(symbol, start, end)
         metrics.BARS_PRODUCED.labels(symbol).inc(result.sent)
         metrics.DEAD_LETTERS.inc(result.dead_letters)
         metrics.LAST_SUCCESS.labels(symbol).set(time.time())

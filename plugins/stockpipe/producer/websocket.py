@@ -12,7 +12,10 @@ Guarantees, as the REST feed's (:mod:`stockpipe.producer.core`):
   JSON, an event that is no object or has no start time is a dead letter with its reason), and the
   same idempotent Kafka producer (:func:`stockpipe.clients.kafka_producer`);
 - the per-symbol checkpoint (Redis :data:`~stockpipe.producer.core.CHECKPOINT_KEY`, the REST
-  feed's) moves only once Kafka confirmed the frame, and only forward;
+  feed's) moves only once Kafka confirmed the frame, and only forward; a bar Kafka never confirmed
+  is its symbol's hole (:data:`~stockpipe.producer.core.HOLE_KEY`): the checkpoint stays before it
+  and the refill starts at it, until a refill delivered it (newer frames confirmed meanwhile must not
+  carry the checkpoint past it, or the refill, reading from the checkpoint, would never resend it);
 - no gap: after every (re)connection, once the server acknowledged the subscription, each symbol
   is refilled over REST from its checkpoint with :meth:`MarketProducer.produce_symbol` (through
   the shared rate limiter); a frame Kafka did not confirm is refilled the same way. Duplicates
@@ -64,6 +67,7 @@ from stockpipe.contract_compiled import compiled_check
 from stockpipe.producer import metrics, plan
 from stockpipe.producer.core import (
     CHECKPOINT_KEY,
+    HOLE_KEY,
     CycleSummary,
     KafkaUnavailable,
     MarketProducer,
@@ -91,11 +95,30 @@ MIN_START_MS, MAX_START_MS = 0, 253402300740000
 _DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 
-# Checkpoints only move forward (a refill that finished after a newer pushed bar must not pull one back).
+# First the holes (HOLE_KEY, KEYS[2]): ARGV[1] symbols, each with the oldest and the newest bar of
+# it that Kafka did not confirm, merged into its hole; then the checkpoints (KEYS[1]): pairs of
+# symbol and newest confirmed bar. A checkpoint only moves forward (a refill that finished after a
+# newer pushed bar must not pull one back), and never to or past its symbol's hole: the refill
+# reads from the checkpoint, and a bar behind it would never be sent again.
 _ADVANCE_LUA = """
-for i = 1, #ARGV, 2 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not current) or current < ARGV[i + 1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local n = tonumber(ARGV[1])
+for i = 2, 3 * n + 1, 3 do
+  local oldest, newest = ARGV[i + 1], ARGV[i + 2]
+  local hole = redis.call('HGET', KEYS[2], ARGV[i])
+  if hole then
+    local bar = string.find(hole, '|', 1, true)
+    local o, w = string.sub(hole, 1, bar - 1), string.sub(hole, bar + 1)
+    if o < oldest then oldest = o end
+    if w > newest then newest = w end
+  end
+  redis.call('HSET', KEYS[2], ARGV[i], oldest .. '|' .. newest)
+end
+for i = 3 * n + 2, #ARGV, 2 do
+  local hole = redis.call('HGET', KEYS[2], ARGV[i])
+  if (not hole) or ARGV[i + 1] < string.sub(hole, 1, string.find(hole, '|', 1, true) - 1) then
+    local current = redis.call('HGET', KEYS[1], ARGV[i])
+    if (not current) or current < ARGV[i + 1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  end
 end
 return 0
 """
@@ -443,12 +466,23 @@ class WebSocketFeed:
     def _confirm(self, frames: list[_Frame]) -> None:
         """Wait until Kafka confirmed ``frames`` (every message produced before them too), then move
         their checkpoints; a frame with a failed message, or all of them after a timeout, is
-        refilled instead."""
+        refilled instead, its bars recorded as their symbols' holes (in the same script: no
+        checkpoint moves to or past a hole)."""
         remaining = self.kafka.flush(self.delivery_timeout_s)
         if remaining:
             self.kafka.purge()
             self.kafka.flush(1)
         failed = frames if remaining else [frame for frame in frames if frame.errors]
+        holes: dict[str, list[str]] = {}  # symbol: [oldest, newest] not confirmed
+        for frame in failed:
+            for symbol, ts in frame.sent:
+                hole = holes.get(symbol)
+                if hole is None:
+                    holes[symbol] = [ts, ts]
+                elif ts < hole[0]:
+                    hole[0] = ts
+                elif ts > hole[1]:
+                    hole[1] = ts
         if failed:
             errors = [error for frame in failed for error in frame.errors]
             log.error(
@@ -466,8 +500,13 @@ class WebSocketFeed:
                 current = newest.get(symbol)
                 if current is None or ts > current:
                     newest[symbol] = ts
+        if newest or holes:
+            args: list[Any] = [len(holes)]
+            for symbol, (oldest, latest) in holes.items():
+                args += (symbol, oldest, latest)
+            args += [x for pair in newest.items() for x in pair]
+            self._advance_script(keys=[CHECKPOINT_KEY, HOLE_KEY], args=args)
         if newest:
-            self._advance_script(keys=[CHECKPOINT_KEY], args=[x for pair in newest.items() for x in pair])
             stamp = time.time()
             gauges = self._success_metric
             for symbol in newest:
@@ -524,9 +563,10 @@ class WebSocketFeed:
         if wanted is not ALL:
             return sorted(wanted)
         symbols = list(self.settings.watchlist)
-        if self.settings.websocket_symbols == "all":  # every symbol streamed so far has a checkpoint
+        if self.settings.websocket_symbols == "all":  # every symbol streamed so far has a checkpoint or a hole
             seen = set(symbols)
-            symbols += sorted(s for s in self.redis.hkeys(CHECKPOINT_KEY) if s not in seen)
+            streamed = set(self.redis.hkeys(CHECKPOINT_KEY)) | set(self.redis.hkeys(HOLE_KEY))
+            symbols += sorted(streamed - seen)
         return symbols
 
     def _refill_loop(self) -> None:
