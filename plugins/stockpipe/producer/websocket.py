@@ -113,8 +113,9 @@ for i = 2, 3 * n + 1, 3 do
   end
   redis.call('HSET', KEYS[2], ARGV[i], oldest .. '|' .. newest)
 end
+local holes = redis.call('HLEN', KEYS[2]) > 0
 for i = 3 * n + 2, #ARGV, 2 do
-  local hole = redis.call('HGET', KEYS[2], ARGV[i])
+  local hole = holes and redis.call('HGET', KEYS[2], ARGV[i])
   if (not hole) or ARGV[i + 1] < string.sub(hole, 1, string.find(hole, '|', 1, true) - 1) then
     local current = redis.call('HGET', KEYS[1], ARGV[i])
     if (not current) or current < ARGV[i + 1] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
