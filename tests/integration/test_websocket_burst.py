@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -208,3 +209,43 @@ def test_a_delivered_fetch_clears_only_the_part_of_a_hole_it_covered(settings, r
     assert producer.hole("AAPL") == contract.parse_ts(at(hole[0]))
     producer._covered("AAPL", start, end)
     assert redis_client.hget(HOLE_KEY, "AAPL") == (left and f"{at(left[0])}|{at(left[1])}")
+
+
+def test_confirmation_waits_while_kafka_delivers_though_its_queue_never_empties(settings, redis_client):
+    """Kafka slower than the input for longer than the delivery timeout: the queue (which also holds
+    the frames read since) is never empty, yet every message is delivered well within the timeout.
+    Nothing may be purged then (was: the flush never reached 0, so everything in flight, later frames
+    too, was purged and refilled: a refill storm)."""
+    s = burst_settings(settings)
+    slow = {"batch.num.messages": 1, "max.in.flight.requests.per.connection": 1, "linger.ms": 0}  # 1 msg a request
+    options = {"message.timeout.ms": 2000, "delivery.report.only.error": True, **slow}
+    feed = WebSocketFeed(s, rest=MarketProducer(s), kafka_producer=clients.kafka_producer(s, "producer", **options))
+    feed.delivery_timeout_s = 2.0
+    symbols = [f"S{i:03d}" for i in range(100)]
+    minutes: list[datetime] = []
+
+    async def input_faster_than_kafka() -> None:
+        deadline = time.monotonic() + 3 * feed.delivery_timeout_s
+        while time.monotonic() < deadline and len(minutes) < 2500:  # all of them in the past
+            if len(feed.kafka) < 300:  # a frame whenever fewer than ~0.1 s of messages are queued
+                minutes.append(MINUTE - timedelta(days=1, minutes=-len(minutes)))
+                await feed._on_frame(json.dumps([am(symbol, minutes[-1]) for symbol in symbols]))
+            else:
+                await asyncio.sleep(0.002)
+
+    confirmer = threading.Thread(target=feed._confirm_loop, daemon=True)
+    confirmer.start()
+    try:
+        asyncio.run(input_faster_than_kafka())
+        feed.kafka.flush(10)
+    finally:
+        feed._stop.set()
+        confirmer.join(30)
+    assert not confirmer.is_alive() and len(minutes) > 20
+    sent = verify.read_topic(s, s.kafka_topic, None, timeout_s=30)
+    assert len(sent) == feed.stats["sent"] == len(symbols) * len(minutes)  # none purged
+    assert not feed._refill_symbols  # no frame failed
+    checkpoints = redis_client.hgetall(CHECKPOINT_KEY)
+    assert {symbol: checkpoints.get(symbol) for symbol in symbols} == dict.fromkeys(
+        symbols, contract.format_ts(minutes[-1])
+    )

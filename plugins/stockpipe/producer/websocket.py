@@ -469,10 +469,7 @@ class WebSocketFeed:
         their checkpoints; a frame with a failed message, or all of them after a timeout, is
         refilled instead, its bars recorded as their symbols' holes (in the same script: no
         checkpoint moves to or past a hole)."""
-        remaining = self.kafka.flush(self.delivery_timeout_s)
-        if remaining:
-            self.kafka.purge()
-            self.kafka.flush(1)
+        remaining = self._drain()
         failed = frames if remaining else [frame for frame in frames if frame.errors]
         holes: dict[str, list[str]] = {}  # symbol: [oldest, newest] not confirmed
         for frame in failed:
@@ -515,6 +512,32 @@ class WebSocketFeed:
                 if gauge is None:
                     gauge = gauges[symbol] = metrics.LAST_SUCCESS.labels(symbol)
                 gauge.set(stamp)
+
+    def _drain(self) -> int:
+        """Flush until nothing is unsent; 0 then. The queue also holds the frames read since, so
+        while Kafka is slower than the input it may never be empty: that is waited out as long as
+        Kafka delivers (each message still fails on its own after ``message.timeout.ms``). Only
+        when nothing was delivered for ``delivery_timeout_s`` (once stopping: for that long after
+        the stop) is the queue purged — so nothing trickles out later — and what was left is returned."""
+        progressed = time.monotonic()
+        stopped: float | None = None
+        stats = self.stats
+        while True:
+            queued, produced = len(self.kafka), stats["sent"] + stats["dead_letters"]
+            remaining = self.kafka.flush(min(1.0, self.delivery_timeout_s))
+            if not remaining:
+                return 0
+            now = time.monotonic()
+            if remaining < queued + stats["sent"] + stats["dead_letters"] - produced:  # some delivered
+                progressed = now
+            if stopped is None and self._stop.is_set():
+                stopped = now
+            if now - progressed >= self.delivery_timeout_s or (
+                stopped is not None and now - stopped >= self.delivery_timeout_s
+            ):
+                self.kafka.purge()
+                self.kafka.flush(1)
+                return remaining
 
     def _count_sent(self, symbols: list[str]) -> None:
         """Bars of ``symbols`` sent (one each): the minute's summary and the produced-bars metric."""
