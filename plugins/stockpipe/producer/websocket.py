@@ -369,10 +369,7 @@ class WebSocketFeed:
                         symbol = event.get("sym")
                         origin = {"source": source, "symbol": symbol}
                         self._dead_letter(json.dumps(event), str(error), origin, pending)
-                        if self._refillable(symbol):
-                            self.request_refill({symbol})
-                        elif not isinstance(symbol, str):
-                            self.request_refill(ALL)  # whose bar it was is unknown
+                        self._refill_of(symbol)
                         continue
                     reason = check(message, now_us)
                     symbol = message["symbol"]
@@ -415,6 +412,15 @@ class WebSocketFeed:
         if self._refillable(symbol):
             self.request_refill({symbol})
 
+    def _refill_of(self, symbol: Any) -> None:
+        """The refill of a dead-lettered event's bar: its symbol's, if the symbol rules accept it;
+        every symbol's when it has no symbol (whose bar it was is unknown); none for a symbol the
+        contract refuses (it has no bar to refill)."""
+        if self._refillable(symbol):
+            self.request_refill({symbol})
+        elif not isinstance(symbol, str):
+            self.request_refill(ALL)
+
     def _refillable(self, symbol: Any) -> bool:
         """A symbol the contract's symbol rules accept: only those are refilled (and so get a
         checkpoint); an invalid or unlisted one would cost REST calls at every refill of all."""
@@ -424,15 +430,16 @@ class WebSocketFeed:
 
     def _unreadable(self, event: Any, error: Exception, pending: _Frame) -> None:
         """An event that broke its own handling: its dead letter with the reason (what of it can be
-        written out), the rest of the frame goes on; whose bar it was is unsure, so all are refilled."""
+        written out), its bar refilled (:meth:`_refill_of`); the rest of the frame goes on."""
         try:
             raw = json.dumps(event)
         except Exception:  # too deep, or not encodable at all
             raw = ""
         reason = f"WebSocket event could not be handled ({type(error).__name__}: {error})"
         log.warning("%s", reason)
+        symbol = event.get("sym") if isinstance(event, dict) else None
         self._dead_letter(raw, reason, {"source": self.source}, pending)
-        self.request_refill(ALL)
+        self._refill_of(symbol)
 
     def _dead_letter(
         self, raw: str | bytes, reason: str, origin: dict, pending: _Frame, *, key: bytes | None = None
