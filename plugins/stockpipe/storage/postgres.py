@@ -20,7 +20,10 @@ transaction:
    values differ are rewritten);
 5. upserts each symbol's newest row into ``market.latest_1m`` (migration 014: what Redis mirrors
    and the dashboard's Market page ranks) and returns the rows it changed, which the caller then
-   writes to Redis;
+   writes to Redis; then (stream rows carry the ``epoch`` they were computed on) locks
+   ``ops.symbol_epochs`` against a backfill's bump until the commit and queues in
+   ``ops.repair_queue`` the symbols whose epoch a backfill moved after the operator read it (their
+   rows were computed without the rewritten history: see :data:`_LOCK_EPOCHS`);
 6. records the batch's bookkeeping in ``ops.stream_batches`` (rows, rows/s, processing time, max
    event ts, latency ``written_at − fetched_at`` p50/p95/max).
 
@@ -48,7 +51,7 @@ from stockpipe.storage.alerts import AlertCounts, evaluate_for_sink
 log = logging.getLogger(__name__)
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades", "source"]
-STAGE_COLUMNS = ["kind", "symbol", "ts", *BAR_COLUMNS, "fetched_at", "bar_changed", *INDICATOR_COLUMNS]
+STAGE_COLUMNS = ["kind", "symbol", "ts", *BAR_COLUMNS, "fetched_at", "bar_changed", *INDICATOR_COLUMNS, "epoch"]
 _NOT_FLOAT8 = {
     "kind": "text",
     "symbol": "text",
@@ -57,18 +60,38 @@ _NOT_FLOAT8 = {
     "source": "text",
     "fetched_at": "timestamptz",
     "bar_changed": "bool",
+    "epoch": "int8",
 }
 #: The staging columns' types, for the binary COPY.
 STAGE_TYPES = [_NOT_FLOAT8.get(name, "float8") for name in STAGE_COLUMNS]
 REASON_LATE = "arrived beyond the stream's recompute horizon"
 REASON_STALE = "a newer version of the bar is stored than the one the stream computed on"
+REASON_EPOCH = "computed on a state a backfill has rewritten the history of since (its epoch moved)"
+
+# The epoch check (step 5b): a backfill moves a symbol's epoch (ops.symbol_epochs) and then reads the
+# stored bars. The table lock (SHARE: conflicts with the backfill's INSERT/UPDATE, not with readers
+# or with itself) makes a bump that comes after it wait until this transaction commits — the
+# backfill's read then sees this batch's rows; a bump committed before it is seen by the query
+# below, which queues each symbol whose epoch differs from the one its rows were computed on, at
+# its earliest row of the batch: the next repair recomputes that bar and every later one.
+_LOCK_EPOCHS = "LOCK TABLE ops.symbol_epochs IN SHARE MODE"
+_QUEUE_MOVED_EPOCHS = """
+INSERT INTO ops.repair_queue AS q (symbol, ts, reason)
+SELECT s.symbol, min(s.ts), %(reason)s
+FROM stage_rows s LEFT JOIN ops.symbol_epochs e ON e.symbol = s.symbol
+WHERE s.kind = 'bar' AND s.epoch IS NOT NULL AND s.epoch <> coalesce(e.epoch, 0)
+GROUP BY s.symbol
+ON CONFLICT (symbol, ts) DO UPDATE SET reason = excluded.reason, flagged_at = now(), repaired_at = NULL
+RETURNING q.symbol
+"""
 
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS stage_rows (
     kind text NOT NULL, symbol text NOT NULL, ts timestamptz NOT NULL,
     open float8, high float8, low float8, close float8, volume float8, vwap float8, trades integer,
     source text, fetched_at timestamptz, bar_changed boolean NOT NULL,
-    {", ".join(f"{name} float8" for name in INDICATOR_COLUMNS)}
+    {", ".join(f"{name} float8" for name in INDICATOR_COLUMNS)},
+    epoch bigint
 ) ON COMMIT DELETE ROWS
 """
 
@@ -204,6 +227,7 @@ class BatchResult:
     latency_max_ms: float | None = None
     latest: list[dict[str, Any]] = field(default_factory=list)
     alerts: AlertCounts = field(default_factory=AlertCounts)
+    epoch_repairs: int = 0
 
 
 def _months(ts_ms: np.ndarray) -> list[pd.Timestamp]:
@@ -233,6 +257,8 @@ def stage_columns(rows: pd.DataFrame) -> list[list[Any]]:
         "trades": pd.array(pd.to_numeric(rows["trades"]), dtype="Int64").to_numpy(dtype=object, na_value=None).tolist(),
         "bar_changed": rows["bar_changed"].fillna(False).astype(bool).tolist(),
     }
+    epoch = pd.array(pd.to_numeric(rows["epoch"]) if "epoch" in rows.columns else [None] * len(rows), dtype="Int64")
+    columns["epoch"] = epoch.to_numpy(dtype=object, na_value=None).tolist()
     fetched = pd.array(pd.to_numeric(rows["fetched_us"]).to_numpy(dtype=np.float64), dtype="Int64")
     columns["fetched_at"] = _timestamps(pd.to_datetime(fetched, unit="us", utc=True))
     for name in ("open", "high", "low", "close", "volume", "vwap", *INDICATOR_COLUMNS):
@@ -257,6 +283,13 @@ def stage_copy(rows: pd.DataFrame) -> bytearray:
                 micros = micros * 1000
             null = micros.isna().to_numpy()
             columns.append(copy_binary.Column(pg_type, micros.to_numpy(dtype=np.int64, na_value=0), null))
+        elif pg_type == "int8":  # epoch: absent from the backfill's rows (NULL: not checked)
+            if name in rows.columns:
+                values = pd.array(pd.to_numeric(rows[name]), dtype="Int64")
+                columns.append(copy_binary.Column(pg_type, values.to_numpy(dtype=np.int64, na_value=0), values.isna()))
+            else:
+                none = np.zeros(len(rows), dtype=np.int64)
+                columns.append(copy_binary.Column(pg_type, none, np.ones(len(rows), dtype=bool)))
         elif pg_type == "int4":
             values = pd.array(pd.to_numeric(rows[name]), dtype="Int64")
             columns.append(copy_binary.Column(pg_type, values.to_numpy(dtype=np.int64, na_value=0), values.isna()))
@@ -387,6 +420,18 @@ class PostgresSink:
                     records = cur.execute(_UPSERT_LATEST).fetchall()
                     names = [d.name for d in cur.description]
                     result.latest = [dict(zip(names, record, strict=True)) for record in records]
+                    if "epoch" in rows.columns and rows["epoch"].notna().any():
+                        cur.execute(_LOCK_EPOCHS)
+                        moved = cur.execute(_QUEUE_MOVED_EPOCHS, {"reason": REASON_EPOCH}).fetchall()
+                        result.epoch_repairs = len(moved)
+                        if moved:
+                            log.warning(
+                                "batch %s: %s symbol(s) computed before a backfill moved their epoch (%s): "
+                                "queued for repair",
+                                batch_id,
+                                len(moved),
+                                ", ".join(sorted({m[0] for m in moved})[:10]),
+                            )
                 if batch_id is not None:
                     elapsed_s = time.monotonic() - started
                     n_in = len(rows) if rows_in is None else rows_in

@@ -201,7 +201,8 @@ def backfill(
     The bars of [start, end) may be new to the stored series (a backfill fills history the stream
     never saw), and EMA, RSI and MACD depend on every earlier bar: so the indicators of every later
     stored bar are rewritten too, and the symbols' epochs move first, so the streaming job rebuilds
-    its state from the stored series before it writes another row (see streaming.operator).
+    its state from the stored series (see streaming.operator); a micro-batch computed on the old
+    epoch that commits after the bump is queued for repair by the stream's sink (storage.postgres).
     """
     began = time.monotonic()
     bump_epochs(settings, symbols)

@@ -55,6 +55,9 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("fetched_us", T.LongType()),
         T.StructField("bar_changed", T.BooleanType()),
         *(T.StructField(name, T.DoubleType()) for name in st.INDICATOR_COLUMNS),
+        # the symbol's ops.symbol_epochs epoch the row was computed on (NULL without an epoch
+        # reader): the sink queues a repair when a backfill has moved it since (see storage.postgres)
+        T.StructField("epoch", T.LongType()),
         # dead letters
         T.StructField("error", T.StringType()),
         T.StructField("topic", T.StringType()),
@@ -263,7 +266,9 @@ def make_update_function(
 
     With ``epochs``: when a backfill rewrote a symbol's stored history (its epoch moved), the state
     is rebuilt from the stored series before the new bars are applied — EMA, RSI and MACD depend on
-    every earlier bar, so a state built on the old history would drift from TA-Lib.
+    every earlier bar, so a state built on the old history would drift from TA-Lib. Each output row
+    carries the epoch it was computed on (``epoch``): a backfill that moves it after this read (the
+    reader is cached for a second per worker) but before the sink commits is caught by the sink.
     With ``dead_letters``: invalid records are sent from the worker (see :func:`_dead_letter_group`);
     without, their raw bytes go to the driver as ``dead`` rows.
     """
@@ -303,7 +308,12 @@ def make_update_function(
                 entries[symbol] = (*row, current_epoch[symbol])
             changed = changed or bool(advanced)
             if len(fast_rows["ts_ms"]):
-                parts.append((fast_rows.pop("symbol"), fast_rows))
+                row_symbols = fast_rows.pop("symbol")
+                if with_epochs:
+                    fast_rows["epoch"] = np.fromiter(
+                        (current_epoch[s] for s in row_symbols), dtype=np.int64, count=len(row_symbols)
+                    )
+                parts.append((row_symbols, fast_rows))
         else:
             advanced = {}
         for symbol in symbols:
@@ -321,6 +331,8 @@ def make_update_function(
             if new_state is not current or symbol in seeds or symbol not in entries:
                 entries[symbol] = (*new_state.to_row(), current_epoch[symbol])
                 changed = True
+            if with_epochs:
+                out["epoch"] = np.full(len(out["ts_ms"]), current_epoch[symbol], dtype=np.int64)
             parts.append((symbol, out))
         if changed:
             state.update((pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL), buckets))
