@@ -129,3 +129,34 @@ def test_an_unreachable_redis_fails_the_write_once_and_leaves_nothing_queued(bas
         assert writer._sender.submit(lambda: "idle").result(timeout=5) == "idle"
     finally:
         writer.close()
+
+
+def test_an_older_version_of_the_same_bar_never_replaces_a_newer_one(base_settings, redis_client):
+    """The backfill read version 1 of bar T (latest_rows), the stream then stored version 2 (newer
+    fetched_at) and wrote Redis; the backfill's write lands last: Redis must keep version 2."""
+    writer = LatestWriter(base_settings)
+    try:
+        key = base_settings.redis_latest_key("T0001")
+        version_1 = row(1, minute=5, close=1.5)
+        version_2 = version_1 | {"close": 2.5, "fetched_at": version_1["fetched_at"] + timedelta(seconds=30)}
+        assert writer.write([version_2]) == 1
+        assert writer.write([version_1]) == 0
+        assert redis_client.hgetall(key) == expected_hash(version_2)
+        # the same version again (e.g. its indicators recomputed) lands; a newer one too
+        recomputed = version_2 | {"rsi_14": 61.0}
+        assert writer.write([recomputed]) == 1
+        assert redis_client.hget(key, "rsi_14") == "61.0"
+        # fetched_at texts with and without microseconds compare as instants, not as strings
+        whole = version_1 | {"ts": T0 + timedelta(minutes=6), "fetched_at": T0 + timedelta(minutes=7)}
+        assert whole["fetched_at"].microsecond == 0
+        earlier = whole | {"close": 0.5, "fetched_at": whole["fetched_at"] - timedelta(microseconds=1)}
+        later = whole | {"close": 9.5, "fetched_at": whole["fetched_at"] + timedelta(microseconds=1)}
+        assert writer.write([whole]) == 1
+        assert writer.write([earlier]) == 0
+        assert writer.write([later]) == 1
+        assert writer.write([whole]) == 0
+        assert redis_client.hget(key, "close") == "9.5"
+        # a row without fetched_at is ordered by ts alone (as before)
+        assert writer.write([{k: v for k, v in whole.items() if k != "fetched_at"}]) == 1
+    finally:
+        writer.close()

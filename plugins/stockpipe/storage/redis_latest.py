@@ -3,9 +3,11 @@
 The hash holds the symbol's latest stored bar and its indicators: ``symbol``, ``ts`` (ISO-8601 UTC),
 ``ts_ms``, the bar columns, ``fetched_at``, ``written_at`` and every indicator that is not NULL
 (a NULL indicator is absent). Floats are written with ``repr`` so they read back bit-identical.
-A write only lands when its ``ts`` is at least the stored one (a Lua check-and-set), so a backfill
-of an old day or a slow writer never moves the latest state backwards; each landed write is
-published on ``stockpipe:bars`` as one JSON object (NULLs as ``null``).
+A write only lands when its ``ts`` is at least the stored one and, for the same ``ts``, its
+``fetched_at`` is at least the stored one (a Lua check-and-set), so a backfill of an old day or a
+slow writer never moves the latest state backwards — not even to an older version of the same bar
+(a backfill that read version 1 of a bar before the stream stored version 2 and wrote Redis); each
+landed write is published on ``stockpipe:bars`` as one JSON object (NULLs as ``null``).
 """
 
 from __future__ import annotations
@@ -19,16 +21,6 @@ from typing import Any
 from stockpipe.config import REDIS_BARS_CHANNEL as BARS_CHANNEL
 from stockpipe.config import REDIS_LATEST_KEY as LATEST_KEY
 from stockpipe.config import Settings
-
-# KEYS[1] = hash; ARGV[1] = ts_ms, ARGV[2] = channel, ARGV[3] = JSON message, ARGV[4..] = field, value, ...
-_SET_IF_NEWER = """
-local current = redis.call('HGET', KEYS[1], 'ts_ms')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-"""
 
 
 def _iso(value: datetime) -> str:
@@ -59,19 +51,29 @@ def latest_message(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # One call for many symbols (a whole-market micro-batch writes 10,000): KEYS = the hashes; ARGV[1] =
-# channel, then three per key: ts_ms, the JSON message, the hash's field/value strings as one JSON
-# array of strings (cjson gives strings back unchanged: the floats' texts keep every bit). Each key
-# gets _SET_IF_NEWER's check-and-set. Returns how many hashes changed. Three arguments a symbol,
-# not ~70: redis-py's packing of each argument was most of the client's time.
+# channel, then four per key: ts_ms, the bar version (:func:`fetched_version`, '' = none), the JSON
+# message, the hash's field/value strings as one JSON array of strings (cjson gives strings back
+# unchanged: the floats' texts keep every bit). Each key gets a check-and-set: skipped when the stored
+# ts_ms is newer, or equal with a newer stored fetched_at (the stored hash's ISO text, normalised in
+# Lua exactly as fetched_version does). Returns how many hashes changed. Four arguments a symbol, not
+# ~70: redis-py's packing of each argument was most of the client's time.
 _SET_IF_NEWER_MANY = """
+local function version(text)
+  if not text then return nil end
+  local fraction = string.match(text, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.(%d+)') or ''
+  return string.sub(text, 1, 19) .. string.sub(fraction .. '000000', 1, 6)
+end
 local changed = 0
 for i, key in ipairs(KEYS) do
-  local pos = 3 * i - 1
-  local current = redis.call('HGET', key, 'ts_ms')
-  if not (current and tonumber(current) > tonumber(ARGV[pos])) then
+  local pos = 4 * i - 2
+  local stored = redis.call('HMGET', key, 'ts_ms', 'fetched_at')
+  local current, incoming = tonumber(stored[1]), tonumber(ARGV[pos])
+  local older = current and (current > incoming or (current == incoming and ARGV[pos + 1] ~= ''
+                and stored[2] and version(stored[2]) > ARGV[pos + 1]))
+  if not older then
     redis.call('DEL', key)
-    redis.call('HSET', key, unpack(cjson.decode(ARGV[pos + 2])))
-    redis.call('PUBLISH', ARGV[1], ARGV[pos + 1])
+    redis.call('HSET', key, unpack(cjson.decode(ARGV[pos + 3])))
+    redis.call('PUBLISH', ARGV[1], ARGV[pos + 2])
     changed = changed + 1
   end
 end
@@ -81,6 +83,16 @@ return changed
 #: Symbols per script call: a call holds Redis for its duration (~20 µs a symbol), so other clients
 #: wait at most ~10 ms; the calls of one write still go in one round trip (a pipeline).
 SYMBOLS_PER_CALL = 500
+
+
+def fetched_version(text: str | None) -> str:
+    """The hash's ``fetched_at`` text (ISO-8601 UTC, with or without microseconds) → a fixed-width
+    key that orders as the instants do (``YYYY-MM-DDTHH:MM:SS`` + 6 digits of microseconds); '' for
+    none. The check-and-set script normalises the stored text the same way."""
+    if not text:
+        return ""
+    fraction = text[20:].split("Z")[0].split("+")[0] if text[19:20] == "." else ""
+    return text[:19] + (fraction + "000000")[:6]
 
 
 def _json_value(value: Any) -> str:
@@ -114,10 +126,11 @@ def _column_texts(values: list[Any]) -> tuple[list[str | None], list[str]]:
     return [_text(v) for v in values], [_json_value(v) for v in values]
 
 
-def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, list[str]]]:
-    """Rows → (symbol, ts_ms, JSON message, hash fields) each: what :func:`latest_message` and the
-    hash of the contract say — the same message text as ``json.dumps(latest_message(row),
-    separators=(",", ":"))`` and the same field texts, formatted column by column."""
+def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, str, list[str]]]:
+    """Rows → (symbol, ts_ms, bar version (:func:`fetched_version`), JSON message, hash fields)
+    each: what :func:`latest_message` and the hash of the contract say — the same message text as
+    ``json.dumps(latest_message(row), separators=(",", ":"))`` and the same field texts, formatted
+    column by column."""
     if not rows:
         return []
     names = list(rows[0])
@@ -132,6 +145,7 @@ def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, list[st
         return out
     ts_ms = [int(row["ts"].timestamp() * 1000) for row in rows]
     columns = []
+    versions = [""] * len(rows)
     for name in names:
         if name == "ts_ms":
             values = [str(t) for t in ts_ms]
@@ -139,6 +153,8 @@ def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, list[st
         else:
             texts, jsons = _column_texts([row[name] for row in rows])
             columns.append((name, texts, jsons))
+            if name == "fetched_at":
+                versions = [fetched_version(t) for t in texts]
     if "ts_ms" not in names:
         values = [str(t) for t in ts_ms]
         columns.append(("ts_ms", values, values))
@@ -150,14 +166,14 @@ def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, list[st
     out = []
     text_rows = zip(*(texts for _, texts, _ in columns), strict=True)
     json_rows = zip(*(jsons for _, _, jsons in columns), strict=True)
-    for row, texts, jsons, stamp in zip(rows, text_rows, json_rows, ts_ms, strict=True):
+    for row, texts, jsons, stamp, version in zip(rows, text_rows, json_rows, ts_ms, versions, strict=True):
         if None in texts:
             pairs = zip(column_names, texts, strict=True)
             fields = [x for name, text in pairs if text is not None for x in (name, text)]
         else:
             fields = base.copy()
             fields[1::2] = texts
-        out.append((str(row["symbol"]), stamp, template % jsons, fields))
+        out.append((str(row["symbol"]), stamp, version, template % jsons, fields))
     return out
 
 
@@ -169,15 +185,16 @@ class LatestWriter:
         # Redis runs one script at a time anyway, and the calls keep the rows' order).
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-latest")
 
-    def _call(self, chunk: list[tuple[str, int, str, list[str]]]) -> int:
-        keys = [LATEST_KEY.format(symbol=symbol) for symbol, _, _, _ in chunk]
+    def _call(self, chunk: list[tuple[str, int, str, str, list[str]]]) -> int:
+        keys = [LATEST_KEY.format(symbol=symbol) for symbol, _, _, _, _ in chunk]
         args: list[Any] = [BARS_CHANNEL]
-        for _, ts_ms, message, fields in chunk:
-            args += (ts_ms, message, json.dumps(fields, separators=(",", ":")))
+        for _, ts_ms, version, message, fields in chunk:
+            args += (ts_ms, version, message, json.dumps(fields, separators=(",", ":")))
         return int(self._script(keys=keys, args=args))
 
     def write(self, rows: list[dict[str, Any]]) -> int:
-        """Write each symbol's latest row (check-and-set: never older than the stored one); return
+        """Write each symbol's latest row (check-and-set: never older than the stored one, by ts and
+        then fetched_at); return
         how many hashes changed. One script call per :data:`SYMBOLS_PER_CALL` symbols, sent by a
         thread while the next ones are encoded — not one call of ~70 arguments per symbol (10,000
         symbols: ~650 ms of the driver's CPU per micro-batch, most of it redis-py packing the
