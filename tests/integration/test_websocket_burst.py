@@ -132,6 +132,17 @@ def test_a_dead_lettered_bar_moves_no_checkpoint_and_an_invalid_symbol_gets_none
     assert feed._refill_symbols == {"AAPL", "MSFT"}  # the refused bars' minutes come over REST
 
 
+def test_a_refill_of_all_skips_keys_the_symbol_rules_refuse(settings, redis_client):
+    """Checkpoint or hole keys that are no ticker (left by older code, which checkpointed dead-lettered
+    bars) are not refilled: each would cost a REST call at every refill of all."""
+    s = burst_settings(settings)
+    feed = WebSocketFeed(s, rest=MarketProducer(s))
+    ts = contract.format_ts(MINUTE)
+    redis_client.hset(CHECKPOINT_KEY, mapping={"AAPL": ts, "MSFT": ts, "lower": ts, "BRK.B": ts, "": ts})
+    redis_client.hset(HOLE_KEY, mapping={"NVDA": f"{ts}|{ts}", "not a ticker": f"{ts}|{ts}"})
+    assert feed._refill_targets(ALL) == ["AAPL", "BRK.B", "MSFT", "NVDA"]
+
+
 def test_hostile_events_are_dead_letters_and_the_rest_of_the_frame_is_delivered(settings, redis_client):
     """Values the conversions refuse (a start time beyond any calendar: OSError, OverflowError; a lone
     surrogate as the symbol: UnicodeEncodeError on the key) and a frame nested too deeply to read

@@ -597,7 +597,8 @@ class WebSocketFeed:
         if self.settings.websocket_symbols == "all":  # every symbol streamed so far has a checkpoint or a hole
             seen = set(symbols)
             streamed = set(self.redis.hkeys(CHECKPOINT_KEY)) | set(self.redis.hkeys(HOLE_KEY))
-            symbols += sorted(streamed - seen)
+            # keys the symbol rules refuse (e.g. 'lower' left by older code) would cost a REST call each time
+            symbols += sorted(symbol for symbol in streamed - seen if self._refillable(symbol))
         return symbols
 
     def _refill_loop(self) -> None:
