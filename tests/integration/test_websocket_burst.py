@@ -168,6 +168,25 @@ def test_hostile_events_are_dead_letters_and_the_rest_of_the_frame_is_delivered(
     assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == contract.format_ts(later)
 
 
+@pytest.mark.parametrize("symbols", ["all", "watchlist"])
+def test_input_no_symbol_can_be_tied_to_refills_the_whole_market_at_most_once_in_a_while(
+    settings, redis_client, symbols
+):
+    """A frame that is not JSON or is nested too deeply, an AM event whose ``sym`` is no string:
+    whose bars they carried is unknown. With AM.* the first refills every symbol, the next ones
+    within UNKNOWN_REFILL_INTERVAL_S none (was: each one, so one such frame a minute kept the
+    rate-limited REST budget busy with 10,000-symbol refills); with a watchlist each one."""
+    s = burst_settings(settings, websocket_symbols=symbols)
+    feed = WebSocketFeed(s, rest=MarketProducer(s))
+    asyncio.run(feed._on_frame("not JSON"))
+    assert feed._refill_symbols is ALL
+    feed._refill_symbols = set()  # the refill thread took it
+    deep, no_symbol = "[" * 100_000 + "]" * 100_000, json.dumps([am(5, s="x"), am(None, s=None), am("AAPL")])
+    handle(feed, '{"ev": "AM", "sym":', deep, no_symbol)
+    assert feed.stats["dead_letters"] == 5 and feed.stats["sent"] == 1
+    assert feed._refill_symbols == (set() if symbols == "all" else ALL)
+
+
 def test_a_bar_kafka_never_confirmed_is_refilled_though_newer_frames_were_confirmed(settings, redis_client):
     """The 10:00 frame times out, the 10:01 … 10:06 frames are confirmed, then the (rate-limited)
     refill reaches the symbol: it must resend 10:00. The checkpoint stays before the hole and the

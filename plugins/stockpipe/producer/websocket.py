@@ -92,6 +92,10 @@ MAX_UNCONFIRMED = 50_000
 #: The range of an AM event's ``s`` (ms) taken for a time, 1970 to 9999 (the contract refuses any
 #: bar before 1970 anyway); beyond it the conversion raises (OSError, OverflowError, ValueError).
 MIN_START_MS, MAX_START_MS = 0, 253402300740000
+#: With ``AM.*``, input no symbol can be tied to (a frame that is not JSON or nested too deeply, an
+#: ``AM`` event whose ``sym`` is no string) refills every symbol — ~10,000 rate-limited REST calls —
+#: at most once in this long: a hostile frame each minute must not keep the REST budget busy.
+UNKNOWN_REFILL_INTERVAL_S = 15 * 60
 _DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 
@@ -230,6 +234,7 @@ class WebSocketFeed:
         self._lock = threading.Lock()
         self._refill_wanted = threading.Event()
         self._refill_symbols: set[str] | None = set()
+        self._unknown_refill_at: float | None = None  # monotonic: the last _refill_unknown() that refilled all
         self._last_frame = time.monotonic()
         self._acknowledged = False
         self._stop = threading.Event()
@@ -348,7 +353,7 @@ class WebSocketFeed:
             events = decode_frame(frame)
         except ValueError as error:
             self._dead_letter(frame, f"WebSocket frame is not JSON ({error})", {"source": self.source}, pending)
-            self.request_refill(ALL)  # whose bars it carried is unknown
+            self._refill_unknown()  # whose bars it carried is unknown
             events = []
         if not isinstance(events, list):
             events = [events]
@@ -414,12 +419,29 @@ class WebSocketFeed:
 
     def _refill_of(self, symbol: Any) -> None:
         """The refill of a dead-lettered event's bar: its symbol's, if the symbol rules accept it;
-        every symbol's when it has no symbol (whose bar it was is unknown); none for a symbol the
-        contract refuses (it has no bar to refill)."""
+        every symbol's when it has no symbol (whose bar it was is unknown: :meth:`_refill_unknown`);
+        none for a symbol the contract refuses (it has no bar to refill)."""
         if self._refillable(symbol):
             self.request_refill({symbol})
         elif not isinstance(symbol, str):
-            self.request_refill(ALL)
+            self._refill_unknown()
+
+    def _refill_unknown(self) -> None:
+        """The refill after input no symbol can be tied to: every symbol's. With ``AM.*`` at most
+        one per :data:`UNKNOWN_REFILL_INTERVAL_S` (a refill of all is ~10,000 REST calls); within
+        that time such input is only a dead letter (which holds it) and a warning: a refill put off
+        beyond the checkpoints' overlap would not reach its minute anyway. With a watchlist every
+        time (a refill of all is the watchlist, what one REST cycle fetches)."""
+        if self.settings.websocket_symbols == "all":
+            now = time.monotonic()
+            if self._unknown_refill_at is not None and now - self._unknown_refill_at < UNKNOWN_REFILL_INTERVAL_S:
+                log.warning(
+                    "input no symbol can be tied to: not refilled (a refill of all was requested for such %.0fs ago)",
+                    now - self._unknown_refill_at,
+                )
+                return
+            self._unknown_refill_at = now
+        self.request_refill(ALL)
 
     def _refillable(self, symbol: Any) -> bool:
         """A symbol the contract's symbol rules accept: only those are refilled (and so get a
