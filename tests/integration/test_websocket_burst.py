@@ -222,6 +222,32 @@ def test_a_bar_kafka_never_confirmed_is_refilled_though_newer_frames_were_confir
         assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == contract.format_ts(now)
 
 
+def test_the_refill_of_a_bar_kafka_never_confirmed_is_requested_once_its_hole_is_written(settings, redis_client):
+    """The refill thread may start the moment a refill is requested: requested before the hole was
+    written, it could read its window before the hole existed, and the hole then written would stay
+    (freezing the symbol's checkpoint until some later refill). Each request must find the hole."""
+    s = burst_settings(settings)
+    away = s.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})  # nothing listens there
+    options = {"message.timeout.ms": 1500, "delivery.report.only.error": True}
+    feed = WebSocketFeed(
+        s,
+        rest=MarketProducer(s),
+        kafka_producer=clients.kafka_producer(away, "producer", **options, log_level=0),
+        delivery_timeout_s=5,
+    )
+    requested, request = [], feed.request_refill
+
+    def request_refill(symbols):  # what a refill starting at once would find
+        requested.append((symbols, redis_client.hget(HOLE_KEY, "AAPL")))
+        request(symbols)
+
+    feed.request_refill = request_refill
+    handle(feed, json.dumps([am("AAPL")]))
+    ts = contract.format_ts(MINUTE)
+    assert requested == [({"AAPL"}, f"{ts}|{ts}")]
+    assert feed._refill_symbols == {"AAPL"}
+
+
 @pytest.mark.parametrize(
     ("hole", "window", "left"),
     [

@@ -518,7 +518,6 @@ class WebSocketFeed:
                 remaining or len(errors),
                 errors[0] if errors else "timeout",
             )
-            self.request_refill({symbol for frame in failed for symbol, _ in frame.sent})
         newest: dict[str, str] = {}
         for frame in frames:
             if remaining or frame.errors:
@@ -533,6 +532,8 @@ class WebSocketFeed:
                 args += (symbol, oldest, latest)
             args += [x for pair in newest.items() for x in pair]
             self._advance_script(keys=[CHECKPOINT_KEY, HOLE_KEY], args=args)
+        if holes:  # only now: a refill reading its window before the hole was written would leave it there
+            self.request_refill(set(holes))
         if newest:
             stamp = time.time()
             gauges = self._success_metric
