@@ -14,7 +14,7 @@ import pytest
 
 from stockpipe import clients, contract, verify
 from stockpipe.producer.core import CHECKPOINT_KEY, HOLE_KEY, MarketProducer
-from stockpipe.producer.websocket import ALL, WebSocketFeed, am_message
+from stockpipe.producer.websocket import _ADVANCE_LUA, ALL, WebSocketFeed, am_message
 
 pytestmark = pytest.mark.integration
 
@@ -220,6 +220,42 @@ def test_a_bar_kafka_never_confirmed_is_refilled_though_newer_frames_were_confir
         feed._stop = threading.Event()
         handle(feed, json.dumps([am("AAPL", now)]))  # the hole refilled: pushes move the checkpoint again
         assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == contract.format_ts(now)
+
+
+def test_a_hole_the_checkpoint_script_failed_to_record_is_recorded_by_the_next_call(settings, redis_client):
+    """10:00 times out and the script call that was to record its hole fails (Redis away); Redis is
+    back for 10:01 … 10:06, which are confirmed. The hole must be recorded then (kept in memory until
+    a call succeeded), before those checkpoints move: was thrown away, so the checkpoint went to 10:06,
+    the refill read from 10:02, and 10:00 was never resent."""
+    from stockpipe.sources.simulator import start_in_thread
+    from tests.integration.simkit import on_simulator
+
+    now = MINUTE + timedelta(minutes=10)
+    with start_in_thread(seed=5, clock="demo", now=lambda: now.timestamp(), universe_size=10) as sim:
+        s = on_simulator(burst_settings(settings), sim, "test-key-lost-hole", watchlist=["AAPL"])
+        away = s.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})  # nothing listens there
+        options = {"message.timeout.ms": 1500, "delivery.report.only.error": True}
+        dead = clients.kafka_producer(away, "producer", **options, log_level=0)
+        live = clients.kafka_producer(s, "producer", **options)
+        feed = WebSocketFeed(s, rest=MarketProducer(s, clock=lambda: now), kafka_producer=dead, delivery_timeout_s=5)
+        before = contract.format_ts(MINUTE - timedelta(minutes=1))
+        redis_client.hset(CHECKPOINT_KEY, "AAPL", before)
+        script = feed._advance_script
+        redis_away = s.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}).redis_client(decode_responses=True)
+        feed._advance_script = redis_away.register_script(_ADVANCE_LUA)  # the script call fails
+        handle(feed, json.dumps([am("AAPL")]))  # 10:00: Kafka never confirms it
+        assert redis_client.hget(HOLE_KEY, "AAPL") is None  # not recorded (yet)
+        feed.kafka, feed._advance_script, feed._stop = live, script, threading.Event()
+        handle(feed, *(json.dumps([am("AAPL", MINUTE + timedelta(minutes=i))]) for i in range(1, 7)))
+        ts = contract.format_ts(MINUTE)
+        assert redis_client.hget(HOLE_KEY, "AAPL") == f"{ts}|{ts}" and not feed._pending_holes
+        assert redis_client.hget(CHECKPOINT_KEY, "AAPL") == before  # 10:01 … 10:06 did not pass the hole
+        assert "AAPL" in feed._refill_symbols
+        feed._stop = threading.Event()
+        feed._refill(["AAPL"])
+        sent = verify.read_topic(s, s.kafka_topic, None, timeout_s=20)
+        assert (ts, "simulator") in {(m["ts"], m["source"]) for m in sent}  # 10:00 resent over REST
+        assert redis_client.hget(HOLE_KEY, "AAPL") is None
 
 
 def test_the_refill_of_a_bar_kafka_never_confirmed_is_requested_once_its_hole_is_written(settings, redis_client):

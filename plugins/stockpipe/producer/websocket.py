@@ -227,6 +227,8 @@ class WebSocketFeed:
         self._success_metric: dict[str, Any] = {}
         self.delay = timedelta(seconds=DELAYED_S if settings.websocket_cluster == "delayed" else 0)
         self._advance_script = self.redis.register_script(_ADVANCE_LUA)
+        # holes not yet in Redis (the script call that was to record them failed): in the next call
+        self._pending_holes: dict[str, list[str]] = {}
         self.stats = {"connections": 0, "frames": 0, "sent": 0, "dead_letters": 0, "refills": 0, "refilled_bars": 0}
         self.minutes: queue.Queue[tuple[CycleSummary, datetime]] = queue.Queue()
         self._minute_results: dict[str, SymbolResult] = {}
@@ -489,7 +491,7 @@ class WebSocketFeed:
                     break
             try:
                 self._confirm(frames)
-            except Exception as error:  # e.g. Redis away: the checkpoints stay, the next refill covers it
+            except Exception as error:  # e.g. Redis away: the checkpoints stay, the holes wait in memory
                 log.exception("confirming %d frame(s) failed: %s", len(frames), error)
                 self.request_refill({symbol for frame in frames for symbol, _ in frame.sent})
 
@@ -497,7 +499,7 @@ class WebSocketFeed:
         """Wait until Kafka confirmed ``frames`` (every message produced before them too), then move
         their checkpoints; a frame with a failed message, or all of them after a timeout, is
         refilled instead, its bars recorded as their symbols' holes (in the same script: no
-        checkpoint moves to or past a hole)."""
+        checkpoint moves to or past a hole) by :meth:`_record`."""
         remaining = self._drain()
         failed = frames if remaining else [frame for frame in frames if frame.errors]
         holes: dict[str, list[str]] = {}  # symbol: [oldest, newest] not confirmed
@@ -526,14 +528,7 @@ class WebSocketFeed:
                 current = newest.get(symbol)
                 if current is None or ts > current:
                     newest[symbol] = ts
-        if newest or holes:
-            args: list[Any] = [len(holes)]
-            for symbol, (oldest, latest) in holes.items():
-                args += (symbol, oldest, latest)
-            args += [x for pair in newest.items() for x in pair]
-            self._advance_script(keys=[CHECKPOINT_KEY, HOLE_KEY], args=args)
-        if holes:  # only now: a refill reading its window before the hole was written would leave it there
-            self.request_refill(set(holes))
+        self._record(holes, newest)
         if newest:
             stamp = time.time()
             gauges = self._success_metric
@@ -542,6 +537,31 @@ class WebSocketFeed:
                 if gauge is None:
                     gauge = gauges[symbol] = metrics.LAST_SUCCESS.labels(symbol)
                 gauge.set(stamp)
+
+    def _record(self, holes: dict[str, list[str]], newest: dict[str, str]) -> None:
+        """One script call: ``holes`` (symbol: [oldest, newest] unconfirmed), with those a failed
+        call left (:attr:`_pending_holes`, dropped only once a call succeeded), then the checkpoints
+        ``newest``. A failed call moved no checkpoint (or, had Redis run it after all, recorded its
+        holes too), so until one succeeds none can pass a hole it left; the first that does records
+        it before moving any. The holes' symbols are refilled only then: a refill reading its window
+        before the hole was written would leave it there."""
+        pending = self._pending_holes
+        for symbol, (oldest, latest) in holes.items():
+            hole = pending.get(symbol)
+            if hole is None:
+                pending[symbol] = [oldest, latest]
+            else:
+                hole[0], hole[1] = min(hole[0], oldest), max(hole[1], latest)
+        if not (newest or pending):
+            return
+        args: list[Any] = [len(pending)]
+        for symbol, (oldest, latest) in pending.items():
+            args += (symbol, oldest, latest)
+        args += [x for pair in newest.items() for x in pair]
+        self._advance_script(keys=[CHECKPOINT_KEY, HOLE_KEY], args=args)
+        if pending:
+            self._pending_holes = {}
+            self.request_refill(set(pending))
 
     def _drain(self) -> int:
         """Flush until nothing is unsent; 0 then. The queue also holds the frames read since, so
