@@ -299,8 +299,55 @@ def test_a_delivered_fetch_clears_only_the_part_of_a_hole_it_covered(settings, r
     redis_client.hset(HOLE_KEY, "AAPL", f"{at(hole[0])}|{at(hole[1])}")
     start, end = (MINUTE.replace(hour=int(t[:2]), minute=int(t[3:])) for t in window)
     assert producer.hole("AAPL") == contract.parse_ts(at(hole[0]))
-    producer._covered("AAPL", start, end)
+    producer._covered("AAPL", start, end, end - timedelta(minutes=1))  # REST returned every minute
     assert redis_client.hget(HOLE_KEY, "AAPL") == (left and f"{at(left[0])}|{at(left[1])}")
+
+
+@pytest.mark.parametrize(
+    ("hole", "newest", "left"),
+    [
+        (("10:08", "10:09"), None, ("10:08", "10:09")),  # REST returned nothing: kept
+        (("10:08", "10:09"), "10:07", ("10:08", "10:09")),  # only bars before the hole: kept
+        (("10:08", "10:09"), "10:08", ("10:09", "10:09")),  # up to 10:08: 10:09 stays
+        (("10:03", "10:04"), None, None),  # older than the overlap (5 min) before the end: settled
+    ],
+    ids=["nothing", "bars-before-it", "part-of-it", "settled"],
+)
+def test_a_fetch_clears_a_hole_only_as_far_as_rest_returned_bars(settings, redis_client, hole, newest, left):
+    """The refill may run before REST published the hole's minute: clearing the whole window [10:03,
+    10:10) then lost the bar for good (the checkpoint moves past it, nothing resends it)."""
+    at = lambda hhmm: MINUTE.replace(hour=int(hhmm[:2]), minute=int(hhmm[3:]))  # noqa: E731
+    producer = MarketProducer(settings)
+    redis_client.hset(HOLE_KEY, "AAPL", "|".join(contract.format_ts(at(t)) for t in hole))
+    producer._covered("AAPL", at("10:03"), at("10:10"), newest and at(newest))
+    assert redis_client.hget(HOLE_KEY, "AAPL") == (left and "|".join(contract.format_ts(at(t)) for t in left))
+
+
+def test_a_hole_rest_has_not_published_yet_stays_until_a_fetch_returns_its_bar(settings, redis_client):
+    """The refill reaches the symbol at 10:10, before REST published its hole's minute 10:09 (it
+    appears 2 minutes after its close): the fetch returns 10:01 … 10:08. The hole must stay (was:
+    cleared, the window [10:01, 10:10) covered it, and 10:09 was never resent) and the symbol be
+    refilled again; the refill at 10:13 returns 10:09 and clears it."""
+    from stockpipe.sources.simulator import start_in_thread
+    from stockpipe.sources.simulator.faults import FaultRequest, LateBarSpec
+    from tests.integration.simkit import on_simulator
+
+    clock = {"now": MINUTE + timedelta(minutes=10)}
+    late, ts = MINUTE + timedelta(minutes=9), contract.format_ts(MINUTE + timedelta(minutes=9))
+    with start_in_thread(seed=5, clock="demo", now=lambda: clock["now"].timestamp(), universe_size=10) as sim:
+        sim.state.apply_faults(FaultRequest(late_bars=[LateBarSpec(symbol="AAPL", ts=late, delay_s=120)]))
+        s = on_simulator(burst_settings(settings), sim, "test-key-late-hole", watchlist=["AAPL"])
+        feed = WebSocketFeed(s, rest=MarketProducer(s, clock=lambda: clock["now"]))
+        redis_client.hset(CHECKPOINT_KEY, "AAPL", contract.format_ts(MINUTE + timedelta(minutes=5)))
+        redis_client.hset(HOLE_KEY, "AAPL", f"{ts}|{ts}")
+        feed._refill(["AAPL"])  # 10:01 … 10:08
+        assert redis_client.hget(HOLE_KEY, "AAPL") == f"{ts}|{ts}"
+        assert feed._refill_symbols == {"AAPL"}  # again shortly
+        clock["now"] += timedelta(minutes=3)
+        feed._refill(sorted(feed._refill_symbols))  # 10:09 … 10:12
+        assert redis_client.hget(HOLE_KEY, "AAPL") is None
+        sent = [m["ts"] for m in verify.read_topic(s, s.kafka_topic, None, timeout_s=20)]
+        assert ts in sent  # resent over REST once published
 
 
 def test_confirmation_waits_while_kafka_delivers_though_its_queue_never_empties(settings, redis_client):

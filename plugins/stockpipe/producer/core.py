@@ -48,8 +48,9 @@ CHECKPOINT_KEY = "stockpipe:producer:checkpoint"
 #: (:mod:`stockpipe.producer.websocket`). While a symbol has a hole its checkpoint does not move to
 #: or past it, and a fetch starts at the hole at the latest; a delivered fetch that covered it clears it.
 HOLE_KEY = "stockpipe:producer:hole"
-# The hole of KEYS[1] field ARGV[1] after the delivered fetch of [ARGV[2], ARGV[3]): cleared when
-# the fetch covered it, else it starts at the fetch's end (the rest is still unconfirmed).
+# The hole of KEYS[1] field ARGV[1] after the delivered fetch of [ARGV[2], ARGV[3]) (ARGV[3]: as far
+# as the fetch delivered, see MarketProducer._covered): cleared when the fetch covered it, else it
+# starts at ARGV[3] (the rest is still unconfirmed).
 _CLEAR_HOLE_LUA = """
 local hole = redis.call('HGET', KEYS[1], ARGV[1])
 if not hole then return 0 end
@@ -226,10 +227,15 @@ class MarketProducer:
         session = self.calendar.session_at(end - timedelta(minutes=1)) or self.calendar.previous_session(end)
         return min(session.open, end) if session is not None else end
 
-    def _covered(self, symbol: str, start: datetime, end: datetime) -> None:
-        """The fetch of [start, end) is delivered: a hole it covered is cleared (atomically: a hole
-        recorded meanwhile outside the window stays)."""
-        self._clear_hole(keys=[HOLE_KEY], args=[symbol, contract.format_ts(start), contract.format_ts(end)])
+    def _covered(self, symbol: str, start: datetime, end: datetime, newest: datetime | None) -> None:
+        """The fetch of [start, end) is delivered, ``newest`` its newest bar (None: it returned
+        none): a hole it covered is cleared (atomically: a hole recorded meanwhile outside the
+        window stays) — only up to ``newest``'s minute: a minute after it may not be published over
+        REST yet (a refill right after the push), and its bar would never be sent again. A minute
+        older than the overlap before ``end`` counts as covered anyway (REST has no bar for it)."""
+        settled = end - self.overlap
+        upto = min(end, settled if newest is None else max(settled, newest + timedelta(minutes=1)))
+        self._clear_hole(keys=[HOLE_KEY], args=[symbol, contract.format_ts(start), contract.format_ts(upto)])
 
     def _fetch(
         self, symbol: str, max_wait_s: float | None = None
@@ -280,7 +286,7 @@ class MarketProducer:
             result.dead_letters += 1
         if not bars:
             self._flush_or_raise(symbol, errors)
-            self._covered(symbol, start, end)
+            self._covered(symbol, start, end, None)
             return result
         fetched_at = self.clock()
         sent = self.redis.hgetall(SENT_KEY.format(symbol=symbol))
@@ -313,8 +319,9 @@ class MarketProducer:
             digests[ts_text] = digest
             self.kafka.poll(0)
         self._flush_or_raise(symbol, errors)
-        self._advance(symbol, max(b.ts for b in bars), digests)
-        self._covered(symbol, start, end)
+        newest = max(b.ts for b in bars)
+        self._advance(symbol, newest, digests)
+        self._covered(symbol, start, end, newest)
         metrics.BARS_PRODUCED.labels(symbol).inc(result.sent)
         metrics.DEAD_LETTERS.inc(result.dead_letters)
         metrics.LAST_SUCCESS.labels(symbol).set(time.time())

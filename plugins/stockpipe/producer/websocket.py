@@ -680,6 +680,7 @@ class WebSocketFeed:
                 return
             try:
                 result = self.rest.produce_symbol(symbol)
+                held = self.rest.hole(symbol) is not None  # REST has not published its bar yet: again shortly
             except KafkaUnavailable as error:
                 log.error("refill: %s", error)
                 failed += symbols[index:]
@@ -696,6 +697,8 @@ class WebSocketFeed:
             bars += result.sent
             if result.sent or result.dead_letters:  # produce_symbol counted its metrics
                 self._count(symbol, sent=result.sent, dead_letters=result.dead_letters, metric=False)
+            if held:
+                failed.append(symbol)
         self.stats["refills"] += 1
         self.stats["refilled_bars"] += bars
         log.info(
