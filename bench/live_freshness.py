@@ -19,7 +19,9 @@ Each phase: a warm-up (the producer catches up and settles), a steady window who
 measured, then a drain (the window's last bars still arrive). Per bar whose minute closed inside the
 window: **Redis** = first arrival on the pub/sub channel ``stockpipe:bars`` of that bar or a newer one of the
 symbol (Redis keeps the latest bar only) − (ts + 60 s);
-**PostgreSQL** = ``written_at`` − (ts + 60 s) in ``market.bars_1m``. Also, per phase, the most calls
+**PostgreSQL** = the commit of the bar's row (and its indicators row) − (ts + 60 s) in ``market.bars_1m``
+(bench/pg_commit.py; ``written_at``, when the write started, if ``track_commit_timestamp`` is off —
+said so). Also, per phase, the most calls
 the simulator logged for the stack's key in any rolling 60 s (invariant 4), and once, the delay
 between a limiter grant and the call's arrival at the simulator (what the guard band covers).
 
@@ -49,6 +51,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
+from bench import pg_commit  # noqa: E402
 from stockpipe import clients  # noqa: E402
 from stockpipe.airflow.restart import dag_is_paused, set_dag_paused  # noqa: E402
 from stockpipe.config import load_settings  # noqa: E402
@@ -244,12 +247,16 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
         if landed:
             redis_delays.append(min(landed) - (ts + 60))
     with clients.pg_connect(settings, "reader") as conn:
+        on = pg_commit.tracking(conn)
         rows = conn.execute(
-            "SELECT symbol, extract(epoch FROM ts)::bigint, extract(epoch FROM written_at) FROM market.bars_1m "
-            "WHERE symbol = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)",
+            "SELECT b.symbol, extract(epoch FROM b.ts)::bigint, extract(epoch FROM b.written_at), "
+            f"{pg_commit.commit_epoch('b', on)}, {pg_commit.commit_epoch('i', on)} FROM market.bars_1m b "
+            "LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts "
+            "WHERE b.symbol = ANY(%s) AND b.ts >= to_timestamp(%s) AND b.ts < to_timestamp(%s)",
             (symbols, first_close - 60, last_close - 60),
         ).fetchall()
-    pg_delays = [float(written) - (ts + 60) for _, ts, written in rows]
+    pg_delays = [pg_commit.visible_at(float(w), cb, ci)[0] - (ts + 60) for _, ts, w, cb, ci in rows]
+    pg_started = [float(w) - (ts + 60) for _, ts, w, *_ in rows]
     calls = sorted(
         r["ts"]
         for r in simulator_requests(settings, settings.simulator_api_key.get_secret_value(), phase["started_at"])
@@ -259,6 +266,8 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
         expected_bars=len(expected),
         redis=summary(redis_delays),
         postgres=summary(pg_delays),
+        postgres_measure=pg_commit.COMMITTED if on else pg_commit.FALLBACK,
+        postgres_write_started=summary(pg_started),
         redis_missing=len(expected) - len(redis_delays),
         postgres_missing=len(expected) - len(pg_delays),
         simulator_calls=len(calls),
@@ -366,6 +375,12 @@ def main() -> int:
             f"{ratio:>11}  {text}{verdict}"
         )
     for phase in results["phases"]:
+        if phase.get("postgres_measure"):
+            started = phase.get("postgres_write_started") or {}
+            print(
+                f"{phase['name']}: PostgreSQL = {phase['postgres_measure']}; write started (written_at) p50/p95 "
+                f"{_s(started.get('p50_s'))} / {_s(started.get('p95_s'))}"
+            )
         if phase.get("backfill_waiting_s"):
             print(f"note: during {phase['name']} a backfill waited for the limiter {phase['backfill_waiting_s']} s")
         if phase.get("other_producers"):

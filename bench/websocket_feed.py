@@ -21,9 +21,11 @@ phase after the other:
    missing from its topic. The stack keeps running meanwhile.
 
 Per bar whose minute closed inside a phase's window: **Redis** = first arrival on the pub/sub channel
-``stockpipe:bars`` of that bar or a newer one of the symbol − (ts + 60 s); **PostgreSQL** =
-``written_at`` − (ts + 60 s) in ``market.bars_1m`` (the row's last write: a REST refill of a pushed
-bar moves it); **Kafka** = the first time the producer sent the bar (its CreateTime) − (ts + 60 s),
+``stockpipe:bars`` of that bar or a newer one of the symbol − (ts + 60 s) (stamped as the bytes
+arrive: :class:`BarArrivals`); **PostgreSQL** = the commit of the row's last write (bar and
+indicators, bench/pg_commit.py; ``written_at`` when ``track_commit_timestamp`` is off, said so) −
+(ts + 60 s) in ``market.bars_1m`` (a REST refill of a pushed bar moves it; ``written_at`` − (ts + 60 s)
+is kept as "write started"); **Kafka** = the first time the producer sent the bar (its CreateTime) − (ts + 60 s),
 the producer's share of the Redis figure; **lost** = bars of the window missing from
 ``market.bars_1m`` after the drain; **max/60s** = the most market-data calls the simulator logged
 for the stack's key in any rolling 60 s (must stay ≤ the rate limit).
@@ -34,11 +36,14 @@ Prints a table and writes bench/results/websocket_feed.json.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
 import platform
+import select
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -54,6 +59,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
+from bench import pg_commit  # noqa: E402
 from stockpipe import clients  # noqa: E402
 from stockpipe.airflow.restart import dag_is_paused, set_dag_paused  # noqa: E402
 from stockpipe.config import load_settings  # noqa: E402
@@ -101,33 +107,121 @@ def most_in_any_window(times: list[float], window_s: float = 60.0) -> int:
 
 
 class BarArrivals:
-    """First arrival (unix time) of each (symbol, ts) on ``stockpipe:bars``."""
+    """First arrival (unix time) of each (symbol, ts) on ``stockpipe:bars`` (or ``channel``).
 
-    def __init__(self, settings: Any) -> None:
+    The arrival is stamped when the bytes reach this process, with no per-message work before it: a
+    thread reads the subscription's socket in bulk (up to :data:`CHUNK_BYTES` a read) and stamps each
+    chunk as it is received; a message's arrival is the stamp of the chunk that holds its last byte.
+    The RESP framing and the JSON are parsed only while the socket has nothing waiting, one chunk at a
+    time (and what is left at :meth:`close`), so parsing never delays a stamp by more than one chunk's
+    parse (~1 ms). The former reader (redis-py ``PubSub.get_message`` + ``json.loads`` per message,
+    then the stamp) stamped the last messages of a 10,000-message burst hundreds of ms late
+    (bench/pubsub_arrivals.py measures both)."""
+
+    CHUNK_BYTES = 65536
+
+    def __init__(self, settings: Any, channel: str | None = None, ready_timeout_s: float = 10.0) -> None:
         self.first: dict[tuple[str, int], float] = {}
-        self._pubsub = settings.redis_client(socket_timeout=5).pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(settings.redis_bars_channel)
+        self.messages = self.chunks = self.undecodable = 0
+        self.channel = channel or settings.redis_bars_channel
+        self._client = settings.redis_client(socket_timeout=5)
+        self._conn = self._client.connection_pool.make_connection()  # its own socket: AUTH, SELECT done
+        self._conn.connect()
+        self._conn.send_command("SUBSCRIBE", self.channel)
+        self._sock = self._conn._sock
+        self._sock.setblocking(False)
+        self._pending: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._buffer = bytearray()
+        self._subscribed = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bar-arrivals")
         self._thread.start()
+        if not self._subscribed.wait(ready_timeout_s):
+            self.close()
+            raise SystemExit(f"Redis did not confirm the subscription to {self.channel} within {ready_timeout_s:g} s")
 
     def _run(self) -> None:
+        sock, chunk = self._sock, self.CHUNK_BYTES
         while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=1.0)
-            if not message:
-                continue
-            arrived = time.time()
             try:
-                bar = json.loads(message["data"])
-                key = (bar["symbol"], int(bar["ts_ms"]) // 1000)
-            except (ValueError, KeyError, TypeError):
+                data = sock.recv(chunk)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                if self._pending:  # nothing waiting: parse one chunk, then look at the socket again
+                    self._parse(*self._pending.popleft())
+                else:
+                    select.select([sock], [], [], 0.5)
                 continue
-            self.first.setdefault(key, arrived)
+            except OSError:
+                break  # closed
+            at = time.time()
+            if not data:
+                break  # the server closed the connection
+            self._pending.append((at, data))
+
+    def _parse(self, at: float, data: bytes) -> None:
+        """Append one chunk to the unparsed tail; every frame that ends in it arrived at ``at``."""
+        self.chunks += 1
+        buffer = self._buffer
+        buffer += data
+        pos = 0
+        while True:
+            parsed = resp_value(buffer, pos)
+            if parsed is None:
+                break
+            frame, pos = parsed
+            if not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[0], bytes):
+                continue
+            kind = frame[0].lower()
+            if kind == b"subscribe":
+                self._subscribed.set()
+            elif kind == b"message":
+                self.messages += 1
+                try:
+                    bar = json.loads(frame[2])
+                    key = (bar["symbol"], int(bar["ts_ms"]) // 1000)
+                except (ValueError, KeyError, TypeError):
+                    self.undecodable += 1
+                    continue
+                self.first.setdefault(key, at)
+        del buffer[:pos]
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._pubsub.close()
+        while self._pending:  # what arrived but was not parsed yet (off the clock)
+            self._parse(*self._pending.popleft())
+        self._conn.disconnect()
+        self._client.close()
+
+
+def resp_value(buffer: bytes | bytearray, pos: int) -> tuple[Any, int] | None:
+    """One RESP2/RESP3 value at ``pos`` → (value, position after it), or None when incomplete.
+    Arrays (``*``, push ``>``) → lists; bulk strings → bytes (None for ``$-1``); integers → int;
+    simple strings and errors → bytes."""
+    end = buffer.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind, head = buffer[pos : pos + 1], bytes(buffer[pos + 1 : end])
+    pos = end + 2
+    if kind == b"$":
+        size = int(head)
+        if size < 0:
+            return None, pos
+        if len(buffer) < pos + size + 2:
+            return None
+        return bytes(buffer[pos : pos + size]), pos + size + 2
+    if kind in (b"*", b">", b"~"):
+        count, items = int(head), []
+        for _ in range(max(count, 0)):
+            parsed = resp_value(buffer, pos)
+            if parsed is None:
+                return None
+            item, pos = parsed
+            items.append(item)
+        return (items if count >= 0 else None), pos
+    if kind == b":":
+        return int(head), pos
+    return head, pos  # + simple string, - error, and RESP3's scalars as their text
 
 
 def other_producers() -> list[int]:
@@ -259,15 +353,19 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
         if landed:
             redis_delays.append(min(landed) - (ts + 60))
     with clients.pg_connect(settings, "reader") as conn:
+        on = pg_commit.tracking(conn)
         rows = conn.execute(
-            "SELECT symbol, extract(epoch FROM ts)::bigint, extract(epoch FROM written_at), source FROM market.bars_1m "
-            "WHERE symbol = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)",
+            "SELECT b.symbol, extract(epoch FROM b.ts)::bigint, extract(epoch FROM b.written_at), b.source, "
+            f"{pg_commit.commit_epoch('b', on)}, {pg_commit.commit_epoch('i', on)} FROM market.bars_1m b "
+            "LEFT JOIN market.indicators_1m i ON i.symbol = b.symbol AND i.ts = b.ts "
+            "WHERE b.symbol = ANY(%s) AND b.ts >= to_timestamp(%s) AND b.ts < to_timestamp(%s)",
             (symbols, first_close - 60, last_close - 60),
         ).fetchall()
-    stored = {(s, int(ts)) for s, ts, _, _ in rows}
+    stored = {(s, int(ts)) for s, ts, *_ in rows}
     sent = kafka_arrivals(settings, phase["started_at"], phase["ended_at"])
     kafka_delays = [sent[key] - (key[1] + 60) for key in expected if key in sent]
-    pg_delays = [float(written) - (ts + 60) for _, ts, written, _ in rows]
+    pg_delays = [pg_commit.visible_at(float(w), cb, ci)[0] - (ts + 60) for _, ts, w, _, cb, ci in rows]
+    pg_started = [float(w) - (ts + 60) for _, ts, w, *_ in rows]
     requests = admin(
         settings,
         "GET",
@@ -282,6 +380,8 @@ def measure(settings: Any, phase: dict[str, Any], arrivals: BarArrivals) -> None
         postgres=summary(pg_delays),
         lost=sorted(f"{s} {datetime.fromtimestamp(ts, UTC):%H:%M}" for s, ts in set(expected) - stored),
         sources={source: sum(1 for row in rows if row[3] == source) for source in {row[3] for row in rows}},
+        postgres_measure=pg_commit.COMMITTED if on else pg_commit.FALLBACK,
+        postgres_write_started=summary(pg_started),
         simulator_calls=len(calls),
         most_calls_in_any_60s=most_in_any_window(calls),
         redis_delays_s=[round(d, 2) for d in redis_delays],
@@ -587,6 +687,12 @@ def main() -> int:
         print(
             f"{phase['name']}: bars by source {phase['sources']}" + (f" ({phase['where']})" if "where" in phase else "")
         )
+        if phase.get("postgres_measure"):
+            started = phase.get("postgres_write_started") or {}
+            print(
+                f"{phase['name']}: PostgreSQL = {phase['postgres_measure']}; write started (written_at) p50/p95 "
+                f"{_s(started.get('p50_s'))} / {_s(started.get('p95_s'))}"
+            )
     results.update(
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{os.cpu_count()} cpu, {platform.platform()}, Python {platform.python_version()}",

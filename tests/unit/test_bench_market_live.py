@@ -1,9 +1,9 @@
-"""bench/market_live.py's pure parts: close → Redis per bar (a newer bar covers an older one) and
-bars expected vs stored per minute."""
+"""bench/market_live.py's pure parts: close → Redis per bar (a newer bar covers an older one), bars
+expected vs stored per minute, and when a stored row with its indicators became visible (its commit)."""
 
 from __future__ import annotations
 
-from bench.market_live import close_delays, per_minute
+from bench.market_live import close_delays, per_minute, visible_times
 
 T = 1_800_000_000  # a minute start (multiple of 60)
 
@@ -31,3 +31,17 @@ def test_per_minute_counts_expected_stored_and_unexpected_minutes() -> None:
     stored = {("A", T), ("B", T), ("A", T + 60), ("A", T + 120)}
     rows = per_minute(expected, stored)
     assert [(r["expected"], r["stored"]) for r in rows] == [(2, 2), (2, 1), (0, 1)]
+
+
+def test_a_row_is_visible_at_the_later_commit_of_bar_and_indicators_else_at_written_at() -> None:
+    # (symbol, ts, written_at, has indicators, bar's commit, indicators' commit, same transaction)
+    rows = [
+        ("A", T, T + 61.0, True, T + 61.3, T + 61.3, True),  # one transaction: its commit, 0.3 s after the write
+        ("B", T, T + 61.0, True, T + 61.2, T + 64.0, False),  # indicators rewritten later: visible whole then
+        ("C", T, T + 61.0, True, None, None, True),  # commits not tracked: written_at
+        ("D", T, T + 61.0, False, T + 61.3, None, None),  # no indicators row: not stored
+    ]
+    visible, started, counts = visible_times(rows)
+    assert visible == {("A", T): T + 61.3, ("B", T): T + 64.0, ("C", T): T + 61.0}
+    assert started == {("A", T): T + 61.0, ("B", T): T + 61.0, ("C", T): T + 61.0}
+    assert counts == {"commit_unknown": 1, "indicators_other_transaction": 1}
