@@ -115,14 +115,15 @@ class BarArrivals:
     The RESP framing and the JSON are parsed only while the socket has nothing waiting, one chunk at a
     time (and what is left at :meth:`close`), so parsing never delays a stamp by more than one chunk's
     parse (~1 ms). The former reader (redis-py ``PubSub.get_message`` + ``json.loads`` per message,
-    then the stamp) stamped the last messages of a 10,000-message burst hundreds of ms late
-    (bench/pubsub_arrivals.py measures both)."""
+    then the stamp) fell behind a burst that arrives faster than ~25–30 µs a message: the last of
+    10,000 ``PUBLISH`` in one pipeline ~0.2 s late; ~0.01 s as the sink publishes (bench/pubsub_arrivals.py)."""
 
     CHUNK_BYTES = 65536
 
     def __init__(self, settings: Any, channel: str | None = None, ready_timeout_s: float = 10.0) -> None:
         self.first: dict[tuple[str, int], float] = {}
         self.messages = self.chunks = self.undecodable = 0
+        self.lost: str | None = None  # why the subscription ended before close(), if it did
         self.channel = channel or settings.redis_bars_channel
         self._client = settings.redis_client(socket_timeout=5)
         self._conn = self._client.connection_pool.make_connection()  # its own socket: AUTH, SELECT done
@@ -151,12 +152,16 @@ class BarArrivals:
                 else:
                     select.select([sock], [], [], 0.5)
                 continue
-            except OSError:
-                break  # closed
+            except OSError as error:
+                self.lost = f"the subscription's connection failed at {datetime.now(UTC):%H:%M:%S} UTC ({error})"
+                break
             at = time.time()
             if not data:
-                break  # the server closed the connection
+                self.lost = f"Redis closed the subscription's connection at {datetime.now(UTC):%H:%M:%S} UTC"
+                break
             self._pending.append((at, data))
+        if self.lost and not self._stop.is_set():
+            print(f"BarArrivals: {self.lost}; later arrivals are missing", file=sys.stderr, flush=True)
 
     def _parse(self, at: float, data: bytes) -> None:
         """Append one chunk to the unparsed tail; every frame that ends in it arrived at ``at``."""
