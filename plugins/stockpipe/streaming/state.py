@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from stockpipe.indicators import INDICATOR_COLUMNS as _INDICATOR_COLUMNS
-from stockpipe.indicators import SymbolIndicators
+from stockpipe.indicators import SymbolIndicators, pack_indicators, unpack_indicators
+from stockpipe.indicators.packed import MAGIC as _PACKED
 
 INDICATOR_COLUMNS = list(_INDICATOR_COLUMNS)
 BAR_VALUE_COLUMNS = ["open", "high", "low", "close", "volume", "vwap"]
@@ -67,16 +68,21 @@ def new_indicators() -> SymbolIndicators:
 
 
 def load_indicators(serialised: bytes | str | None) -> SymbolIndicators:
-    """From :func:`dump_indicators` (or the JSON text of ``to_state()``)."""
+    """From :func:`dump_indicators` — or what earlier versions wrote: a pickled ``to_state()`` dict
+    (a checkpoint written before the packed form) or the JSON text of ``to_state()``."""
     if serialised is None:
         return SymbolIndicators()
-    state = pickle.loads(serialised) if isinstance(serialised, bytes) else json.loads(serialised)
-    return SymbolIndicators.from_state(state)
+    if isinstance(serialised, str):
+        return SymbolIndicators.from_state(json.loads(serialised))
+    if serialised[:4] == _PACKED:
+        return unpack_indicators(serialised)
+    return SymbolIndicators.from_state(pickle.loads(serialised))
 
 
 def dump_indicators(indicators: SymbolIndicators) -> bytes:
-    """``to_state()`` pickled: plain dicts, lists and floats (bit-exact, ~5× cheaper than JSON)."""
-    return pickle.dumps(indicators.to_state(), protocol=pickle.HIGHEST_PROTOCOL)
+    """The packed form (:mod:`stockpipe.indicators.packed`): bit-exact, ~0.65 KB instead of a ~1.1 KB
+    pickled ``to_state()`` dict, and several times cheaper to write and to restore."""
+    return pack_indicators(indicators)
 
 
 def _step(indicators: SymbolIndicators, ts_ms: int, values: np.ndarray) -> tuple[float | None, ...]:
