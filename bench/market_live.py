@@ -114,6 +114,20 @@ def close_delays(expected: list[tuple[str, int]], arrivals: dict[tuple[str, int]
     return delays
 
 
+def latency_by_minute(delays: dict[str, dict[tuple[str, int], float]]) -> list[dict[str, Any]]:
+    """Per bar minute (ts order), each measure's p50 / p95 / max over that minute's bars — whether the
+    tail comes from a few minutes (e.g. the first ones, while the JVM's JIT warms up) or from all."""
+    minutes = sorted({ts for by_bar in delays.values() for _, ts in by_bar})
+    out = []
+    for ts in minutes:
+        row: dict[str, Any] = {"ts": datetime.fromtimestamp(ts, UTC).strftime("%H:%M")}
+        for name, by_bar in delays.items():
+            values = [d for (_, t), d in by_bar.items() if t == ts]
+            row[name] = {k: summary(values)[k] for k in ("n", "p50_s", "p95_s", "max_s")} if values else None
+        out.append(row)
+    return out
+
+
 def per_minute(expected: list[tuple[str, int]], stored: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """Bars expected and stored per bar minute (ts order)."""
     want, have = Counter(ts for _, ts in expected), Counter(ts for _, ts in stored)
@@ -428,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     pg_started_delays = [written[key] - (key[1] + 60) for key in expected if key in written]
     redis_by_bar = close_delays(expected, arrivals.first)
     redis_delays = list(redis_by_bar.values())
+    by_minute = latency_by_minute(
+        {
+            "postgres": {key: visible[key] - (key[1] + 60) for key in expected if key in visible},
+            "redis": redis_by_bar,
+        }
+    )
     received = sum(1 for (s, ts) in arrivals.first if first_ts <= ts < end_ts)
     missing = sorted(expected_set - stored, key=lambda k: (k[1], k[0]))
     log("verify over the topic's messages of the window ...")
@@ -486,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "postgres": {**summary(pg_delays), "measure": pg_commit.COMMITTED if tracking else pg_commit.FALLBACK,
                      "track_commit_timestamp": tracking, **commit_counts},
         "postgres_write_started": summary(pg_started_delays),
+        "latency_by_minute": by_minute,
         "redis": {**summary(redis_delays), "received_on_channel": received},
         "producer": summary(producer_delays),
         "redis_latest": latest,
@@ -563,6 +584,16 @@ def print_table(r: dict[str, Any]) -> None:
             f"{pg.get('indicators_other_transaction', 0):,} whose indicators row another transaction wrote (the later "
             "commit counts)"
         )
+    minutes = [m for m in r.get("latency_by_minute") or [] if m.get("postgres") or m.get("redis")]
+    if minutes:
+
+        def p95(m: dict[str, Any], name: str) -> str:
+            value = (m.get(name) or {}).get("p95_s")
+            return "-" if value is None else f"{value:.2f}"
+
+        print("per minute, p95 close → PostgreSQL / → Redis (s): " + ", ".join(
+            f"{m['ts']} {p95(m, 'postgres')}/{p95(m, 'redis')}" for m in minutes
+        ))  # fmt: skip
     print(
         f"Redis: {r['redis']['received_on_channel']:,} window bars received on the channel; latest hashes behind "
         f"the last bar: {r['redis_latest']['behind']} of {r['redis_latest']['symbols']:,}"

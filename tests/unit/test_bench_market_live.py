@@ -3,7 +3,7 @@ expected vs stored per minute, and when a stored row with its indicators became 
 
 from __future__ import annotations
 
-from bench.market_live import close_delays, per_minute, visible_times
+from bench.market_live import close_delays, latency_by_minute, per_minute, visible_times
 
 T = 1_800_000_000  # a minute start (multiple of 60)
 
@@ -45,3 +45,13 @@ def test_a_row_is_visible_at_the_later_commit_of_bar_and_indicators_else_at_writ
     assert visible == {("A", T): T + 61.3, ("B", T): T + 64.0, ("C", T): T + 61.0}
     assert started == {("A", T): T + 61.0, ("B", T): T + 61.0, ("C", T): T + 61.0}
     assert counts == {"commit_unknown": 1, "indicators_other_transaction": 1}
+
+
+def test_latency_by_minute_splits_each_measure_by_bar_minute():
+    by_minute = latency_by_minute(
+        {"postgres": {("A", 60): 2.0, ("B", 60): 4.0, ("A", 120): 1.0}, "redis": {("A", 60): 2.5}}
+    )
+    assert [m["ts"] for m in by_minute] == ["00:01", "00:02"]
+    assert by_minute[0]["postgres"]["n"] == 2 and by_minute[0]["postgres"]["max_s"] == 4.0
+    assert by_minute[0]["redis"]["p50_s"] == 2.5
+    assert by_minute[1]["postgres"]["p50_s"] == 1.0 and by_minute[1]["redis"] is None
