@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ from stockpipe.config import Settings
 from stockpipe.indicators import INDICATOR_COLUMNS
 from stockpipe.storage import copy_binary
 from stockpipe.storage.alerts import AlertCounts, evaluate_for_sink
+from stockpipe.storage.redis_latest import Staged
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ _PREV_TS = "CASE WHEN excluded.session_date > l.session_date THEN l.ts ELSE l.pr
 # the batch's last bar of an earlier session than that one, else — when the session moved on — the
 # row it replaces, else what the row had. Returns the rows it wrote (what Redis mirrors). Hash
 # aggregates only (no sort of the batch); the session arithmetic runs per symbol, not per bar.
-_UPSERT_LATEST = f"""
+_LATEST_SPAN = f"""
 WITH span AS (
     SELECT symbol, min(ts) AS first, max(ts) AS last FROM stage_rows WHERE kind = 'bar' GROUP BY symbol
 ), prev AS (
@@ -161,23 +164,42 @@ WITH span AS (
     WHERE {_NY_DATE.format(ts="span.first")} < {_NY_DATE.format(ts="span.last")}
       AND s.ts < ({_NY_DATE.format(ts="span.last")}::timestamp AT TIME ZONE 'America/New_York')
     GROUP BY s.symbol
-)
-INSERT INTO market.latest_1m AS l ({", ".join(LATEST_COLUMNS)})
-SELECT b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at, b.written_at,
-       {", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)}, {_NY_DATE.format(ts="b.ts")}, p.close, p.ts
+)"""
+_LATEST_SOURCE = """
 FROM span
 JOIN market.bars_1m b ON b.symbol = span.symbol AND b.ts = span.last
 LEFT JOIN market.indicators_1m i ON i.symbol = span.symbol AND i.ts = span.last
 LEFT JOIN prev ON prev.symbol = span.symbol
-LEFT JOIN market.bars_1m p ON p.symbol = prev.symbol AND p.ts = prev.ts
+LEFT JOIN market.bars_1m p ON p.symbol = prev.symbol AND p.ts = prev.ts"""
+_LATEST_VALUES = f"""b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at, b.written_at,
+       {", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)}, {_NY_DATE.format(ts="b.ts")} AS session_date,
+       p.close AS prev_close, p.ts AS prev_close_ts"""
+_LATEST_CONFLICT = f"""
 ON CONFLICT (symbol) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in LATEST_COLUMNS[1:-2])},
     prev_close = CASE WHEN excluded.prev_close_ts >= coalesce({_PREV_TS}, '-infinity') THEN excluded.prev_close
                       WHEN excluded.session_date > l.session_date THEN l.close ELSE l.prev_close END,
     prev_close_ts = CASE WHEN excluded.prev_close_ts >= coalesce({_PREV_TS}, '-infinity') THEN excluded.prev_close_ts
                          WHEN excluded.session_date > l.session_date THEN l.ts ELSE l.prev_close_ts END
-WHERE excluded.ts >= l.ts
+WHERE excluded.ts >= l.ts"""
+_UPSERT_LATEST = f"""{_LATEST_SPAN}
+INSERT INTO market.latest_1m AS l ({", ".join(LATEST_COLUMNS)})
+SELECT {_LATEST_VALUES}{_LATEST_SOURCE}{_LATEST_CONFLICT}
 RETURNING {", ".join(f"l.{c}" for c in LATEST_COLUMNS[:-3])}
+"""
+# The same upsert for a caller that encoded the batch's rows for Redis while PostgreSQL worked (the
+# stream's sink, see PostgresSink.write's ``staged``): per row it wrote only the symbol, written_at and
+# whether the bar is the one this transaction wrote into bars_1m (its xmin is this transaction's:
+# then it is the batch's only bar_changed row of that (symbol, ts), value for value, and its
+# indicators are the staged 'bar' row's, which the indicators upsert just made them).
+_UPSERT_LATEST_STAGED = f"""{_LATEST_SPAN}, src AS (
+    SELECT {_LATEST_VALUES}, b.xmin = pg_current_xact_id()::xid AS fresh{_LATEST_SOURCE}
+), up AS (
+    INSERT INTO market.latest_1m AS l ({", ".join(LATEST_COLUMNS)})
+    SELECT {", ".join(LATEST_COLUMNS)} FROM src{_LATEST_CONFLICT}
+    RETURNING l.symbol, l.written_at
+)
+SELECT up.symbol, up.written_at, src.fresh FROM up JOIN src USING (symbol)
 """
 
 OffsetRanges = dict[tuple[str, int], tuple[int, int]]
@@ -226,6 +248,9 @@ class BatchResult:
     latency_p95_ms: float | None = None
     latency_max_ms: float | None = None
     latest: list[dict[str, Any]] = field(default_factory=list)
+    #: With ``staged`` (see :meth:`PostgresSink.write`): symbol → written_at of the rows latest_1m now
+    #: holds that are the staged ones (not in ``latest``).
+    latest_staged: dict[str, Any] = field(default_factory=dict)
     alerts: AlertCounts = field(default_factory=AlertCounts)
     epoch_repairs: int = 0
 
@@ -299,6 +324,40 @@ def stage_copy(rows: pd.DataFrame) -> bytearray:
             values = pd.to_numeric(rows[name]).to_numpy(dtype=np.float64, na_value=np.nan)
             columns.append(copy_binary.Column(pg_type, values, np.isnan(values)))
     return copy_binary.encode(columns)
+
+
+def staged_latest(rows: pd.DataFrame, tz: tzinfo) -> Staged:
+    """Each symbol's newest ``bar`` row of ``rows`` (the operator's rows of one batch), encoded for
+    Redis as :data:`LATEST_COLUMNS` would read it back (timestamps in the connection's time zone
+    ``tz``, as psycopg gives them) except ``written_at``, which the bars upsert stamps. Only rows that
+    are what market.latest_1m holds when the bars upsert wrote their bar (``fresh`` in
+    :data:`_UPSERT_LATEST_STAGED`): ``bar_changed``, the only row of their (symbol, ts) in the batch,
+    and no indicator equal to zero (the indicators upsert keeps a stored 0.0 for a staged -0.0:
+    ``IS DISTINCT FROM`` finds them equal). Every other symbol goes the RETURNING way."""
+    rows = rows[rows["kind"].isin(["bar", "late"])]
+    if not len(rows):
+        return Staged.empty()
+    alone = ~rows.duplicated(["symbol", "ts_ms"], keep=False).to_numpy()
+    bar = (rows["kind"] == "bar").to_numpy()
+    newest = np.zeros(len(rows), dtype=bool)
+    if bar.any():
+        bars = rows[bar]
+        newest[bar] = (bars["ts_ms"] == bars.groupby("symbol", sort=False)["ts_ms"].transform("max")).to_numpy()
+    indicators = rows[list(INDICATOR_COLUMNS)].apply(pd.to_numeric).to_numpy(dtype=np.float64, na_value=np.nan)
+    chosen = rows[
+        newest
+        & alone
+        & rows["bar_changed"].fillna(False).astype(bool).to_numpy()
+        & pd.to_numeric(rows["fetched_us"]).notna().to_numpy()
+        & rows["symbol"].map(lambda s: type(s) is str).to_numpy(dtype=bool)
+        & ~(indicators == 0.0).any(axis=1)
+    ]
+    values = dict(zip(STAGE_COLUMNS, stage_columns(chosen), strict=True))
+    for name in ("ts", "fetched_at"):
+        values[name] = [v.astimezone(tz) for v in values[name]]
+    values["written_at"] = [None] * len(chosen)
+    names = LATEST_COLUMNS[:-3]
+    return Staged(names, [values[name] for name in names])
 
 
 class PostgresSink:
@@ -378,12 +437,19 @@ class PostgresSink:
         dead_letters: int = 0,
         started: float | None = None,
         since_previous_s: float | None = None,
+        staged: Callable[[], Container[str]] | None = None,
     ) -> BatchResult | None:
         """Apply ``rows`` in one transaction; ``None`` when every record of ``offsets`` was applied before.
 
         ``offsets`` ((topic, partition) → (first, last) offset consumed) makes the write idempotent
         per consumed record range (the stream; ``batch_id`` only names its bookkeeping row); the
         backfill passes neither and relies on the upserts alone, which are idempotent too.
+
+        ``staged`` (the stream's sink): called after the latest_1m upsert, returns the symbols whose
+        newest row the caller has encoded itself (:func:`staged_latest`, while this ran). Those of
+        them whose row latest_1m now holds is that staged row come back in ``result.latest_staged``
+        (symbol → written_at) instead of ``result.latest``, which holds the other rows latest_1m
+        changed, read in this transaction (what RETURNING gives without ``staged``).
         """
         started = time.monotonic() if started is None else started
         rows = rows[rows["kind"].isin(["bar", "late"])]
@@ -417,9 +483,20 @@ class PostgresSink:
                     result.alerts = evaluate_for_sink(cur, self.settings, backfill=not offsets)
                     result.bars_upserted, result.max_event_ts = bars, max_ts
                     result.latency_p50_ms, result.latency_p95_ms, result.latency_max_ms = p50, p95, max_ms
-                    records = cur.execute(_UPSERT_LATEST).fetchall()
-                    names = [d.name for d in cur.description]
-                    result.latest = [dict(zip(names, record, strict=True)) for record in records]
+                    if staged is None:
+                        records = cur.execute(_UPSERT_LATEST).fetchall()
+                        names = [d.name for d in cur.description]
+                        result.latest = [dict(zip(names, record, strict=True)) for record in records]
+                    else:
+                        records = cur.execute(_UPSERT_LATEST_STAGED).fetchall()
+                        encoded, others = staged(), []
+                        for symbol, written_at, fresh in records:
+                            if fresh and symbol in encoded:
+                                result.latest_staged[symbol] = written_at
+                            else:
+                                others.append(symbol)
+                        # rows this transaction wrote (and holds locked): as RETURNING gave them
+                        result.latest = self._latest(cur, others)
                     if "epoch" in rows.columns and rows["epoch"].notna().any():
                         cur.execute(_LOCK_EPOCHS)
                         moved = cur.execute(_QUEUE_MOVED_EPOCHS, {"reason": REASON_EPOCH}).fetchall()

@@ -126,6 +126,31 @@ def _column_texts(values: list[Any]) -> tuple[list[str | None], list[str]]:
     return [_text(v) for v in values], [_json_value(v) for v in values]
 
 
+def _encode_columns(names: list[str], values: list[list[Any]], ts_ms: list[int]) -> tuple[list, list[str]]:
+    """Columns (``names``, each a list over the rows) → (name, hash texts, JSON texts) per column, with
+    ``ts_ms`` appended when absent, and each row's bar version (:func:`fetched_version`)."""
+    columns = []
+    versions = [""] * len(ts_ms)
+    for name, column in zip(names, values, strict=True):
+        if name == "ts_ms":
+            texts = [str(t) for t in ts_ms]
+            columns.append((name, texts, texts))
+        else:
+            texts, jsons = _column_texts(column)
+            columns.append((name, texts, jsons))
+            if name == "fetched_at":
+                versions = [fetched_version(t) for t in texts]
+    if "ts_ms" not in names:
+        texts = [str(t) for t in ts_ms]
+        columns.append(("ts_ms", texts, texts))
+    return columns, versions
+
+
+def _template(columns: list) -> str:
+    """The message's %-format over ``columns``' JSON texts (without the braces)."""
+    return ",".join(json.dumps(name).replace("%", "%%") + ":%s" for name, _, _ in columns)
+
+
 def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, str, list[str]]]:
     """Rows → (symbol, ts_ms, bar version (:func:`fetched_version`), JSON message, hash fields)
     each: what :func:`latest_message` and the hash of the contract say — the same message text as
@@ -144,22 +169,9 @@ def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, str, li
                 out[i] = encoded
         return out
     ts_ms = [int(row["ts"].timestamp() * 1000) for row in rows]
-    columns = []
-    versions = [""] * len(rows)
-    for name in names:
-        if name == "ts_ms":
-            values = [str(t) for t in ts_ms]
-            columns.append((name, values, values))
-        else:
-            texts, jsons = _column_texts([row[name] for row in rows])
-            columns.append((name, texts, jsons))
-            if name == "fetched_at":
-                versions = [fetched_version(t) for t in texts]
-    if "ts_ms" not in names:
-        values = [str(t) for t in ts_ms]
-        columns.append(("ts_ms", values, values))
+    columns, versions = _encode_columns(names, [[row[name] for row in rows] for name in names], ts_ms)
     # the message: one %-format per row; the fields: a copy of the names with the texts slotted in
-    template = "{" + ",".join(json.dumps(name).replace("%", "%%") + ":%s" for name, _, _ in columns) + "}"
+    template = "{" + _template(columns) + "}"
     column_names = [name for name, _, _ in columns]
     base: list[str | None] = [None] * (2 * len(columns))
     base[0::2] = column_names
@@ -177,6 +189,71 @@ def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, str, li
     return out
 
 
+#: One symbol's script arguments as :meth:`LatestWriter.write_encoded` sends them: (symbol, ts_ms,
+#: bar version, JSON message, the hash's field/value strings as a JSON array).
+Encoded = tuple[str, int, str, str, str]
+
+
+def _fields_json(fields: list[str]) -> str:
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _present(columns: list, texts: tuple[str | None, ...]) -> list[str]:
+    """The hash's field/value strings of ``columns`` (name, value text; NULL = absent)."""
+    return [x for (name, _, _), text in zip(columns, texts, strict=True) if text is not None for x in (name, text)]
+
+
+class Staged:
+    """Rows encoded before one of their values is known (the sink's ``written_at``, stamped by
+    PostgreSQL): the message and the hash's field array of each row as the text before and after
+    that value, which :meth:`splice` puts in — the same texts :func:`encode_rows` gives for the rows
+    with that value (a datetime, never NULL). Built from columns (the sink's staged rows), not dicts."""
+
+    def __init__(self, names: list[str], values: list[list[Any]], missing: str = "written_at") -> None:
+        symbols = [str(s) for s in values[names.index("symbol")]]
+        ts_ms = [int(t.timestamp() * 1000) for t in values[names.index("ts")]]
+        position = names.index(missing)
+        columns, versions = _encode_columns(names, values, ts_ms)
+        before, after = columns[:position], columns[position + 1 :]
+        head_template = "{" + _template(before) + ("," if before else "") + json.dumps(missing) + ":"
+        tail_template = ("," + _template(after) if after else "") + "}"
+        missing_field = json.dumps(missing)
+        self.rows: dict[str, tuple[int, str, str, str, str, str]] = {}
+        text_rows = zip(*(texts for _, texts, _ in columns), strict=True)
+        json_rows = zip(*(jsons for _, _, jsons in columns), strict=True)
+        for symbol, texts, jsons, stamp, version in zip(symbols, text_rows, json_rows, ts_ms, versions, strict=True):
+            head_fields = _present(before, texts[:position])
+            tail_fields = _present(after, texts[position + 1 :])
+            fields_head = _fields_json(head_fields)[:-1] + ("," if head_fields else "") + missing_field + ","
+            fields_tail = ("," + _fields_json(tail_fields)[1:]) if tail_fields else "]"
+            self.rows[symbol] = (
+                stamp,
+                version,
+                head_template % jsons[:position],
+                tail_template % jsons[position + 1 :],
+                fields_head,
+                fields_tail,
+            )
+
+    @classmethod
+    def empty(cls) -> Staged:
+        staged = cls.__new__(cls)
+        staged.rows = {}
+        return staged
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def splice(self, symbol: str, value: datetime) -> Encoded:
+        """``symbol``'s script arguments with ``value`` (a datetime) in the missing column."""
+        stamp, version, head, tail, fields_head, fields_tail = self.rows[symbol]
+        text = '"' + _iso(value) + '"'
+        return symbol, stamp, version, head + text + tail, fields_head + text + fields_tail
+
+
 class LatestWriter:
     def __init__(self, settings: Settings) -> None:
         self.client = settings.redis_client(socket_timeout=10)
@@ -185,26 +262,30 @@ class LatestWriter:
         # Redis runs one script at a time anyway, and the calls keep the rows' order).
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-latest")
 
-    def _call(self, chunk: list[tuple[str, int, str, str, list[str]]]) -> int:
+    def _call(self, chunk: list[Encoded]) -> int:
         keys = [LATEST_KEY.format(symbol=symbol) for symbol, _, _, _, _ in chunk]
         args: list[Any] = [BARS_CHANNEL]
         for _, ts_ms, version, message, fields in chunk:
-            args += (ts_ms, version, message, json.dumps(fields, separators=(",", ":")))
+            args += (ts_ms, version, message, fields)
         return int(self._script(keys=keys, args=args))
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
+    def write(self, rows: list[dict[str, Any]], encoded: list[Encoded] = ()) -> int:
         """Write each symbol's latest row (check-and-set: never older than the stored one, by ts and
-        then fetched_at); return
-        how many hashes changed. One script call per :data:`SYMBOLS_PER_CALL` symbols, sent by a
-        thread while the next ones are encoded — not one call of ~70 arguments per symbol (10,000
-        symbols: ~650 ms of the driver's CPU per micro-batch, most of it redis-py packing the
-        arguments, then Redis' ~200 ms after it). Raises the first call's error (e.g. Redis down)."""
-        if not rows:
-            return 0
+        then fetched_at), then the symbols already ``encoded`` (:class:`Staged`); return how many
+        hashes changed. One script call per :data:`SYMBOLS_PER_CALL` symbols, sent by a thread while
+        the next ones are encoded — not one call of ~70 arguments per symbol (10,000 symbols: ~650 ms
+        of the driver's CPU per micro-batch, most of it redis-py packing the arguments, then Redis'
+        ~200 ms after it). Raises the first call's error (e.g. Redis down)."""
         calls = []
         try:
+            for start in range(0, len(encoded), SYMBOLS_PER_CALL):
+                calls.append(self._sender.submit(self._call, encoded[start : start + SYMBOLS_PER_CALL]))
             for start in range(0, len(rows), SYMBOLS_PER_CALL):
-                calls.append(self._sender.submit(self._call, encode_rows(rows[start : start + SYMBOLS_PER_CALL])))
+                chunk = [
+                    (symbol, stamp, version, message, _fields_json(fields))
+                    for symbol, stamp, version, message, fields in encode_rows(rows[start : start + SYMBOLS_PER_CALL])
+                ]
+                calls.append(self._sender.submit(self._call, chunk))
             return sum(call.result() for call in calls)
         finally:
             for call in calls:  # after a failure (Redis down or hung): no more calls queued behind it

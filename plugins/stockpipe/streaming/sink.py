@@ -15,9 +15,15 @@ Order inside one micro-batch, and why:
 4. one PostgreSQL transaction (storage.postgres) — the exactly-once point, which also advances
    ``ops.stream_offsets`` past the batch;
 5. Redis after the commit, from the rows PostgreSQL holds, so Redis never shows what PostgreSQL
-   doesn't. When Redis is unreachable the batch still succeeds (PostgreSQL, the history, has it):
-   the symbols are remembered and their latest rows are read back from PostgreSQL and written at
-   the first batch that reaches Redis again, so Redis converges without restarting the stream.
+   doesn't. While PostgreSQL works (step 4), a thread encodes each symbol's newest staged row for
+   Redis, all but ``written_at`` (``storage.postgres.staged_latest``); the latest_1m upsert says
+   which rows it stored are those staged rows (their bar written by this transaction) and their
+   ``written_at``, which is spliced in after the commit — the same texts as encoding the stored
+   row. Every other row latest_1m took (a re-emitted bar, a stale or late one, ...) is encoded
+   after the commit from the row PostgreSQL holds, as before; nothing is sent before the commit.
+   When Redis is unreachable the batch still succeeds (PostgreSQL, the history, has it): the
+   symbols are remembered and their latest rows are read back from PostgreSQL and written at the
+   first batch that reaches Redis again, so Redis converges without restarting the stream.
    A job that starts does not know what a previous one left behind (a restart during a Redis
    outage, a crash between the commit and Redis): its first batch that reaches Redis writes the
    latest stored row of *every* symbol (Redis' check-and-set never moves a symbol backwards).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -36,8 +43,8 @@ import redis
 from stockpipe import contract
 from stockpipe.clients import kafka_producer
 from stockpipe.config import Settings
-from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay
-from stockpipe.storage.redis_latest import LatestWriter
+from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay, staged_latest
+from stockpipe.storage.redis_latest import LatestWriter, Staged
 from stockpipe.streaming.heartbeat import StreamHeartbeat
 from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_DEAD_SENT, KIND_LATE, KIND_STATS
 
@@ -167,10 +174,16 @@ class BatchWriter:
         self._redis_pending: set[str] | None = None
         # The job's liveness signal for stream_health (ops.stream_heartbeats): the batch in progress.
         self.heartbeat = StreamHeartbeat(settings)
+        # Encodes the batch's newest rows for Redis while PostgreSQL writes them (step 5).
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode")
 
-    def write_latest(self, rows: list[dict[str, Any]]) -> bool:
-        """Mirror ``rows`` (and any symbols a Redis outage left behind) to Redis; False if it is down."""
-        symbols = {str(row["symbol"]) for row in rows}
+    def write_latest(
+        self, rows: list[dict[str, Any]], staged: Staged | None = None, written: dict[str, Any] | None = None
+    ) -> bool:
+        """Mirror ``rows`` and the ``staged`` rows of ``written`` (symbol → written_at) — and any
+        symbols a Redis outage left behind — to Redis; False if it is down."""
+        written = written or {}
+        symbols = {str(row["symbol"]) for row in rows} | set(written)
         try:
             if self._redis_pending is None:
                 behind = sorted(set(self.postgres.stored_symbols()) - symbols)
@@ -178,7 +191,7 @@ class BatchWriter:
                 behind = sorted(self._redis_pending - symbols)
             for start in range(0, len(behind), 1000):
                 self.latest.write(self.postgres.latest_rows(behind[start : start + 1000]))
-            self.latest.write(rows)
+            self.latest.write(rows, [staged.splice(symbol, at) for symbol, at in written.items()] if written else [])
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
             if self._redis_pending is not None:
                 self._redis_pending |= symbols
@@ -231,6 +244,8 @@ class BatchWriter:
             log.info("batch %s of %s: every record was applied before: skipped", batch_id, query)
             return
         warn_about_gaps(offsets, applied)
+        # encoded while the dead letters and PostgreSQL are written: see step 5
+        encoding = self._encoder.submit(staged_latest, rows, self.postgres.connection().info.timezone)
         if len(dead):
             self.dead_letters.write(not_applied(dead, applied))
         result = self.postgres.write(
@@ -242,11 +257,13 @@ class BatchWriter:
             dead_letters=dead_count,
             started=started,
             since_previous_s=since_previous_s,
+            staged=lambda: self._staged(encoding),
         )
         if result is None:
+            encoding.cancel()
             return
         written = time.monotonic()
-        self.write_latest(result.latest)
+        self.write_latest(result.latest, self._staged(encoding), result.latest_staged)
         done = time.monotonic()
         log.info(
             "batch %s: %s records in, %s bars upserted, %s rows written, %s dead letters, %.0f ms "
@@ -262,7 +279,17 @@ class BatchWriter:
             (done - written) * 1000,
         )
 
+    @staticmethod
+    def _staged(encoding: Future) -> Staged:
+        """The batch's staged rows (none when their encoding failed: every row goes the RETURNING way)."""
+        try:
+            return encoding.result()
+        except Exception:
+            log.exception("encoding the batch's newest rows for Redis failed: they are encoded after the commit")
+            return Staged.empty()
+
     def close(self) -> None:
+        self._encoder.shutdown(wait=True)
         self.heartbeat.close()
         self.postgres.close()
         self.latest.close()
