@@ -189,7 +189,7 @@ def encode_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, str, li
     return out
 
 
-#: One symbol's script arguments as :meth:`LatestWriter.write_encoded` sends them: (symbol, ts_ms,
+#: One symbol's script arguments as :meth:`LatestWriter._call` sends them: (symbol, ts_ms,
 #: bar version, JSON message, the hash's field/value strings as a JSON array).
 Encoded = tuple[str, int, str, str, str]
 
@@ -269,17 +269,23 @@ class LatestWriter:
             args += (ts_ms, version, message, fields)
         return int(self._script(keys=keys, args=args))
 
-    def write(self, rows: list[dict[str, Any]], encoded: list[Encoded] = ()) -> int:
+    def write(
+        self, rows: list[dict[str, Any]], staged: Staged | None = None, written: dict[str, datetime] | None = None
+    ) -> int:
         """Write each symbol's latest row (check-and-set: never older than the stored one, by ts and
-        then fetched_at), then the symbols already ``encoded`` (:class:`Staged`); return how many
-        hashes changed. One script call per :data:`SYMBOLS_PER_CALL` symbols, sent by a thread while
-        the next ones are encoded — not one call of ~70 arguments per symbol (10,000 symbols: ~650 ms
-        of the driver's CPU per micro-batch, most of it redis-py packing the arguments, then Redis'
-        ~200 ms after it). Raises the first call's error (e.g. Redis down)."""
+        then fetched_at): the ``staged`` rows of the symbols in ``written`` (symbol → their
+        ``written_at``, spliced in: :class:`Staged`), then ``rows``; return how many hashes changed.
+        One script call per :data:`SYMBOLS_PER_CALL` symbols, sent by a thread while the next ones
+        are encoded — not one call of ~70 arguments per symbol (10,000 symbols: ~650 ms of the
+        driver's CPU per micro-batch, most of it redis-py packing the arguments, then Redis' ~200 ms
+        after it). Raises the first call's error (e.g. Redis down)."""
         calls = []
         try:
-            for start in range(0, len(encoded), SYMBOLS_PER_CALL):
-                calls.append(self._sender.submit(self._call, encoded[start : start + SYMBOLS_PER_CALL]))
+            if written:
+                items = list(written.items())
+                for start in range(0, len(items), SYMBOLS_PER_CALL):
+                    chunk = [staged.splice(symbol, at) for symbol, at in items[start : start + SYMBOLS_PER_CALL]]
+                    calls.append(self._sender.submit(self._call, chunk))
             for start in range(0, len(rows), SYMBOLS_PER_CALL):
                 chunk = [
                     (symbol, stamp, version, message, _fields_json(fields))

@@ -191,7 +191,7 @@ class BatchWriter:
                 behind = sorted(self._redis_pending - symbols)
             for start in range(0, len(behind), 1000):
                 self.latest.write(self.postgres.latest_rows(behind[start : start + 1000]))
-            self.latest.write(rows, [staged.splice(symbol, at) for symbol, at in written.items()] if written else [])
+            self.latest.write(rows, staged, written)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
             if self._redis_pending is not None:
                 self._redis_pending |= symbols
