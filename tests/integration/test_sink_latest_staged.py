@@ -135,3 +135,27 @@ def test_staged_rows_land_in_redis_as_the_stored_rows_do(settings, pg_conn, redi
     written_at = {r[0]: r[1] for r in pg_conn.execute("SELECT symbol, written_at FROM market.latest_1m")}
     assert fast_hashes["F0001"]["written_at"] == redis_latest._iso(written_at["F0001"])
     assert np.float64(float(fast_hashes["F0003"]["vwap"])).tobytes() == np.float64(ODD[4]).tobytes()
+
+
+def test_write_frame_sends_the_staged_rows_after_the_commit(settings, pg_conn, redis_client):
+    """The sink's own path (``BatchWriter.write_frame``): the operator's frame with its stats rows, the
+    encoder thread; Redis then holds latest_1m's rows text for text (fast and fallback symbols)."""
+    symbols = [f"W{i:04d}" for i in range(700)]
+
+    def batch(ts_ms: int, first: int, records: list[dict]) -> pd.DataFrame:
+        stats = {"kind": "stats", "topic": settings.kafka_topic, "kpartition": 0, "koffset_first": first}
+        stats.update(koffset=first + len(records) - 1, n_input=len(records))
+        return frame([*records, stats])
+
+    writer = BatchWriter(settings)
+    try:
+        writer.write_frame(batch(T0, 0, [bar(s, T0, i) for i, s in enumerate(symbols)]), 0, started=time.monotonic())
+        records = [bar(s, T0 + MINUTE, i + 3, fetched_s=62.0) for i, s in enumerate(symbols[:600])]
+        records += [bar(s, T0, i, changed=False) for i, s in enumerate(symbols[600:])]  # re-emitted: fallback
+        writer.write_frame(batch(T0 + MINUTE, len(symbols), records), 1, started=time.monotonic())
+    finally:
+        writer.close()
+    stored = {r["symbol"]: r for r in PostgresSink(settings).latest_rows(symbols)}
+    for symbol, _, _, message, fields in redis_latest.encode_rows(list(stored.values())):
+        assert redis_client.hgetall(f"stockpipe:latest:{symbol}") == dict(zip(fields[0::2], fields[1::2], strict=True))
+        assert json.loads(message)["ts"] == ("2026-11-25T15:01:00Z" if symbol < "W0600" else "2026-11-25T15:00:00Z")
