@@ -16,7 +16,7 @@ import pytest
 
 from stockpipe.indicators import INDICATOR_COLUMNS
 from stockpipe.storage import redis_latest
-from stockpipe.storage.postgres import PostgresSink, staged_latest
+from stockpipe.storage.postgres import PostgresSink, latest_candidates, staged_latest
 from stockpipe.storage.redis_latest import BARS_CHANNEL, LatestWriter
 from stockpipe.streaming.operator import _PANDAS_TYPES
 from stockpipe.streaming.sink import BatchWriter
@@ -96,7 +96,7 @@ def test_staged_rows_land_in_redis_as_the_stored_rows_do(settings, pg_conn, redi
         bar("DUPKEY", t1, 20, changed=False),
     ]
     rows = frame(batch)
-    staged = staged_latest(rows, sink.connection().info.timezone)
+    staged = staged_latest(latest_candidates(rows), sink.connection().info.timezone)
     result = sink.write(rows, staged=lambda: staged)
     fast = {*FAST, "MULTI", "LATEMIX"}
     fallback = {"REEM", "STALE", "ZERO", "DUPKEY"}

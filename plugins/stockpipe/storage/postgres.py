@@ -326,17 +326,15 @@ def stage_copy(rows: pd.DataFrame) -> bytearray:
     return copy_binary.encode(columns)
 
 
-def staged_latest(rows: pd.DataFrame, tz: tzinfo) -> Staged:
-    """Each symbol's newest ``bar`` row of ``rows`` (the operator's rows of one batch), encoded for
-    Redis as :data:`LATEST_COLUMNS` would read it back (timestamps in the connection's time zone
-    ``tz``, as psycopg gives them) except ``written_at``, which the bars upsert stamps. Only rows that
-    are what market.latest_1m holds when the bars upsert wrote their bar (``fresh`` in
-    :data:`_UPSERT_LATEST_STAGED`): ``bar_changed``, the only row of their (symbol, ts) in the batch,
+def latest_candidates(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each symbol's newest ``bar`` row of ``rows`` (the operator's rows of one batch) that is what
+    market.latest_1m holds when the bars upsert wrote its bar (``fresh`` in
+    :data:`_UPSERT_LATEST_STAGED`): ``bar_changed``, the only row of its (symbol, ts) in the batch,
     and no indicator equal to zero (the indicators upsert keeps a stored 0.0 for a staged -0.0:
     ``IS DISTINCT FROM`` finds them equal). Every other symbol goes the RETURNING way."""
     rows = rows[rows["kind"].isin(["bar", "late"])]
     if not len(rows):
-        return Staged.empty()
+        return rows
     alone = ~rows.duplicated(["symbol", "ts_ms"], keep=False).to_numpy()
     bar = (rows["kind"] == "bar").to_numpy()
     newest = np.zeros(len(rows), dtype=bool)
@@ -344,7 +342,7 @@ def staged_latest(rows: pd.DataFrame, tz: tzinfo) -> Staged:
         bars = rows[bar]
         newest[bar] = (bars["ts_ms"] == bars.groupby("symbol", sort=False)["ts_ms"].transform("max")).to_numpy()
     indicators = rows[list(INDICATOR_COLUMNS)].apply(pd.to_numeric).to_numpy(dtype=np.float64, na_value=np.nan)
-    chosen = rows[
+    return rows[
         newest
         & alone
         & rows["bar_changed"].fillna(False).astype(bool).to_numpy()
@@ -352,6 +350,14 @@ def staged_latest(rows: pd.DataFrame, tz: tzinfo) -> Staged:
         & rows["symbol"].map(lambda s: type(s) is str).to_numpy(dtype=bool)
         & ~(indicators == 0.0).any(axis=1)
     ]
+
+
+def staged_latest(chosen: pd.DataFrame, tz: tzinfo) -> Staged:
+    """The rows of :func:`latest_candidates` encoded for Redis as :data:`LATEST_COLUMNS` would read
+    them back (timestamps in the connection's time zone ``tz``, as psycopg gives them) except
+    ``written_at``, which the bars upsert stamps."""
+    if not len(chosen):
+        return Staged.empty()
     values = dict(zip(STAGE_COLUMNS, stage_columns(chosen), strict=True))
     for name in ("ts", "fetched_at"):
         values[name] = [v.astimezone(tz) for v in values[name]]
@@ -446,7 +452,7 @@ class PostgresSink:
         backfill passes neither and relies on the upserts alone, which are idempotent too.
 
         ``staged`` (the stream's sink): called after the latest_1m upsert, returns the symbols whose
-        newest row the caller has encoded itself (:func:`staged_latest`, while this ran). Those of
+        newest row the caller encodes itself (:func:`latest_candidates`, :func:`staged_latest`). Those of
         them whose row latest_1m now holds is that staged row come back in ``result.latest_staged``
         (symbol → written_at) instead of ``result.latest``, which holds the other rows latest_1m
         changed, read in this transaction (what RETURNING gives without ``staged``).

@@ -119,6 +119,9 @@ def _column_texts(values: list[Any]) -> tuple[list[str | None], list[str]]:
         if "inf" not in texts and "-inf" not in texts:  # JSON writes those Infinity
             return texts, ["null" if t is None else t for t in texts]
     elif kinds <= {str}:
+        joined = "".join(values)  # json.dumps quotes a plain ASCII text as it is
+        if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+            return list(values), ['"' + v + '"' for v in values]
         return list(values), [json.dumps(v) for v in values]
     elif kinds <= {datetime}:
         texts = [_iso(v) for v in values]
@@ -198,9 +201,15 @@ def _fields_json(fields: list[str]) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
-def _present(columns: list, texts: tuple[str | None, ...]) -> list[str]:
-    """The hash's field/value strings of ``columns`` (name, value text; NULL = absent)."""
-    return [x for (name, _, _), text in zip(columns, texts, strict=True) if text is not None for x in (name, text)]
+def _field_pairs(name: str, texts: list[str | None]) -> list[str | None]:
+    """One column's ``"name","value"`` texts of the hash's field array in JSON (None where NULL): as
+    ``json.dumps`` writes each string, quoted as they are when no value of the column needs escaping
+    (floats, timestamps, plain ASCII), else each by ``json.dumps``."""
+    head = json.dumps(name) + ","
+    joined = "".join(t for t in texts if t is not None)
+    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+        return [None if t is None else head + '"' + t + '"' for t in texts]
+    return [None if t is None else head + json.dumps(t) for t in texts]
 
 
 class Staged:
@@ -217,22 +226,23 @@ class Staged:
         before, after = columns[:position], columns[position + 1 :]
         head_template = "{" + _template(before) + ("," if before else "") + json.dumps(missing) + ":"
         tail_template = ("," + _template(after) if after else "") + "}"
-        missing_field = json.dumps(missing)
+        missing_field = json.dumps(missing) + ","
         self.rows: dict[str, tuple[int, str, str, str, str, str]] = {}
-        text_rows = zip(*(texts for _, texts, _ in columns), strict=True)
+        heads = zip(*(_field_pairs(name, texts) for name, texts, _ in before), strict=True)
+        tails = zip(*(_field_pairs(name, texts) for name, texts, _ in after), strict=True)
         json_rows = zip(*(jsons for _, _, jsons in columns), strict=True)
-        for symbol, texts, jsons, stamp, version in zip(symbols, text_rows, json_rows, ts_ms, versions, strict=True):
-            head_fields = _present(before, texts[:position])
-            tail_fields = _present(after, texts[position + 1 :])
-            fields_head = _fields_json(head_fields)[:-1] + ("," if head_fields else "") + missing_field + ","
-            fields_tail = ("," + _fields_json(tail_fields)[1:]) if tail_fields else "]"
+        for symbol, head, tail, jsons, stamp, version in zip(
+            symbols, heads, tails, json_rows, ts_ms, versions, strict=True
+        ):
+            head_fields = ",".join(filter(None, head))
+            tail_fields = ",".join(filter(None, tail))
             self.rows[symbol] = (
                 stamp,
                 version,
                 head_template % jsons[:position],
                 tail_template % jsons[position + 1 :],
-                fields_head,
-                fields_tail,
+                "[" + head_fields + ("," if head_fields else "") + missing_field,
+                ("," + tail_fields if tail_fields else "") + "]",
             )
 
     @classmethod

@@ -43,7 +43,7 @@ import redis
 from stockpipe import contract
 from stockpipe.clients import kafka_producer
 from stockpipe.config import Settings
-from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay, staged_latest
+from stockpipe.storage.postgres import OffsetRanges, PostgresSink, is_replay, latest_candidates, staged_latest
 from stockpipe.storage.redis_latest import LatestWriter, Staged
 from stockpipe.streaming.heartbeat import StreamHeartbeat
 from stockpipe.streaming.state import KIND_BAR, KIND_DEAD, KIND_DEAD_SENT, KIND_LATE, KIND_STATS
@@ -244,8 +244,10 @@ class BatchWriter:
             log.info("batch %s of %s: every record was applied before: skipped", batch_id, query)
             return
         warn_about_gaps(offsets, applied)
-        # encoded while the dead letters and PostgreSQL are written: see step 5
-        encoding = self._encoder.submit(staged_latest, rows, self.postgres.connection().info.timezone)
+        # chosen, then encoded while the dead letters and PostgreSQL are written: see step 5
+        tz = self.postgres.connection().info.timezone
+        candidates = self._encoder.submit(latest_candidates, rows)
+        encoding = self._encoder.submit(lambda: staged_latest(candidates.result(), tz))
         if len(dead):
             self.dead_letters.write(not_applied(dead, applied))
         result = self.postgres.write(
@@ -257,13 +259,17 @@ class BatchWriter:
             dead_letters=dead_count,
             started=started,
             since_previous_s=since_previous_s,
-            staged=lambda: self._staged(encoding),
+            staged=lambda: self._candidates(candidates),
         )
         if result is None:
-            encoding.cancel()
             return
         written = time.monotonic()
-        self.write_latest(result.latest, self._staged(encoding), result.latest_staged)
+        staged = self._staged(encoding)
+        latest, fast = result.latest, result.latest_staged
+        if any(symbol not in staged for symbol in fast):  # the encoding failed: read them back
+            latest = latest + self.postgres.latest_rows(sorted(s for s in fast if s not in staged))
+            fast = {symbol: at for symbol, at in fast.items() if symbol in staged}
+        self.write_latest(latest, staged, fast)
         done = time.monotonic()
         log.info(
             "batch %s: %s records in, %s bars upserted, %s rows written, %s dead letters, %.0f ms "
@@ -280,8 +286,17 @@ class BatchWriter:
         )
 
     @staticmethod
+    def _candidates(candidates: Future) -> set[str]:
+        """The symbols whose newest row the encoder takes (none when choosing them failed)."""
+        try:
+            return set(candidates.result()["symbol"])
+        except Exception:
+            log.exception("choosing the batch's rows to encode for Redis failed: all are encoded after the commit")
+            return set()
+
+    @staticmethod
     def _staged(encoding: Future) -> Staged:
-        """The batch's staged rows (none when their encoding failed: every row goes the RETURNING way)."""
+        """The batch's staged rows (none when their encoding failed)."""
         try:
             return encoding.result()
         except Exception:
