@@ -111,7 +111,7 @@ def test_staged_rows_land_in_redis_as_the_stored_rows_do(settings, pg_conn, redi
     writer = BatchWriter(settings)
     try:
         writer._redis_pending = set()  # a running job (not the first batch's catch-up of every symbol)
-        assert writer.write_latest(result.latest, staged, result.latest_staged)
+        assert writer.write_latest(result.latest, lambda: staged, result.latest_staged)
         fast_hashes, fast_messages = captured(redis_client, subscriber, everything)
 
         # the existing path: the rows latest_1m holds (what its RETURNING gave), encoded after the commit

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -178,12 +179,19 @@ class BatchWriter:
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode")
 
     def write_latest(
-        self, rows: list[dict[str, Any]], staged: Staged | None = None, written: dict[str, Any] | None = None
+        self,
+        rows: list[dict[str, Any]],
+        staged: Callable[[], Staged] | None = None,
+        written: dict[str, Any] | None = None,
     ) -> bool:
-        """Mirror ``rows`` and the ``staged`` rows of ``written`` (symbol → written_at) — and any
+        """Mirror ``rows`` and the ``staged()`` rows of ``written`` (symbol → written_at) — and any
         symbols a Redis outage left behind — to Redis; False if it is down."""
         written = written or {}
         symbols = {str(row["symbol"]) for row in rows} | set(written)
+        encoded = staged() if written else None
+        if written and any(symbol not in encoded for symbol in written):  # the encoding failed: read back
+            rows = rows + self.postgres.latest_rows(sorted(s for s in written if s not in encoded))
+            written = {symbol: at for symbol, at in written.items() if symbol in encoded}
         try:
             if self._redis_pending is None:
                 behind = sorted(set(self.postgres.stored_symbols()) - symbols)
@@ -191,7 +199,7 @@ class BatchWriter:
                 behind = sorted(self._redis_pending - symbols)
             for start in range(0, len(behind), 1000):
                 self.latest.write(self.postgres.latest_rows(behind[start : start + 1000]))
-            self.latest.write(rows, staged, written)
+            self.latest.write(rows, encoded, written)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
             if self._redis_pending is not None:
                 self._redis_pending |= symbols
@@ -264,12 +272,7 @@ class BatchWriter:
         if result is None:
             return
         written = time.monotonic()
-        staged = self._staged(encoding)
-        latest, fast = result.latest, result.latest_staged
-        if any(symbol not in staged for symbol in fast):  # the encoding failed: read them back
-            latest = latest + self.postgres.latest_rows(sorted(s for s in fast if s not in staged))
-            fast = {symbol: at for symbol, at in fast.items() if symbol in staged}
-        self.write_latest(latest, staged, fast)
+        self.write_latest(result.latest, lambda: self._staged(encoding), result.latest_staged)
         done = time.monotonic()
         log.info(
             "batch %s: %s records in, %s bars upserted, %s rows written, %s dead letters, %.0f ms "
