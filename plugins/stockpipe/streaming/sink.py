@@ -175,8 +175,9 @@ class BatchWriter:
         self._redis_pending: set[str] | None = None
         # The job's liveness signal for stream_health (ops.stream_heartbeats): the batch in progress.
         self.heartbeat = StreamHeartbeat(settings)
-        # Encodes the batch's newest rows for Redis while PostgreSQL writes them (step 5).
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode")
+        # Encodes the batch's newest rows for Redis while PostgreSQL writes them (step 5); made at
+        # the first batch (again after close(): a writer may be reused, like its connections).
+        self._encoder: ThreadPoolExecutor | None = None
 
     def write_latest(
         self,
@@ -254,6 +255,8 @@ class BatchWriter:
         warn_about_gaps(offsets, applied)
         # chosen, then encoded while the dead letters and PostgreSQL are written: see step 5
         tz = self.postgres.connection().info.timezone
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode")
         candidates = self._encoder.submit(latest_candidates, rows)
         encoding = self._encoder.submit(lambda: staged_latest(candidates.result(), tz))
         if len(dead):
@@ -307,7 +310,9 @@ class BatchWriter:
             return Staged.empty()
 
     def close(self) -> None:
-        self._encoder.shutdown(wait=True)
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True)
+            self._encoder = None
         self.heartbeat.close()
         self.postgres.close()
         self.latest.close()
