@@ -95,6 +95,9 @@ CREATE TEMP TABLE IF NOT EXISTS stage_rows (
     source text, fetched_at timestamptz, bar_changed boolean NOT NULL,
     {", ".join(f"{name} float8" for name in INDICATOR_COLUMNS)},
     epoch bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_written (
+    symbol text NOT NULL, ts timestamptz NOT NULL, written_at timestamptz NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
@@ -102,7 +105,8 @@ _BAR_SET = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_COLUMNS, "fetched_at",
 # One statement: the upsert, the repair queue for late bars and for stale ones, and the latency
 # figures. A stale bar (bar_changed, not upserted because a newer fetched_at is stored) is looked up
 # in bars_1m only when it was not upserted (the statement's snapshot still has the stored version):
-# one index probe per bar that lost, not per bar of the batch.
+# one index probe per bar that lost, not per bar of the batch. The rows it wrote go into stage_written
+# (symbol, ts, written_at; its rows' xmin is this transaction's): the latest_1m upsert takes them from there.
 _UPSERT_BARS = f"""
 WITH up AS (
     INSERT INTO market.bars_1m AS b (symbol, ts, {", ".join(BAR_COLUMNS)}, fetched_at, written_at)
@@ -111,6 +115,8 @@ WITH up AS (
     ON CONFLICT (symbol, ts) DO UPDATE SET {_BAR_SET}
     WHERE excluded.fetched_at > b.fetched_at
     RETURNING b.symbol, b.ts, b.fetched_at, b.written_at
+), written AS (
+    INSERT INTO stage_written (symbol, ts, written_at) SELECT symbol, ts, written_at FROM up
 ), queued AS (
     INSERT INTO ops.repair_queue AS q (symbol, ts, reason)
     SELECT up.symbol, up.ts, %(late)s
@@ -156,24 +162,64 @@ _PREV_TS = "CASE WHEN excluded.session_date > l.session_date THEN l.ts ELSE l.pr
 # the batch's last bar of an earlier session than that one, else — when the session moved on — the
 # row it replaces, else what the row had. Returns the rows it wrote (what Redis mirrors). Hash
 # aggregates only (no sort of the batch); the session arithmetic runs per symbol, not per bar.
+#
+# The fast path (issue 14): a symbol whose only staged row is a 'bar' row, bar_changed, that the bars
+# upsert wrote (stage_written: its RETURNING, same statement) and with no indicator equal to zero (the
+# indicators upsert keeps a stored 0.0 for a staged -0.0: ``IS DISTINCT FROM`` finds the rows equal)
+# is stored value for value as staged: its row is taken from the stage (one hash aggregate per symbol
+# over stage_rows + stage_written: with one row, min() is that row's value, bit for bit), written_at
+# from stage_written, ``fresh`` from stage_written's xmin (written by the same command as the bar, so
+# the same transaction id as the bar's xmin) — no probe into bars_1m/indicators_1m (10,000 of each at
+# 10,000 symbols a batch). Every other symbol (several rows, re-emitted, stale, late, a zero indicator)
+# reads the stored row as before, through LATERAL … LIMIT 1 subqueries (unique keys): a parameterized
+# index probe whatever the planner thinks of the stage (stage_rows has no statistics; with some it
+# chose a full scan of bars_1m); no join between two stage-sized relations (tiny estimates made a
+# nested loop of 10,000 × 10,000 rows). A single-row symbol has no prev_close of the batch's own.
+_LATEST_VALUE_COLUMNS = [*BAR_COLUMNS, "fetched_at", *INDICATOR_COLUMNS]
 _LATEST_SPAN = f"""
-WITH span AS (
-    SELECT symbol, min(ts) AS first, max(ts) AS last FROM stage_rows WHERE kind = 'bar' GROUP BY symbol
+WITH tagged AS (
+    SELECT symbol, ts, kind, bar_changed, {", ".join(_LATEST_VALUE_COLUMNS)},
+           NULL::timestamptz AS written_at, NULL::boolean AS fresh
+    FROM stage_rows
+    UNION ALL
+    SELECT symbol, ts, NULL, NULL, {", ".join(["NULL"] * len(_LATEST_VALUE_COLUMNS))},
+           written_at, xmin = pg_current_xact_id()::xid
+    FROM stage_written
+), agg AS (
+    SELECT symbol, count(kind) AS n, min(ts) FILTER (WHERE kind = 'bar') AS first,
+           max(ts) FILTER (WHERE kind = 'bar') AS last, min(kind) AS kind, bool_and(bar_changed) AS bar_changed,
+           {", ".join(f"min({c}) AS {c}" for c in _LATEST_VALUE_COLUMNS)},
+           max(written_at) AS written_at, bool_or(fresh) AS fresh
+    FROM tagged GROUP BY symbol
+), span AS (
+    SELECT *, n = 1 AND kind = 'bar' AND bar_changed AND written_at IS NOT NULL
+              AND (0 = ANY (ARRAY[{_IND_LIST}])) IS NOT TRUE AS single
+    FROM agg WHERE last IS NOT NULL
 ), prev AS (
     SELECT s.symbol, max(s.ts) AS ts FROM stage_rows s JOIN span USING (symbol)
-    WHERE {_NY_DATE.format(ts="span.first")} < {_NY_DATE.format(ts="span.last")}
+    WHERE span.n > 1 AND {_NY_DATE.format(ts="span.first")} < {_NY_DATE.format(ts="span.last")}
       AND s.ts < ({_NY_DATE.format(ts="span.last")}::timestamp AT TIME ZONE 'America/New_York')
     GROUP BY s.symbol
+), src AS (
+    SELECT n.symbol, n.last AS ts, {", ".join(f"n.{c}" for c in _LATEST_VALUE_COLUMNS[:9])}, n.written_at,
+           {", ".join(f"n.{c}" for c in INDICATOR_COLUMNS)}, {_NY_DATE.format(ts="n.last")} AS session_date,
+           NULL::float8 AS prev_close, NULL::timestamptz AS prev_close_ts, n.fresh
+    FROM span n WHERE n.single
+    UNION ALL
+    SELECT b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at, b.written_at,
+           {", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)}, {_NY_DATE.format(ts="b.ts")} AS session_date,
+           p.close AS prev_close, p.ts AS prev_close_ts, b.fresh
+    FROM span n
+    CROSS JOIN LATERAL (SELECT b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at,
+                               b.written_at, b.xmin = pg_current_xact_id()::xid AS fresh
+                        FROM market.bars_1m b WHERE b.symbol = n.symbol AND b.ts = n.last LIMIT 1) b
+    LEFT JOIN LATERAL (SELECT {_IND_LIST} FROM market.indicators_1m i
+                       WHERE i.symbol = n.symbol AND i.ts = n.last LIMIT 1) i ON true
+    LEFT JOIN prev ON prev.symbol = n.symbol
+    LEFT JOIN LATERAL (SELECT p.close, p.ts FROM market.bars_1m p
+                       WHERE prev.ts IS NOT NULL AND p.symbol = prev.symbol AND p.ts = prev.ts LIMIT 1) p ON true
+    WHERE NOT n.single
 )"""
-_LATEST_SOURCE = """
-FROM span
-JOIN market.bars_1m b ON b.symbol = span.symbol AND b.ts = span.last
-LEFT JOIN market.indicators_1m i ON i.symbol = span.symbol AND i.ts = span.last
-LEFT JOIN prev ON prev.symbol = span.symbol
-LEFT JOIN market.bars_1m p ON p.symbol = prev.symbol AND p.ts = prev.ts"""
-_LATEST_VALUES = f"""b.symbol, b.ts, {", ".join(f"b.{c}" for c in BAR_COLUMNS)}, b.fetched_at, b.written_at,
-       {", ".join(f"i.{c}" for c in INDICATOR_COLUMNS)}, {_NY_DATE.format(ts="b.ts")} AS session_date,
-       p.close AS prev_close, p.ts AS prev_close_ts"""
 _LATEST_CONFLICT = f"""
 ON CONFLICT (symbol) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in LATEST_COLUMNS[1:-2])},
@@ -184,7 +230,7 @@ ON CONFLICT (symbol) DO UPDATE SET
 WHERE excluded.ts >= l.ts"""
 _UPSERT_LATEST = f"""{_LATEST_SPAN}
 INSERT INTO market.latest_1m AS l ({", ".join(LATEST_COLUMNS)})
-SELECT {_LATEST_VALUES}{_LATEST_SOURCE}{_LATEST_CONFLICT}
+SELECT {", ".join(LATEST_COLUMNS)} FROM src{_LATEST_CONFLICT}
 RETURNING {", ".join(f"l.{c}" for c in LATEST_COLUMNS[:-3])}
 """
 # The same upsert for a caller that encoded the batch's rows for Redis while PostgreSQL worked (the
@@ -192,9 +238,7 @@ RETURNING {", ".join(f"l.{c}" for c in LATEST_COLUMNS[:-3])}
 # whether the bar is the one this transaction wrote into bars_1m (its xmin is this transaction's:
 # then it is the batch's only bar_changed row of that (symbol, ts), value for value, and its
 # indicators are the staged 'bar' row's, which the indicators upsert just made them).
-_UPSERT_LATEST_STAGED = f"""{_LATEST_SPAN}, src AS (
-    SELECT {_LATEST_VALUES}, b.xmin = pg_current_xact_id()::xid AS fresh{_LATEST_SOURCE}
-), up AS (
+_UPSERT_LATEST_STAGED = f"""{_LATEST_SPAN}, up AS (
     INSERT INTO market.latest_1m AS l ({", ".join(LATEST_COLUMNS)})
     SELECT {", ".join(LATEST_COLUMNS)} FROM src{_LATEST_CONFLICT}
     RETURNING l.symbol, l.written_at
