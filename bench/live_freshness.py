@@ -38,7 +38,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +51,7 @@ import psutil  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from bench import pg_commit  # noqa: E402
+from bench.websocket_feed import BarArrivals  # noqa: E402  (stamps each socket read: see its docstring)
 from stockpipe import clients  # noqa: E402
 from stockpipe.airflow.restart import dag_is_paused, set_dag_paused  # noqa: E402
 from stockpipe.config import load_settings  # noqa: E402
@@ -96,36 +96,6 @@ def most_in_any_window(times: list[float], window_s: float = 60.0) -> int:
             first += 1
         best = max(best, last - first + 1)
     return best
-
-
-class BarArrivals:
-    """First arrival (unix time) of each (symbol, ts) on ``stockpipe:bars``."""
-
-    def __init__(self, settings: Any) -> None:
-        self.first: dict[tuple[str, int], float] = {}
-        self._pubsub = settings.redis_client(socket_timeout=5).pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(settings.redis_bars_channel)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=1.0)
-            if not message:
-                continue
-            arrived = time.time()
-            try:
-                bar = json.loads(message["data"])
-                key = (bar["symbol"], int(bar["ts_ms"]) // 1000)
-            except (ValueError, KeyError, TypeError):
-                continue
-            self.first.setdefault(key, arrived)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._pubsub.close()
 
 
 def other_producers() -> list[int]:
