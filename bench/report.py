@@ -955,7 +955,9 @@ def market_live_rows(run: Run) -> list[Row]:
     goal = "market_live" if size_ok else ""
     expected, missing = run.get("bars.expected"), run.get("bars.missing")
     rows = []
-    for key, name in (("postgres", "PostgreSQL (row with indicators)"), ("redis", "Redis latest")):
+    committed = str(run.get("postgres.measure") or "").startswith("committed")
+    pg_name = "PostgreSQL (row with indicators, committed)" if committed else "PostgreSQL (row with indicators)"
+    for key, name in (("postgres", pg_name), ("redis", "Redis latest")):
         p50, p95, top = (run.get(f"{key}.{p}_s") for p in ("p50", "p95", "max"))
         n = run.get(f"{key}.n")
         met = at_most(p95, MARKET_LIVE_P95_S)
