@@ -145,7 +145,7 @@ def test_a_run_defers_while_another_leads_and_takes_over_when_the_leader_is_gone
 
     simulator, settings = nyse_week
     monkeypatch.setattr(backfill, "FOLLOWER_WAIT_S", (1.0, 2.0))
-    dead = backfill.FetchLease(settings, "backfill__killed", ttl_s=15)
+    dead = backfill.FetchLease(settings, "backfill__killed", ttl_s=6)
     assert dead.take(first=FIRST.isoformat(), last=FIRST.isoformat())
     dead.close()
 

@@ -128,7 +128,7 @@ def test_a_wrong_password_is_refused(scram_settings: Settings, spark):
 
     # producer: nothing is delivered, librdkafka reports an authentication failure
     producer = clients.kafka_producer(
-        wrong, "producer", **{"message.timeout.ms": 5000, "error_cb": errors.append, "log_level": 0}
+        wrong, "producer", **{"message.timeout.ms": 2000, "error_cb": errors.append, "log_level": 0}
     )
     producer.produce(wrong.kafka_topic, key=b"AAPL", value=json.dumps(BARS[0]).encode())
     assert producer.flush(15) == 0  # the message timed out, it was not sent
@@ -137,7 +137,7 @@ def test_a_wrong_password_is_refused(scram_settings: Settings, spark):
     # admin client (topics, end offsets, health, exporter)
     with pytest.raises(KafkaException):
         clients.end_offsets(wrong, wrong.kafka_topic, admin=clients.kafka_admin(wrong, "admin", log_level=0),
-                            timeout_s=5)  # fmt: skip
+                            timeout_s=2)  # fmt: skip
 
     # Spark's Kafka source (the Java client): the batch read fails on authentication
     reader = spark.read.format("kafka").options(**clients.spark_kafka_options(wrong))

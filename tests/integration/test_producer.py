@@ -168,12 +168,12 @@ def test_messages_follow_the_contract(settings, simulator, clock):
 
 
 def test_two_producers_never_exceed_the_shared_rate_limit(settings, simulator, clock):
-    # 4 calls per 3 s window instead of 5 per minute, so the test takes seconds, not minutes.
+    # 4 calls per 1 s window instead of 5 per minute, so the test takes seconds, not minutes.
     s = make_settings(
         settings,
         simulator,
         rate_limit_per_minute=4,
-        rate_limit_window_s=3,
+        rate_limit_window_s=1,
         watchlist=["AAPL", "MSFT", "AMZN", "TSLA", "GOOGL", "NVDA"],
     )
     producers = [MarketProducer(s, clock=clock) for _ in range(2)]
@@ -184,7 +184,7 @@ def test_two_producers_never_exceed_the_shared_rate_limit(settings, simulator, c
         t.join(timeout=120)
     calls = sorted(r["ts"] for r in simulator.state.log.requests(KEY))
     assert len(calls) >= 12  # metadata + bars for 6 symbols, at least once
-    most_in_any_window = max(sum(1 for c in calls if t <= c < t + 3) for t in calls)
+    most_in_any_window = max(sum(1 for c in calls if t <= c < t + 1) for t in calls)
     assert most_in_any_window <= 4
 
 

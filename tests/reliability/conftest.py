@@ -3,8 +3,10 @@
 `make test` runs the short subset only (no service is stopped); `make test-reliability` runs all of
 it (``-m reliability``). The scenarios that stop Kafka, PostgreSQL or Redis are marked ``slow`` and
 are deselected here unless the ``-m`` expression names ``reliability`` (or
-``STOCKPIPE_RELIABILITY_FULL=1``): they would disturb any other test running at the same time, and
-the suite's other ``slow`` tests keep running in `make test`.
+``STOCKPIPE_RELIABILITY_FULL=1``): they would disturb any other test running at the same time; so
+are the kill -9 and checkpoint-reset scenarios, whose faults the integration suite covers in
+`make test` (test_stream_indicators), to keep it within 15 minutes. The suite's other ``slow`` tests
+keep running in `make test`.
 """
 
 from __future__ import annotations

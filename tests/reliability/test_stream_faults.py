@@ -20,6 +20,10 @@ from tests.reliability import harness
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.spark]
 
 
+# In `make test` the integration suite covers these two faults (test_stream_indicators:
+# test_stream_survives_sigkill_of_the_driver, test_checkpoint_reset_mid_stream_loses_nothing); here
+# they run under the fault harness in `make test-reliability` only (~100 s of the 15-minute suite).
+@pytest.mark.slow
 def test_kill_9_of_the_spark_driver(settings, pg_conn, redis_client, tmp_path):
     harness.run_stream_scenario(
         "kill -9 of the Spark driver (whole job)",
@@ -31,6 +35,7 @@ def test_kill_9_of_the_spark_driver(settings, pg_conn, redis_client, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_checkpoint_reset_mid_stream(settings, pg_conn, redis_client, tmp_path):
     """README's recovery step while bars keep coming: stop the job, move its checkpoint aside,
     restart. Batch ids restart at 0; the sink's exactly-once record is the consumed offsets."""
