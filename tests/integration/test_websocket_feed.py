@@ -329,9 +329,32 @@ def test_the_producer_service_runs_the_websocket_feed_with_stockpipe_feed_websoc
         }
         command = [sys.executable, "-m", "stockpipe.producer"]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(16)
+        lines: list[str] = []
+
+        def read() -> None:
+            for line in process.stdout:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wanted = {(s, source) for s in ("AAPL", "MSFT") for source in ("simulator", "simulator-websocket")}
+
+        def refilled_and_pushed() -> bool:
+            """The log lines, and a refilled and a pushed bar of each symbol in Kafka (the pushed
+            minute closes ~8 s after the start): then SIGTERM, not after a fixed 16 s."""
+            output = "".join(lines)
+            if "subscribed to: AM.AAPL" not in output or "refill over REST: 2 symbols" not in output:
+                return False
+            sent = verify.read_topic(settings, settings.kafka_topic, None, timeout_s=10)
+            return wanted <= {(m["symbol"], m["source"]) for m in sent}
+
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline and not refilled_and_pushed():
+            time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        process.wait(30)
+        reader.join(10)
+        output = "".join(lines)
     assert process.returncode == 0, output[-3000:]
     assert "subscribed to: AM.AAPL" in output and "refill over REST: 2 symbols" in output, output[-3000:]
     messages = verify.read_topic(settings, settings.kafka_topic, None, timeout_s=20)
