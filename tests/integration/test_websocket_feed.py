@@ -256,7 +256,7 @@ def test_websocket_feed_sends_each_pushed_bar_to_kafka_and_moves_the_checkpoint(
 
 @pytest.mark.parametrize(
     "fault",
-    [{"ws_drop": 2}, {"ws_stall_s": 12.0}],
+    [{"ws_drop": 2}, {"ws_stall_s": 6.0}],  # a stall of twice websocket_stall_s (3 s)
     ids=["dropped-twice", "stalled"],
 )
 def test_a_lost_connection_is_refilled_over_rest_without_losing_a_bar(settings, simulator, clock, redis_client, fault):
