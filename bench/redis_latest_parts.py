@@ -1,0 +1,181 @@
+"""Benchmark (not a test): where the time of the sink's Redis step goes — one whole-market write of
+the latest state (10,000 symbols) with the sink's check-and-set script, and the same script with one
+part taken out at a time, on the stack's Redis.
+
+    .venv/bin/python bench/redis_latest_parts.py [--symbols 10000] [--rounds 5] [--redis-db 13]
+
+Rows shaped like the sink's (every column of market.latest_1m, every indicator set) are encoded by
+``stockpipe.storage.redis_latest.encode_rows`` and sent as the sink sends them: 500 symbols a script
+call (``SYMBOLS_PER_CALL``), the calls in order. Each write is a newer minute than the last, so every
+symbol's check-and-set passes and every part of the script runs (a write of an older minute is
+skipped by the check: it costs almost nothing, which a benchmark must not mistake for speed). Hashes
+live in ``--redis-db`` under ``stockpipe-bench-parts:`` (deleted at the end), messages go to a
+channel of their own (pub/sub channels are not per database: never ``stockpipe:bars``) with one
+subscriber draining it, as the live stack has.
+
+Variants, interleaved round by round (the box is shared; the median over the rounds is printed):
+
+* ``sink script`` — ``redis_latest._SET_IF_NEWER_MANY`` as the sink runs it (the baseline);
+* ``without DEL`` / ``without PUBLISH`` — that call removed;
+* ``without HSET`` — no hash written (the JSON array of fields is not decoded either);
+* ``decode, no HSET`` — the array decoded by cjson, not written;
+* ``one string instead of the hash`` — the field array stored with one SET;
+* ``hashtable encoding`` — the sink script with ``hash-max-listpack-entries 0`` (CONFIG SET for the
+  run, restored after): Redis' dict instead of its listpack for the small hashes.
+
+Per variant: the wall time of the write (client and server), the script's own time in Redis
+(``INFO commandstats``: evalsha usec) and the Redis process' CPU (user + system) over the write and
+0.3 s after it (its AOF writes included). Prints a table and writes
+bench/results/redis_latest_parts.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from stockpipe.config import load_settings  # noqa: E402
+from stockpipe.indicators import INDICATOR_COLUMNS  # noqa: E402
+from stockpipe.storage import redis_latest as rl  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "redis_latest_parts.json"
+PREFIX = "stockpipe-bench-parts:"
+CHANNEL = "stockpipe-bench-parts"
+BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap"]
+
+SINK = rl._SET_IF_NEWER_MANY
+HSET = "redis.call('HSET', key, unpack(cjson.decode(ARGV[pos + 3])))"
+VARIANTS: dict[str, tuple[str, dict[str, str] | None]] = {
+    "sink script": (SINK, None),
+    "without DEL": (SINK.replace("redis.call('DEL', key)", ""), None),
+    "without PUBLISH": (SINK.replace("redis.call('PUBLISH', ARGV[1], ARGV[pos + 2])", ""), None),
+    "without HSET": (SINK.replace(HSET, ""), None),
+    "decode, no HSET": (SINK.replace(HSET, "local fields = cjson.decode(ARGV[pos + 3])"), None),
+    "one string instead of the hash": (
+        SINK.replace("redis.call('DEL', key)", "").replace(HSET, "redis.call('SET', key .. ':s', ARGV[pos + 3])"),
+        None,
+    ),
+    "hashtable encoding": (SINK, {"hash-max-listpack-entries": "0"}),
+}
+for _name, (_script, _) in VARIANTS.items():
+    assert _name == "sink script" or _script != SINK or _, f"variant {_name!r} did not change the script"
+
+
+def rows(symbols: int, minute: int) -> list[dict]:
+    """One minute of the market, as market.latest_1m rows (columns in its order)."""
+    ts = datetime(2027, 1, 4, 14, 30, tzinfo=UTC) + timedelta(minutes=minute)
+    out = []
+    for i in range(symbols):
+        row: dict = {"symbol": f"B{i:05d}", "ts": ts}
+        row.update({name: round(random.uniform(5, 500), 4) for name in BAR_COLUMNS})
+        row.update(trades=random.randint(1, 5000), source="simulator")
+        row.update(fetched_at=ts + timedelta(seconds=60.2 + i / 1e5), written_at=ts + timedelta(seconds=61.7))
+        row.update({name: random.uniform(-5, 500) for name in INDICATOR_COLUMNS})
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--symbols", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis-db", type=int, default=13)
+    args = parser.parse_args()
+
+    base = load_settings()
+    client = base.redis_client(db=args.redis_db, socket_timeout=30)
+    server = psutil.Process(int(client.info("server")["process_id"]))
+    scripts = {name: client.register_script(script) for name, (script, _) in VARIANTS.items()}
+    subscriber = base.redis_client(db=args.redis_db).pubsub()
+    subscriber.subscribe(CHANNEL)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            subscriber.get_message(timeout=0.5)
+
+    threading.Thread(target=drain, daemon=True).start()
+    saved = {k: v for k, v in client.config_get("hash-max-listpack-entries").items()}
+    minute = 0
+    measured: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    try:
+        for round_no in range(args.rounds + 1):  # round 0: warm-up, not counted
+            for name, (_, config) in VARIANTS.items():
+                minute += 1
+                encoded = [
+                    (PREFIX + symbol, stamp, version, message, rl._fields_json(fields))
+                    for symbol, stamp, version, message, fields in rl.encode_rows(rows(args.symbols, minute))
+                ]
+                for key, value in (config or saved).items():
+                    client.config_set(key, value)
+                client.config_resetstat()
+                cpu0 = sum(server.cpu_times()[:2])
+                t0 = time.perf_counter()
+                for start in range(0, len(encoded), rl.SYMBOLS_PER_CALL):
+                    chunk = encoded[start : start + rl.SYMBOLS_PER_CALL]
+                    call: list = [CHANNEL]
+                    for _, stamp, version, message, fields in chunk:
+                        call += (stamp, version, message, fields)
+                    scripts[name](keys=[key for key, *_ in chunk], args=call)
+                wall = time.perf_counter() - t0
+                time.sleep(0.3)
+                cpu = sum(server.cpu_times()[:2]) - cpu0
+                script_us = client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)
+                if config:
+                    for key, value in saved.items():
+                        client.config_set(key, value)
+                if round_no:
+                    measured[name].append({"wall_ms": wall * 1000, "script_ms": script_us / 1000, "cpu_ms": cpu * 1000})
+            print(f"round {round_no} done", file=sys.stderr, flush=True)
+    finally:
+        stop.set()
+        for key, value in saved.items():
+            client.config_set(key, value)
+        keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+        subscriber.close()
+
+    summary = {
+        name: {k: round(statistics.median(m[k] for m in runs), 1) for k in ("wall_ms", "script_ms", "cpu_ms")}
+        for name, runs in measured.items()
+    }
+    sink = summary["sink script"]
+    print(f"\n{args.symbols:,} symbols a write, median of {args.rounds} rounds (ms)\n")
+    print("| variant | wall | script in Redis | Redis CPU | script vs the sink's |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, figures in summary.items():
+        share = figures["script_ms"] / sink["script_ms"] if sink["script_ms"] else float("nan")
+        wall, script, cpu = figures["wall_ms"], figures["script_ms"], figures["cpu_ms"]
+        print(f"| {name} | {wall:.0f} | {script:.0f} | {cpu:.0f} | {share:.2f}× |")
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{psutil.cpu_count()} cpu, {platform.platform()}, Python {platform.python_version()}",
+        "redis_version": client.info("server")["redis_version"],
+        "appendonly": client.config_get("appendonly").get("appendonly"),
+        "loadavg": list(psutil.getloadavg()),
+        "symbols": args.symbols,
+        "rounds": args.rounds,
+        "summary": summary,
+        "runs": measured,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
