@@ -51,7 +51,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "stockpipe_bench_burst"
-REDIS_DB = 15  # stream_throughput 12, backfill 13, dashboard 14, alerts_latency 11, market_scale 10
+# flushed at each variant: not 15, the test suite's (stream_throughput 12, backfill 13, dashboard 14,
+# alerts_latency 11, market_scale 10)
+REDIS_DB = 6
 QUERY_NAME = "bench_stream_burst"
 WORK = ROOT / ".local" / "bench" / "stream_burst"
 RESULTS = ROOT / "bench" / "results" / "stream_burst.json"
