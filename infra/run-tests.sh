@@ -48,6 +48,11 @@ fi
 # (tests/deploy: cdk synth, cfn-lint, the template's security assertions).
 infra/tools.sh || exit 1
 mkdir -p test-artifacts
+# The tests read no setting of .env but where the services are (ports, hosts, URLs, logins): a demo's
+# .env (STOCKPIPE_FEED, STOCKPIPE_WEBSOCKET_SYMBOLS, retention, ...) must not change what they run.
+STOCKPIPE_DOTENV="$STOCKPIPE_LOCAL/test.env"
+.venv/bin/python -m stockpipe.config --locations-of .env > "$STOCKPIPE_DOTENV" || exit 1
+export STOCKPIPE_DOTENV
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ $rc = 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi

@@ -6,6 +6,10 @@ defaults below, which work for the local stack. The market-data key is also read
 as ``MASSIVE_API_KEY`` or ``POLYGON_API_KEY``: without one every process talks to the embedded market
 simulator.
 
+``STOCKPIPE_DOTENV`` names another file to read instead of ``.env`` (empty: none): `make test` sets
+it to a copy of ``.env`` that keeps only where the services are (:func:`location_lines`), so a demo's
+``.env`` does not change what the tests run.
+
 Least privilege: a process started with ``STOCKPIPE_SECRETS_FILE`` (every supervisord program, see
 :mod:`stockpipe.scopes`) reads its secrets from that file only — not ``.local/secrets.env``, and no
 secret setting from ``.env`` — so the dashboard never holds the PostgreSQL admin or writer password.
@@ -84,6 +88,33 @@ def _unix_socket_url(text: str) -> bool:
 
 
 SECRETS_FILE_ENV = "STOCKPIPE_SECRETS_FILE"
+#: The ``.env`` file to read instead of the project's (empty: none). `make test` points it at a copy
+#: of ``.env`` that keeps only where the services are (infra/run-tests.sh): a demo's ``.env`` (feed,
+#: universe, retention, ...) must not change what the tests run.
+DOTENV_ENV = "STOCKPIPE_DOTENV"
+
+#: The settings (by environment name) a test run keeps from ``.env``: where the local services
+#: listen and how to log in to them — the services `make test` starts read them too.
+LOCATION_SETTING = re.compile(r"^STOCKPIPE_\w*(PORT|HOST|URL|BOOTSTRAP|USER|PASSWORD)$")
+
+
+def dotenv_file() -> Path | None:
+    """The ``.env`` file settings are read from: ``STOCKPIPE_DOTENV`` when set (empty: none), else
+    the project's."""
+    chosen = os.environ.get(DOTENV_ENV)
+    if chosen is None:
+        return ROOT / ".env"
+    return Path(chosen) if chosen else None
+
+
+def location_lines(text: str) -> str:
+    """The lines of a ``.env`` text that say where the services are (:data:`LOCATION_SETTING`)."""
+    kept = []
+    for line in text.splitlines():
+        name = line.split("=", 1)[0].strip().removeprefix("export ").strip()
+        if "=" in line and not line.lstrip().startswith("#") and LOCATION_SETTING.match(name):
+            kept.append(line)
+    return "".join(f"{line}\n" for line in kept)
 
 
 def secrets_file() -> Path:
@@ -597,11 +628,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        chosen = dotenv_file()
         if not os.environ.get(SECRETS_FILE_ENV):
-            return init_settings, env_settings, dotenv_settings, file_secret_settings
+            if os.environ.get(DOTENV_ENV) is None:
+                return init_settings, env_settings, dotenv_settings, file_secret_settings
+            files = [ROOT / ".local" / "secrets.env", *([chosen] if chosen else [])]
+            dotenv = DotEnvSettingsSource(settings_cls, env_file=files)
+            return init_settings, env_settings, dotenv, file_secret_settings
         # scoped: secrets from that file only; .env still gives every non-secret setting
         scoped = DotEnvSettingsSource(settings_cls, env_file=secrets_file())
-        dotenv = _WithoutSecrets(settings_cls, DotEnvSettingsSource(settings_cls, env_file=ROOT / ".env"))
+        if chosen is None:
+            return init_settings, env_settings, scoped, file_secret_settings
+        dotenv = _WithoutSecrets(settings_cls, DotEnvSettingsSource(settings_cls, env_file=chosen))
         return init_settings, env_settings, scoped, dotenv, file_secret_settings
 
     @field_validator("watchlist", mode="before")
@@ -854,7 +892,14 @@ def main(argv: list[str] | None = None) -> None:
     output.add_argument("--shell", action="store_true", help="export lines of the ports the local-stack scripts use")
     output.add_argument("--env-example", action="store_true", help="the text of .env.example")
     output.add_argument("--markdown", action="store_true", help="the settings table of docs/configuration.md")
+    output.add_argument(
+        "--locations-of", metavar="DOTENV", help="the lines of DOTENV that say where the services are (make test)"
+    )
     args = parser.parse_args(argv)
+    if args.locations_of:
+        path = Path(args.locations_of)
+        print(location_lines(path.read_text(encoding="utf-8")) if path.is_file() else "", end="")
+        return
     settings = load_settings()
     if args.shell:
         print(shell_exports(settings))

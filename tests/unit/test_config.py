@@ -173,3 +173,50 @@ def test_a_failed_cross_field_check_does_not_echo_every_setting(monkeypatch):
     sentence = _describe(raised.value)
     assert "these two settings disagree" in sentence
     assert "s3cret-value" not in sentence
+
+
+def test_stockpipe_dotenv_is_read_instead_of_the_projects_env(monkeypatch, tmp_path):
+    # make test points STOCKPIPE_DOTENV at a copy of .env that keeps only where the services are
+    # (was: every process read the project's .env, so a demo's .env changed what the tests ran)
+    monkeypatch.delenv("STOCKPIPE_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("STOCKPIPE_SECRETS_FILE", raising=False)
+    chosen = tmp_path / "chosen.env"
+    chosen.write_text("STOCKPIPE_LOG_LEVEL=DEBUG\nSTOCKPIPE_FEED=websocket\n")
+    monkeypatch.setenv("STOCKPIPE_DOTENV", str(chosen))
+    assert (load_settings().log_level, load_settings().feed) == ("DEBUG", "websocket")
+    monkeypatch.setenv("STOCKPIPE_DOTENV", "")  # none at all: the defaults
+    assert (load_settings().log_level, load_settings().feed) == ("INFO", "rest")
+
+
+def test_stockpipe_dotenv_of_a_process_with_scoped_secrets(monkeypatch, tmp_path):
+    # a scoped process (STOCKPIPE_SECRETS_FILE) reads its secrets from that file only and the other
+    # settings from STOCKPIPE_DOTENV's file, never a secret from it
+    monkeypatch.delenv("STOCKPIPE_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("STOCKPIPE_PG_WRITER_PASSWORD", raising=False)
+    secrets = tmp_path / "scope.env"
+    secrets.write_text("STOCKPIPE_PG_WRITER_PASSWORD=from-the-scope\n")
+    chosen = tmp_path / "chosen.env"
+    chosen.write_text("STOCKPIPE_LOG_LEVEL=WARNING\nSTOCKPIPE_PG_WRITER_PASSWORD=from-dotenv\n")
+    monkeypatch.setenv("STOCKPIPE_SECRETS_FILE", str(secrets))
+    monkeypatch.setenv("STOCKPIPE_DOTENV", str(chosen))
+    settings = load_settings()
+    assert settings.log_level == "WARNING"
+    assert settings.pg_writer_password.get_secret_value() == "from-the-scope"
+
+
+def test_a_test_run_keeps_only_where_the_services_are(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "STOCKPIPE_FEED=websocket\nSTOCKPIPE_WEBSOCKET_SYMBOLS=all\n# STOCKPIPE_PG_PORT=1\n"
+        "STOCKPIPE_PG_PORT=5440\nexport STOCKPIPE_KAFKA_BOOTSTRAP=127.0.0.1:9095\n"
+        "STOCKPIPE_REDIS_URL=redis://127.0.0.1:6390/0\nSTOCKPIPE_RETENTION_DAYS=2\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "stockpipe.config", "--locations-of", str(dotenv)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "STOCKPIPE_PG_PORT=5440",
+        "export STOCKPIPE_KAFKA_BOOTSTRAP=127.0.0.1:9095",
+        "STOCKPIPE_REDIS_URL=redis://127.0.0.1:6390/0",
+    ]
