@@ -19,9 +19,11 @@ def test_one_line_per_micro_batch_none_skipped(tmp_path, caplog):
     from stockpipe.streaming.spark import spark_session
 
     spark = spark_session(load_settings(), app_name="stockpipe-tests")
+    # rate-micro-batch: a batch at every trigger (~10 a second); the "rate" source's offsets move once
+    # a second, so its batches came a second apart (12 s for 12 batches), never two between two polls
     query = (
-        spark.readStream.format("rate")
-        .option("rowsPerSecond", 20)
+        spark.readStream.format("rate-micro-batch")
+        .option("rowsPerBatch", 20)
         .load()
         .writeStream.queryName("test_progress_log")
         .trigger(processingTime="100 milliseconds")
@@ -31,16 +33,20 @@ def test_one_line_per_micro_batch_none_skipped(tmp_path, caplog):
     )
     # Polled more slowly than batches end: the batches between two polls come from recentProgress.
     progress = ProgressLog(query, interval_s=0.7)
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress test_progress_log")]
+
     with caplog.at_level(logging.INFO, logger="stockpipe.streaming.query"):
         progress.start()
         try:
             deadline = time.monotonic() + 60
-            while progress.last_batch < 12 and time.monotonic() < deadline:
+            while len(logged()) < 12 and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
             progress.stop()
             query.stop()
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress test_progress_log")]
+    lines = logged()
     batches = [int(re.search(r" batch (\d+):", line).group(1)) for line in lines]
     assert len(batches) >= 12, lines
     assert batches == list(range(batches[0], batches[0] + len(batches))), batches

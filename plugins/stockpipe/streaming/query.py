@@ -215,6 +215,10 @@ class ProgressLog(threading.Thread):
             progresses = [progress]
         else:  # more than one progress since the last poll
             progresses = [dict(p) for p in self.query.recentProgress if p["timestamp"] > self.last_timestamp]
+            # read after lastProgress, it may already hold a newer batch, logged now: the last one
+            # logged is the last seen, or the next poll's lastProgress would log that batch again
+            progresses = progresses or [progress]
+            progress, timestamp = progresses[-1], progresses[-1]["timestamp"]
         for each in progresses:
             log.info(_progress_line(dict(each)))
         self.last_timestamp, self.last_batch = timestamp, progress["batchId"]
