@@ -57,9 +57,9 @@ def test_a_running_stream_compiles_no_code_after_its_first_micro_batches(tmp_pat
     settings = load_settings()
     spark = spark_session(settings, app_name="stockpipe-tests")
     policy = contract.Policy.from_settings(settings, ())
-    records = (
-        spark.readStream.format("rate")
-        .option("rowsPerSecond", 50)
+    records = (  # rate-micro-batch: a batch at every trigger ("rate" moves its offsets once a second)
+        spark.readStream.format("rate-micro-batch")
+        .option("rowsPerBatch", 50)
         .load()
         .select(
             F.lit(b"AAPL").alias("key"),
