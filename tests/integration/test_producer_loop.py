@@ -30,9 +30,9 @@ def loop_env(settings, pg_database):
             "STOCKPIPE_PRODUCER_METRICS_PORT": "0",
             "STOCKPIPE_RATE_LIMIT_PER_MINUTE": "1000",
             "STOCKPIPE_BACKFILL_START_MINUTES": "5",
-            # the whole watchlist every 2 s (not one cycle a minute at planned offsets): fast cycles
+            # the whole watchlist every second (not one cycle a minute at planned offsets): fast cycles
             "STOCKPIPE_PRODUCER_POLICY": "cycle",
-            "STOCKPIPE_PRODUCER_INTERVAL_S": "2",
+            "STOCKPIPE_PRODUCER_INTERVAL_S": "1",
             "AIRFLOW_CTX_DAG_ID": "market_producer",
             "AIRFLOW_CTX_DAG_RUN_ID": "scheduled__loop-test",
         }
