@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, running_app  # noqa: F401
+from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, running_app, settle  # noqa: F401
 
 from stockpipe.alerts.worker import Worker
 from stockpipe.storage.postgres import PostgresSink, stored_bars
@@ -97,12 +97,12 @@ def test_create_a_rule_in_the_page_and_see_its_alert(rules_env, running_app, bas
         started = time.monotonic()
         page.get_by_text(f"{CONDITION} · fired").first.wait_for(timeout=10_000)
         print(f"alert in the page's live feed {time.monotonic() - started:.1f} s after it was published")
-        page.wait_for_timeout(500)
+        settle(page)
         page.screenshot(path=str(ARTIFACTS / "dashboard-alerts.png"), full_page=True)
         page.reload(wait_until="domcontentloaded")
         page.get_by_text("History").first.wait_for(timeout=30_000)
         page.locator("[data-testid=stDataFrame]").nth(1).wait_for(timeout=30_000)
-        page.wait_for_timeout(1000)
+        settle(page)
         assert page.locator("[data-testid=stException]").count() == 0
         page.locator("[data-testid=stDataFrame]").nth(1).scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "dashboard-alerts-history.png"), full_page=True)
@@ -116,7 +116,7 @@ def test_create_a_rule_in_the_page_and_see_its_alert(rules_env, running_app, bas
             ".some(e => e.textContent === 'Alerts')",
             timeout=30_000,
         )
-        page.wait_for_timeout(1000)
+        settle(page)
         page.screenshot(path=str(ARTIFACTS / "dashboard-symbol-alerts.png"), full_page=True)
         page.goto(running_app, wait_until="domcontentloaded")
         page.get_by_text(CONDITION).first.wait_for(timeout=30_000)

@@ -30,6 +30,13 @@ PAGES = {
 }
 
 
+def settle(page) -> None:
+    """Until the page's script run is over (Streamlit marks its root element; an exception box would
+    be on the page by then), then a moment for plotly to finish drawing before a screenshot."""
+    page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for(timeout=30_000)
+    page.wait_for_timeout(300)
+
+
 @pytest.fixture
 def running_app(seeded, app_env, redis_client):
     port = free_port()
@@ -95,7 +102,7 @@ def test_every_page_renders_in_chromium(running_app, redis_client):
                 )
             else:
                 page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=30_000)
-            page.wait_for_timeout(1000)  # let plotly finish drawing before the screenshot
+            settle(page)  # was a fixed second
             page.screenshot(path=str(ARTIFACTS / f"dashboard-{path or 'overview'}.png"), full_page=True)
             assert page.locator("[data-testid=stException]").count() == 0, f"exception box on /{path}"
             if path == "":
