@@ -284,6 +284,9 @@ def test_empty_database_says_no_data_yet_with_the_start_command(pg_conn, redis_c
 
 
 def test_every_page_names_what_is_down_and_where(app_env, monkeypatch):
+    # nothing listens on the dead port: a Kafka client waits out its whole timeout (3 s, several
+    # calls a page) before it says so; 1 s tells the same
+    monkeypatch.setattr("dashboard.data.KAFKA_TIMEOUT_S", 1.0)
     dead = free_port()
     monkeypatch.setenv("STOCKPIPE_PG_PORT", str(dead))
     monkeypatch.setenv("STOCKPIPE_REDIS_URL", f"redis://127.0.0.1:{dead}/15")
