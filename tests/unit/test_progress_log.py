@@ -90,7 +90,11 @@ def test_the_batch_after_an_idle_spell_is_logged(tmp_path, caplog):
                 deadline = time.monotonic() + 30
                 while sum(" 2 input rows" in line for line in lines()) <= i and time.monotonic() < deadline:
                     time.sleep(0.05)
-                time.sleep(1.0)  # idle: Spark reports no-data progress every 200 ms
+                # idle until a no-data progress (Spark reports one every 200 ms) is logged: the next
+                # batch with data then reports its id again (was: a fixed second)
+                idle = sum(" 0 input rows" in line for line in lines())
+                while sum(" 0 input rows" in line for line in lines()) <= idle and time.monotonic() < deadline:
+                    time.sleep(0.05)
         finally:
             progress.stop()
             query.stop()
